@@ -1,0 +1,85 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "Provision",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "provisionctl", targets: ["provisionctl"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+    ],
+    targets: [
+        // Spec and status types, values, JSON, the expression language and validation. No I/O.
+        .target(
+            name: "ProvisionModel",
+            dependencies: [.product(name: "Yams", package: "Yams")]
+        ),
+        // The `EventLog` protocol and the embedded segmented log.
+        .target(
+            name: "ProvisionLog",
+            dependencies: [
+                "ProvisionModel",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // Reader, processor (filter and projection), checkpoints, the sink protocol.
+        .target(
+            name: "ProvisionPipeline",
+            dependencies: [
+                "ProvisionModel", "ProvisionLog",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // One folder per sink.
+        .target(
+            name: "ProvisionSinks",
+            dependencies: ["ProvisionModel", "ProvisionPipeline"]
+        ),
+        // Reconciler and control state.
+        .target(
+            name: "ProvisionControl",
+            dependencies: [
+                "ProvisionModel", "ProvisionLog", "ProvisionPipeline", "ProvisionSinks",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        // REST API.
+        .target(
+            name: "ProvisionServer",
+            dependencies: [
+                "ProvisionModel", "ProvisionLog", "ProvisionControl",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        // The command-line interface.
+        .target(
+            name: "ProvisionCommands",
+            dependencies: [
+                "ProvisionModel", "ProvisionLog", "ProvisionControl", "ProvisionServer",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        .executableTarget(name: "provisionctl", dependencies: ["ProvisionCommands"]),
+
+        .testTarget(name: "ProvisionModelTests", dependencies: ["ProvisionModel"]),
+        .testTarget(name: "ProvisionLogTests", dependencies: ["ProvisionLog"]),
+        .testTarget(name: "ProvisionPipelineTests", dependencies: ["ProvisionPipeline", "ProvisionSinks"]),
+        .testTarget(name: "ProvisionControlTests", dependencies: ["ProvisionControl"]),
+        .testTarget(
+            name: "ProvisionIntegrationTests",
+            dependencies: ["ProvisionModel", "ProvisionLog"]
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

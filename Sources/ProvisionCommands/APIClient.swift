@@ -1,0 +1,68 @@
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import NIOHTTP1
+import ProvisionModel
+
+/// Talks to a Provision server's HTTP API.
+struct APIClient {
+    let baseURL: String
+
+    struct Failure: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    struct Reply {
+        var status: Int
+        var body: Data
+
+        func decode<T: Decodable>(_ type: T.Type) throws -> T {
+            try JSONDecoder().decode(type, from: body)
+        }
+
+        /// The API's error body as one readable message, spec errors one per line.
+        var errorMessage: String {
+            guard let error = try? JSONDecoder().decode(APIErrorBody.self, from: body) else {
+                return "HTTP \(status): \(String(decoding: body.prefix(500), as: UTF8.self))"
+            }
+            var lines = ["error: \(error.error.message) [\(error.error.code)]"]
+            for detail in error.error.details ?? [] { lines.append(detail.description) }
+            return lines.joined(separator: "\n")
+        }
+    }
+
+    func send(_ method: HTTPMethod, _ path: String, body: Data? = nil, contentType: String = "application/json",
+              timeout: TimeAmount = .seconds(120)) async throws -> Reply
+    {
+        var request = HTTPClientRequest(url: baseURL + path)
+        request.method = method
+        if let body {
+            request.headers.add(name: "Content-Type", value: contentType)
+            request.body = .bytes(ByteBuffer(data: body))
+        }
+        let response: HTTPClientResponse
+        do {
+            response = try await HTTPClient.shared.execute(request, timeout: timeout)
+        } catch {
+            throw Failure(description: "cannot reach the Provision server at \(baseURL): \(error) (start one with 'provisionctl serve', or set --server / PROVISION_SERVER)")
+        }
+        let bytes = try await response.body.collect(upTo: 256 * 1024 * 1024)
+        return Reply(status: Int(response.status.code), body: Data(buffer: bytes))
+    }
+
+    /// Sends and decodes a 2xx reply; anything else becomes a readable failure.
+    func call<T: Decodable>(_ method: HTTPMethod, _ path: String, body: Data? = nil, as type: T.Type,
+                            contentType: String = "application/json") async throws -> T
+    {
+        let reply = try await send(method, path, body: body, contentType: contentType)
+        guard (200..<300).contains(reply.status) else { throw Failure(description: reply.errorMessage) }
+        return try reply.decode(type)
+    }
+}
+
+extension String {
+    /// Percent-encodes a path segment or query value.
+    var urlComponentEncoded: String {
+        addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(CharacterSet(charactersIn: "-._~"))) ?? self
+    }
+}

@@ -1,0 +1,62 @@
+import ArgumentParser
+import Foundation
+import ProvisionModel
+
+struct ApplyCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "apply",
+        abstract: "Create or update datasets and products from spec files.",
+        discussion: "All files are checked together; any error applies nothing.")
+
+    @Option(name: .shortAndLong, help: "A spec file or a directory of .yaml/.yml files.")
+    var file: [String]
+
+    @Flag(name: .long, help: "Print the plan (create / update / update-rebuild / unchanged / delete) and change nothing.")
+    var dryRun = false
+
+    @Flag(name: .long, help: "Delete products on the server that the files do not mention.")
+    var prune = false
+
+    @OptionGroup var options: ClientOptions
+
+    func run() async throws {
+        let files = try SpecFiles.read(file)
+        let body = try JSONEncoder().encode(ApplyRequest(files: files, dryRun: dryRun, prune: prune))
+        let reply = try await options.client.send(.POST, "/v1/apply", body: body)
+        guard reply.status == 200 else {
+            printError(reply.errorMessage)
+            throw ExitCode(1)
+        }
+        let response = try reply.decode(ApplyResponse.self)
+        for change in response.changes {
+            let detail = change.detail.map { " (\($0))" } ?? ""
+            print("\(change.kind.rawValue.lowercased())/\(change.name) \(change.action.rawValue)\(detail)")
+        }
+        if response.dryRun { print("dry run: nothing was changed") }
+    }
+}
+
+/// Reads spec files and directories, naming each file as the user wrote its path.
+enum SpecFiles {
+    static func read(_ paths: [String]) throws -> [SpecFile] {
+        var files: [SpecFile] = []
+        for path in paths {
+            var isDirectory: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+                throw ValidationError("\(path) does not exist")
+            }
+            if isDirectory.boolValue {
+                let names = try FileManager.default.contentsOfDirectory(atPath: path)
+                    .filter { $0.hasSuffix(".yaml") || $0.hasSuffix(".yml") }
+                    .sorted()
+                for name in names {
+                    let full = path.hasSuffix("/") ? path + name : "\(path)/\(name)"
+                    files.append(SpecFile(name: full, content: try String(contentsOfFile: full, encoding: .utf8)))
+                }
+            } else {
+                files.append(SpecFile(name: path, content: try String(contentsOfFile: path, encoding: .utf8)))
+            }
+        }
+        return files
+    }
+}

@@ -1,0 +1,22 @@
+import ArgumentParser
+import Foundation
+
+/// How a client command finds the server.
+struct ClientOptions: ParsableArguments {
+    @Option(name: .long, help: "The server's URL (default: $PROVISION_SERVER or http://127.0.0.1:8470).")
+    var server: String?
+
+    var client: APIClient {
+        let url = server ?? ProcessInfo.processInfo.environment["PROVISION_SERVER"] ?? "http://127.0.0.1:8470"
+        return APIClient(baseURL: url.hasSuffix("/") ? String(url.dropLast()) : url)
+    }
+}
+
+enum OutputFormat: String, ExpressibleByArgument, CaseIterable {
+    case table, json, yaml
+}
+
+/// Prints to standard error.
+func printError(_ message: String) {
+    FileHandle.standardError.write(Data((message + "\n").utf8))
+}

@@ -1,0 +1,74 @@
+import ArgumentParser
+import Foundation
+import ProvisionModel
+import ProvisionServer
+
+struct ProduceCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "produce",
+        abstract: "Append one record per JSON line to a topic; exits 0 only when every record is durable.",
+        discussion: "A malformed line is reported with its line number and nothing is appended.")
+
+    @Argument(help: "The topic to append to (created if missing).")
+    var topic: String
+
+    @Option(name: .long, help: "A file of JSON lines, or - for standard input.")
+    var file: String
+
+    @Option(name: .long, help: "The field whose value is the record key.")
+    var key: String?
+
+    @Option(name: .long, help: "The field whose value (RFC 3339 or epoch milliseconds) is the record time.")
+    var time: String?
+
+    @Option(name: .long, help: "plain (default): each line is the value; envelope: {\"key\", \"value\", \"time\", \"headers\"}, a null value is a tombstone.")
+    var format: String = "plain"
+
+    @OptionGroup var options: ClientOptions
+
+    /// Requests stay well under the server's body limit.
+    static let requestBytesMax = 8 * 1024 * 1024
+
+    func validate() throws {
+        guard ["plain", "envelope"].contains(format) else { throw ValidationError("--format must be plain or envelope") }
+    }
+
+    func run() async throws {
+        let data: Data
+        if file == "-" {
+            data = FileHandle.standardInput.readDataToEndOfFile()
+        } else {
+            guard let contents = FileManager.default.contents(atPath: file) else {
+                throw ValidationError("cannot read \(file)")
+            }
+            data = contents
+        }
+        let bytes = [UInt8](data)
+        // Check every line before sending any, so a bad line appends nothing.
+        do {
+            _ = try RecordLines.parse(bytes, keyField: key, timeField: time, envelope: format == "envelope", now: 0)
+        } catch {
+            printError("error: \(file == "-" ? "<stdin>" : file): \(error); nothing was appended")
+            throw ExitCode(1)
+        }
+        var query: [String] = []
+        if let key { query.append("key=\(key.urlComponentEncoded)") }
+        if let time { query.append("time=\(time.urlComponentEncoded)") }
+        if format == "envelope" { query.append("format=envelope") }
+        let path = "/v1/topics/\(topic.urlComponentEncoded)/records" + (query.isEmpty ? "" : "?" + query.joined(separator: "&"))
+        var sent = 0
+        var chunkStart = 0
+        while chunkStart < bytes.count {
+            var chunkEnd = min(chunkStart + Self.requestBytesMax, bytes.count)
+            if chunkEnd < bytes.count {
+                while chunkEnd > chunkStart, bytes[chunkEnd - 1] != 0x0A { chunkEnd -= 1 }
+                if chunkEnd == chunkStart { chunkEnd = min(chunkStart + Self.requestBytesMax, bytes.count) }
+            }
+            let response = try await options.client.call(.POST, path, body: Data(bytes[chunkStart..<chunkEnd]), as: ProduceResponse.self,
+                                                          contentType: "application/x-ndjson")
+            sent += response.count
+            chunkStart = chunkEnd
+        }
+        print("appended \(sent) record\(sent == 1 ? "" : "s") to \(topic)")
+    }
+}

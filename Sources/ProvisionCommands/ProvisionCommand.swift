@@ -1,0 +1,12 @@
+import ArgumentParser
+
+/// `provisionctl`: the server and its client in one executable.
+public struct ProvisionCommand: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "provisionctl",
+        abstract: "Self-service data provisioning: declare the data you need, where you need it.",
+        subcommands: [ServeCommand.self, ApplyCommand.self, GetCommand.self, DescribeCommand.self, DeleteCommand.self,
+                      ProduceCommand.self, TailCommand.self])
+
+    public init() {}
+}

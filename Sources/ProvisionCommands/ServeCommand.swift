@@ -1,0 +1,107 @@
+import ArgumentParser
+import Foundation
+import Logging
+import ProvisionControl
+import ProvisionLog
+import ProvisionModel
+import ProvisionServer
+import ServiceLifecycle
+
+struct ServeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve", abstract: "Run the Provision server with the embedded event log.")
+
+    @Option(name: .long, help: "Where the log, control state and checkpoints live.")
+    var dataDir = "provision-data"
+
+    @Option(name: .long, help: "HOST:PORT to listen on.")
+    var listen = "127.0.0.1:8470"
+
+    @Option(name: .long, help: "The root of file sinks (default: <data-dir>/files).")
+    var fileRoot: String?
+
+    @Option(name: .long, help: "Delete log segments whose newest record is older than this (e.g. 365d).")
+    var retention: String?
+
+    @Option(name: .long, help: "Keep at most this many bytes per partition (oldest segments go first).")
+    var retentionBytes: Int?
+
+    @Option(name: .long, help: "Largest segment file, in bytes.")
+    var segmentBytes: Int = 256 * 1024 * 1024
+
+    @Flag(name: .long, help: "Seed sample datasets (orders, customers, payments), apply the example specs and keep a live trickle going.")
+    var demo = false
+
+    @Option(name: .long, help: "The example specs that --demo applies.")
+    var specs = "specs"
+
+    @Option(name: .long, help: "trace, debug, info, notice, warning, error or critical.")
+    var logLevel = "info"
+
+    func validate() throws {
+        guard parsedListen != nil else { throw ValidationError("--listen must be HOST:PORT") }
+        if let retention, DurationText.parseMilliseconds(retention) == nil {
+            throw ValidationError("--retention must be a duration such as 30d")
+        }
+        guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level \(logLevel)") }
+    }
+
+    private var parsedListen: (host: String, port: Int)? {
+        guard let colon = listen.lastIndex(of: ":"), let port = Int(listen[listen.index(after: colon)...]),
+            (0...65535).contains(port)
+        else { return nil }
+        return (String(listen[..<colon]), port)
+    }
+
+    func run() async throws {
+        // Line-buffer standard output so the start-up summary shows at once when piped.
+        setvbuf(stdout, nil, _IOLBF, 0)
+        let level = Logger.Level(rawValue: logLevel)!
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "provision")
+        let (host, port) = parsedListen!
+        let dataDirectory = URL(fileURLWithPath: dataDir).standardizedFileURL.path
+        var logConfiguration = EmbeddedLogConfiguration(segmentBytesMax: segmentBytes)
+        logConfiguration.retentionAge = retention.flatMap(DurationText.parseMilliseconds).map { .milliseconds($0) }
+        logConfiguration.retentionBytes = retentionBytes
+        let options = ProvisionServerRuntime.Options(
+            dataDirectory: dataDirectory, host: host, port: port,
+            fileRoot: fileRoot.map { URL(fileURLWithPath: $0).standardizedFileURL.path }, logConfiguration: logConfiguration)
+        let runtime = try ProvisionServerRuntime(options: options, logger: logger)
+
+        var extraServices: [any Service] = []
+        var demoProducts: [String] = []
+        if demo {
+            let seeded = try await DemoData.seedIfEmpty(runtime.log, logger: logger)
+            let files = try SpecFiles.read([specs])
+            let response: ApplyResponse
+            do {
+                response = try await runtime.reconciler.apply(ApplyRequest(files: files, dryRun: false))
+            } catch let rejected as ApplyRejected {
+                for error in rejected.errors { printError(error.description) }
+                throw ExitCode(1)
+            }
+            demoProducts = response.changes.filter { $0.kind == .dataProduct }.map(\.name)
+            extraServices.append(DemoTrickle(log: runtime.log, logger: logger))
+            print("demo: \(seeded ? "seeded" : "kept existing") orders, customers and payments in \(dataDirectory)/log")
+        }
+        let listenURL = "http://\(host):\(port)"
+        let provisioned = demoProducts
+        let reconciler = runtime.reconciler
+        try await runtime.run(extraServices: extraServices) {
+            print("provision: listening on \(listenURL), data in \(dataDirectory)")
+            guard !provisioned.isEmpty else { return }
+            print("demo: provisioned these products (files under \(options.fileRoot)):")
+            for name in provisioned {
+                if let product = await reconciler.product(name) {
+                    print("  \(name): \(product.status.output ?? "-")")
+                }
+            }
+            print("demo: watch them with 'provisionctl get products' or 'provisionctl describe product NAME'")
+        }
+    }
+}

@@ -1,0 +1,131 @@
+import ProvisionLog
+import ProvisionModel
+import ProvisionPipeline
+
+/// What the API asks of the control plane.
+extension Reconciler {
+    /// Validates every file, computes the plan and, unless `dryRun`, applies all of it.
+    /// Any error rejects the whole request: nothing is half-applied.
+    public func apply(_ request: ApplyRequest) async throws -> ApplyResponse {
+        let catalog = currentState.datasets.values.map(\.dataset)
+        let result = SpecLoader.load(request.files, catalog: catalog)
+        guard result.errors.isEmpty else { throw ApplyRejected(errors: result.errors) }
+        var next = currentState
+        var changes: [PlannedChange] = []
+        let now = currentTime
+        var appliedProducts: Set<String> = []
+        for document in result.documents {
+            switch document {
+            case .dataset(let dataset, _):
+                if let existing = next.datasets[dataset.name] {
+                    if existing.dataset == dataset {
+                        changes.append(PlannedChange(kind: .dataset, name: dataset.name, action: .unchanged))
+                    } else {
+                        next.datasets[dataset.name]?.dataset = dataset
+                        next.datasets[dataset.name]?.generation += 1
+                        changes.append(PlannedChange(kind: .dataset, name: dataset.name, action: .update))
+                    }
+                } else {
+                    next.datasets[dataset.name] = StoredDataset(dataset: dataset, generation: 1, createdAt: now)
+                    changes.append(PlannedChange(kind: .dataset, name: dataset.name, action: .create))
+                }
+            case .dataProduct(let product, _):
+                appliedProducts.insert(product.name)
+                if var existing = next.products[product.name], !existing.deleting {
+                    if existing.product == product {
+                        changes.append(PlannedChange(kind: .dataProduct, name: product.name, action: .unchanged))
+                        continue
+                    }
+                    let rebuild = existing.product.spec.changesOutput(comparedTo: product.spec)
+                    if rebuild {
+                        existing.pendingCleanup = existing.pendingCleanup ?? existing.product.spec
+                        existing.build += 1
+                        existing.buildStartedAt = now
+                        existing.status = ProductStatus(observedGeneration: existing.status.observedGeneration)
+                    }
+                    existing.product = product
+                    existing.generation += 1
+                    next.products[product.name] = existing
+                    changes.append(PlannedChange(kind: .dataProduct, name: product.name, action: rebuild ? .updateRebuild : .update,
+                                                 detail: rebuild ? "the output changes; it is rebuilt from the start of the backfill" : nil))
+                } else {
+                    next.products[product.name] = StoredProduct(product: product, generation: 1, createdAt: now, build: 1,
+                                                                buildStartedAt: now, status: ProductStatus(), deleting: false,
+                                                                pendingCleanup: nil)
+                    changes.append(PlannedChange(kind: .dataProduct, name: product.name, action: .create))
+                }
+            }
+        }
+        if request.prune {
+            for name in next.products.keys.sorted() where !appliedProducts.contains(name) && next.products[name]?.deleting == false {
+                next.products[name]?.deleting = true
+                changes.append(PlannedChange(kind: .dataProduct, name: name, action: .delete))
+            }
+        }
+        if request.dryRun { return ApplyResponse(dryRun: true, changes: changes) }
+        for change in changes where change.kind == .dataset && change.action == .create {
+            if let topic = next.datasets[change.name]?.dataset.spec.topic {
+                try await createTopic(topic)
+            }
+        }
+        replaceState(next)
+        for change in changes where change.kind == .dataProduct && change.action != .unchanged {
+            requestReconcile(change.name)
+        }
+        return ApplyResponse(dryRun: false, changes: changes)
+    }
+
+    public func products() -> [ProductResource] {
+        currentState.products.values.sorted { $0.product.name < $1.product.name }.map(resource)
+    }
+
+    public func product(_ name: String) -> ProductResource? {
+        currentState.products[name].map(resource)
+    }
+
+    /// Marks the product for deletion and returns at once; the reconciler stops it and
+    /// applies its deletion policy. Returns false if it does not exist.
+    public func deleteProduct(_ name: String) -> Bool {
+        guard var stored = currentState.products[name] else { return false }
+        stored.deleting = true
+        var next = currentState
+        next.products[name] = stored
+        replaceState(next)
+        requestReconcile(name)
+        return true
+    }
+
+    public func datasets() async throws -> [DatasetResource] {
+        var result: [DatasetResource] = []
+        for stored in currentState.datasets.values.sorted(by: { $0.dataset.name < $1.dataset.name }) {
+            result.append(try await datasetResource(stored))
+        }
+        return result
+    }
+
+    public func dataset(_ name: String) async throws -> DatasetResource? {
+        guard let stored = currentState.datasets[name] else { return nil }
+        return try await datasetResource(stored)
+    }
+
+    private func datasetResource(_ stored: StoredDataset) async throws -> DatasetResource {
+        let topic = stored.dataset.spec.topic
+        var start: Int64 = 0, end: Int64 = 0
+        for partition in 0..<(try await eventLog.partitionCount(of: topic) ?? 0) {
+            let source = TopicPartition(topic: topic, partition: partition)
+            start += try await eventLog.startOffset(of: source)
+            end += try await eventLog.endOffset(of: source)
+        }
+        return DatasetResource(
+            metadata: ResourceMetadata(stored.dataset.metadata, generation: stored.generation,
+                                       creationTimestamp: Timestamp.format(stored.createdAt)),
+            spec: stored.dataset.spec, status: DatasetStatus(records: end - start, startOffset: start, endOffset: end))
+    }
+
+    private func resource(_ stored: StoredProduct) -> ProductResource {
+        ProductResource(
+            metadata: ResourceMetadata(stored.product.metadata, generation: stored.generation,
+                                       creationTimestamp: Timestamp.format(stored.createdAt)),
+            spec: stored.product.spec, status: stored.status)
+    }
+}

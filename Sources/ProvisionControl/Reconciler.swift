@@ -1,0 +1,300 @@
+import Foundation
+import Logging
+import ProvisionLog
+import ProvisionModel
+import ProvisionPipeline
+import ServiceLifecycle
+
+/// Spec errors that stopped an apply; nothing was applied.
+public struct ApplyRejected: Error, Sendable {
+    public var errors: [SpecError]
+}
+
+/// Level-triggered reconciliation: a request names a product; the reconciler compares the
+/// desired spec with what runs and makes them agree. Specs, status and builds persist in the
+/// `ControlStore`; checkpoints persist with the output.
+public actor Reconciler: Service {
+    public struct Configuration: Sendable {
+        public var backoff: RetryBackoff
+        public var pipelineLimits: Pipeline.Limits
+        /// How often unsaved status is written and every product is checked again.
+        public var resyncInterval: Duration
+
+        public init(backoff: RetryBackoff = .init(), pipelineLimits: Pipeline.Limits = .init(), resyncInterval: Duration = .seconds(2)) {
+            self.backoff = backoff
+            self.pipelineLimits = pipelineLimits
+            self.resyncInterval = resyncInterval
+        }
+    }
+
+    private struct Run {
+        var build: Int
+        var task: Task<Void, Never>
+        var lifecycle: ProductLifecycle
+    }
+
+    private let log: any EventLog
+    private let store: any ControlStore
+    private let sinks: SinkFactory
+    private let configuration: Configuration
+    private let logger: Logger
+    private let clock: @Sendable () -> TimestampMilliseconds
+    private var state: ControlState
+    private var runs: [String: Run] = [:]
+    private var statusDirty = false
+    private let requests: AsyncStream<String>
+    private let requestContinuation: AsyncStream<String>.Continuation
+
+    public init(log: any EventLog, store: any ControlStore, sinks: SinkFactory, configuration: Configuration = .init(),
+                logger: Logger, clock: @escaping @Sendable () -> TimestampMilliseconds = Reconciler.systemClock) throws
+    {
+        self.log = log
+        self.store = store
+        self.sinks = sinks
+        self.configuration = configuration
+        self.logger = logger
+        self.clock = clock
+        state = try store.load()
+        (requests, requestContinuation) = AsyncStream.makeStream(of: String.self)
+    }
+
+    public static let systemClock: @Sendable () -> TimestampMilliseconds = { now() }
+
+    /// Wall-clock milliseconds since the epoch.
+    public static func now() -> TimestampMilliseconds {
+        TimestampMilliseconds((Date().timeIntervalSince1970 * 1000).rounded())
+    }
+
+    // MARK: Service
+
+    public func run() async throws {
+        for name in state.products.keys.sorted() { requestContinuation.yield(name) }
+        let requests = self.requests
+        await withDiscardingTaskGroup { group in
+            group.addTask {
+                for await name in requests { await self.reconcile(name) }
+            }
+            group.addTask {
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: self.configuration.resyncInterval)
+                    await self.resync()
+                }
+            }
+            try? await gracefulShutdown()
+            await self.stopAll()
+            group.cancelAll()
+        }
+    }
+
+    private func resync() {
+        flushStatus()
+        for name in state.products.keys where runs[name] == nil { requestContinuation.yield(name) }
+    }
+
+    /// Stops every pipeline (each drains its batch and commits), then saves status.
+    private func stopAll() async {
+        requestContinuation.finish()
+        let active = runs
+        for (_, run) in active { run.task.cancel() }
+        for (_, run) in active { await run.task.value }
+        runs.removeAll()
+        flushStatus()
+        logger.info("reconciler stopped", metadata: ["products": "\(active.count)"])
+    }
+
+    private func flushStatus() {
+        guard statusDirty else { return }
+        save()
+    }
+
+    private func save() {
+        do {
+            try store.save(state)
+            statusDirty = false
+        } catch {
+            logger.error("cannot save control state", metadata: ["error": "\(error)"])
+        }
+    }
+
+    // MARK: Access for the API
+
+    var currentState: ControlState { state }
+    var currentTime: TimestampMilliseconds { clock() }
+    var eventLog: any EventLog { log }
+
+    func replaceState(_ next: ControlState) {
+        state = next
+        save()
+    }
+
+    func requestReconcile(_ name: String) {
+        requestContinuation.yield(name)
+    }
+
+    func createTopic(_ topic: String) async throws {
+        try await log.createTopic(topic, partitions: 1)
+    }
+
+    // MARK: Reconcile
+
+    private func reconcile(_ name: String) async {
+        guard let stored = state.products[name] else {
+            if let run = runs.removeValue(forKey: name) {
+                run.task.cancel()
+                await run.task.value
+            }
+            return
+        }
+        if stored.deleting {
+            await finishDeletion(stored)
+            return
+        }
+        if let run = runs[name] {
+            if run.build == stored.build {
+                if state.products[name]?.status.observedGeneration != stored.generation {
+                    state.products[name]?.status.observedGeneration = stored.generation
+                    save()
+                }
+                return
+            }
+            run.task.cancel()
+            await run.task.value
+            runs[name] = nil
+        }
+        if let previous = stored.pendingCleanup {
+            await removeOutput(of: previous, product: name, destroyFile: previous.deletionPolicy == .delete
+                               || sinks.location(of: previous) == sinks.location(of: stored.product.spec))
+            state.products[name]?.pendingCleanup = nil
+            save()
+        }
+        start(stored)
+    }
+
+    private func removeOutput(of spec: DataProductSpec, product: String, destroyFile: Bool) async {
+        if destroyFile {
+            do {
+                try await sinks.makeSink(for: spec, product: product, outputSchema: Schema()).destroy()
+            } catch {
+                logger.error("cannot remove output", metadata: ["product": "\(product)", "error": "\(error)"])
+            }
+        }
+        try? sinks.checkpoints.remove(product)
+    }
+
+    private func finishDeletion(_ stored: StoredProduct) async {
+        let name = stored.product.name
+        if let run = runs.removeValue(forKey: name) {
+            run.task.cancel()
+            await run.task.value
+        }
+        await removeOutput(of: stored.product.spec, product: name, destroyFile: stored.product.spec.deletionPolicy == .delete)
+        if let previous = stored.pendingCleanup, previous.deletionPolicy == .delete {
+            await removeOutput(of: previous, product: name, destroyFile: true)
+        }
+        try? await log.deleteTopic(DeadLetters.topic(for: name))
+        state.products[name] = nil
+        save()
+        logger.info("product deleted", metadata: ["product": "\(name)", "policy": "\(stored.product.spec.deletionPolicy.rawValue)"])
+    }
+
+    private func start(_ stored: StoredProduct) {
+        let name = stored.product.name
+        let now = clock()
+        var lifecycle = ProductLifecycle(now: now, backoff: configuration.backoff)
+        lifecycle.provisioningStarted(now: now)
+        let datasets = state.datasets.mapValues(\.dataset)
+        let plan: ProductPlan
+        do {
+            plan = try ProductPlan.compile(stored.product, datasets: datasets)
+        } catch {
+            // The dataset changed under the product: terminal until the spec or dataset is fixed.
+            _ = lifecycle.failed(reason: "InvalidSpec", message: "the product no longer compiles against its dataset: \(error)",
+                                 now: now, unitRandom: 0)
+            updateStatus(name) { status in
+                status.phase = lifecycle.phase
+                status.conditions = lifecycle.conditions(now: now)
+            }
+            return
+        }
+        let startTime = stored.product.spec.backfill.startTime(createdAt: stored.buildStartedAt)
+        let processor = RecordProcessor(plan: plan, startTime: startTime, endTime: stored.product.spec.backfill.endTime)
+        let build = stored.build
+        updateStatus(name) { status in
+            status.phase = lifecycle.phase
+            status.conditions = lifecycle.conditions(now: now)
+            status.observedGeneration = stored.generation
+            status.backfillStart = startTime.map(Timestamp.format)
+            status.output = self.sinks.location(of: stored.product.spec)
+            status.deadLetterTopic = DeadLetters.topic(for: name)
+        }
+        save()
+        let sink = sinks.makeSink(for: stored.product.spec, product: name, outputSchema: plan.outputSchema)
+        let pipeline = Pipeline(processor: processor, log: log, sink: sink, limits: configuration.pipelineLimits,
+                                logger: logger, clock: clock) { [weak self] progress in
+            await self?.pipelineProgressed(name, build: build, progress)
+        }
+        let task = Task { await self.supervise(pipeline, name: name, build: build) }
+        runs[name] = Run(build: build, task: task, lifecycle: lifecycle)
+    }
+
+    /// Runs a pipeline until it is cancelled, retrying failures with backoff. Each retry
+    /// reopens the sink, which resumes from the committed checkpoint.
+    private nonisolated func supervise(_ pipeline: Pipeline, name: String, build: Int) async {
+        while !Task.isCancelled {
+            do {
+                try await pipeline.run()
+                if Task.isCancelled { return }
+            } catch {
+                if Task.isCancelled { return }
+                let delay = await pipelineFailed(name, build: build, error)
+                try? await Task.sleep(for: delay)
+            }
+        }
+    }
+
+    private func updateStatus(_ name: String, _ change: (inout ProductStatus) -> Void) {
+        guard var stored = state.products[name] else { return }
+        change(&stored.status)
+        state.products[name] = stored
+        statusDirty = true
+    }
+
+    private func pipelineProgressed(_ name: String, build: Int, _ progress: PipelineProgress) {
+        guard var run = runs[name], run.build == build else { return }
+        let now = clock()
+        let previousPhase = run.lifecycle.phase
+        run.lifecycle.progressed(caughtUp: progress.caughtUp, now: now)
+        runs[name] = run
+        let lifecycle = run.lifecycle
+        updateStatus(name) { status in
+            status.phase = lifecycle.phase
+            status.conditions = lifecycle.conditions(now: now)
+            status.lag = progress.lag
+            status.recordsWritten = progress.checkpoint.recordsWritten
+            status.deadLettered = progress.checkpoint.deadLettered
+            status.checkpoint = Dictionary(uniqueKeysWithValues: progress.checkpoint.offsets.map { (String($0.key), $0.value) })
+        }
+        if previousPhase != lifecycle.phase {
+            logger.info("product phase", metadata: ["product": "\(name)", "phase": "\(lifecycle.phase.rawValue)"])
+            save()
+        }
+    }
+
+    private func pipelineFailed(_ name: String, build: Int, _ error: Error) -> Duration {
+        let now = clock()
+        let reason = (error as? SinkError)?.reason ?? "PipelineFailed"
+        guard var run = runs[name], run.build == build else { return configuration.backoff.cap }
+        let action = run.lifecycle.failed(reason: reason, message: "\(error)", now: now, unitRandom: Double.random(in: 0..<1))
+        runs[name] = run
+        let lifecycle = run.lifecycle
+        updateStatus(name) { status in
+            status.phase = lifecycle.phase
+            status.conditions = lifecycle.conditions(now: now)
+        }
+        save()
+        logger.warning("pipeline failed", metadata: ["product": "\(name)", "reason": "\(reason)", "error": "\(error)",
+                                                     "attempt": "\(lifecycle.failures)"])
+        if case .retry(let delay) = action { return delay }
+        return configuration.backoff.cap
+    }
+}

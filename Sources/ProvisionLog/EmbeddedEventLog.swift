@@ -1,0 +1,113 @@
+import Foundation
+import Logging
+import ProvisionModel
+
+/// The default `EventLog`: segmented files under a directory, one folder per partition
+/// (`<topic>-<partition>`), as Kafka lays out its log directories.
+public final class EmbeddedEventLog: EventLog, @unchecked Sendable {
+    private let directory: String
+    private let configuration: EmbeddedLogConfiguration
+    private let logger: Logger
+    private let lock = NSLock()
+    // Guarded by lock.
+    private var partitions: [String: [PartitionLog]] = [:]
+
+    public init(directory: String, configuration: EmbeddedLogConfiguration = .init(), logger: Logger = Logger(label: "provision.log")) throws {
+        self.directory = directory
+        self.configuration = configuration
+        self.logger = logger
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        var found: [String: [Int]] = [:]
+        for entry in try FileManager.default.contentsOfDirectory(atPath: directory) {
+            guard let dash = entry.lastIndex(of: "-"), let partition = Int(entry[entry.index(after: dash)...]) else { continue }
+            found[String(entry[..<dash]), default: []].append(partition)
+        }
+        for (topic, partitionNumbers) in found {
+            // A topic's partitions are numbered 0..<n; a gap means a partial delete, so keep the prefix.
+            let count = (0...).first { !partitionNumbers.contains($0) } ?? 0
+            partitions[topic] = try (0..<count).map {
+                try PartitionLog(directory: "\(directory)/\(topic)-\($0)", configuration: configuration, logger: logger)
+            }
+        }
+    }
+
+    public static func isValidTopicName(_ name: String) -> Bool {
+        !name.isEmpty && name.count <= 200 && name != "." && name != ".."
+            && name.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "." || $0 == "_" || $0 == "-") }
+    }
+
+    private func partitionLog(_ partition: TopicPartition) throws -> PartitionLog {
+        lock.lock()
+        defer { lock.unlock() }
+        guard let logs = partitions[partition.topic] else {
+            throw EventLogError(.unknownTopic, "topic '\(partition.topic)' does not exist")
+        }
+        guard logs.indices.contains(partition.partition) else {
+            throw EventLogError(.invalidPartition, "topic '\(partition.topic)' has no partition \(partition.partition)")
+        }
+        return logs[partition.partition]
+    }
+
+    public func createTopic(_ topic: String, partitions count: Int) async throws {
+        guard Self.isValidTopicName(topic) else {
+            throw EventLogError(.invalidTopicName, "'\(topic)' is not a valid topic name (letters, digits, '.', '_', '-')")
+        }
+        guard count >= 1 else { throw EventLogError(.invalidPartition, "a topic needs at least one partition") }
+        try lock.withLock {
+            if partitions[topic] != nil { return }
+            partitions[topic] = try (0..<count).map {
+                try PartitionLog(directory: "\(directory)/\(topic)-\($0)", configuration: configuration, logger: logger)
+            }
+        }
+    }
+
+    public func describeTopics() async throws -> [TopicDescription] {
+        let snapshot = lock.withLock { partitions }
+        return snapshot.keys.sorted().map { topic in
+            TopicDescription(name: topic, partitions: snapshot[topic]!.enumerated().map { index, log in
+                PartitionDescription(partition: index, startOffset: log.startOffset, endOffset: log.endOffset)
+            })
+        }
+    }
+
+    public func partitionCount(of topic: String) async throws -> Int? {
+        lock.withLock { partitions[topic]?.count }
+    }
+
+    @discardableResult
+    public func append(_ records: [LogRecord], to partition: TopicPartition) async throws -> Int64 {
+        try partitionLog(partition).append(records)
+    }
+
+    public func read(_ partition: TopicPartition, from offset: Int64, maxRecords: Int, maxBytes: Int) async throws -> [StoredRecord] {
+        try partitionLog(partition).read(from: offset, maxRecords: maxRecords, maxBytes: maxBytes)
+    }
+
+    public func offset(forTimestamp timestamp: TimestampMilliseconds, in partition: TopicPartition) async throws -> Int64 {
+        try partitionLog(partition).offset(forTimestamp: timestamp)
+    }
+
+    public func startOffset(of partition: TopicPartition) async throws -> Int64 {
+        try partitionLog(partition).startOffset
+    }
+
+    public func endOffset(of partition: TopicPartition) async throws -> Int64 {
+        try partitionLog(partition).endOffset
+    }
+
+    public func waitForRecords(in partition: TopicPartition, beyond offset: Int64, timeout: Duration) async throws {
+        try await partitionLog(partition).waitForRecords(beyond: offset, timeout: timeout)
+    }
+
+    public func deleteTopic(_ topic: String) async throws {
+        let removed = lock.withLock { partitions.removeValue(forKey: topic) }
+        for log in removed ?? [] { log.removeAllFiles() }
+    }
+
+    /// Applies the retention limits to every partition; returns the number of segments deleted.
+    @discardableResult
+    public func enforceRetention(now: TimestampMilliseconds) throws -> Int {
+        let logs = lock.withLock { partitions.values.flatMap { $0 } }
+        return try logs.reduce(0) { $0 + (try $1.enforceRetention(now: now)) }
+    }
+}

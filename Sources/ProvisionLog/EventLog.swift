@@ -1,0 +1,140 @@
+import ProvisionModel
+
+/// A record header: a name and opaque bytes.
+public struct LogHeader: Sendable, Equatable {
+    public var name: String
+    public var value: [UInt8]
+
+    public init(name: String, value: [UInt8]) {
+        self.name = name
+        self.value = value
+    }
+
+    public init(name: String, text: String) {
+        self.init(name: name, value: Array(text.utf8))
+    }
+}
+
+/// A record as appended: a key, a value (nil is a tombstone: it deletes the key), the
+/// record's timestamp in milliseconds, and headers.
+public struct LogRecord: Sendable, Equatable {
+    public var key: [UInt8]?
+    public var value: [UInt8]?
+    public var timestamp: TimestampMilliseconds
+    public var headers: [LogHeader]
+
+    public init(key: [UInt8]?, value: [UInt8]?, timestamp: TimestampMilliseconds, headers: [LogHeader] = []) {
+        self.key = key
+        self.value = value
+        self.timestamp = timestamp
+        self.headers = headers
+    }
+
+    public func header(_ name: String) -> [UInt8]? {
+        headers.first { $0.name == name }?.value
+    }
+}
+
+/// A record as read back, with its position in the partition.
+public struct StoredRecord: Sendable, Equatable {
+    public var offset: Int64
+    public var record: LogRecord
+
+    public init(offset: Int64, record: LogRecord) {
+        self.offset = offset
+        self.record = record
+    }
+}
+
+public struct TopicPartition: Sendable, Hashable, CustomStringConvertible {
+    public var topic: String
+    public var partition: Int
+
+    public init(topic: String, partition: Int) {
+        self.topic = topic
+        self.partition = partition
+    }
+
+    public var description: String { "\(topic)-\(partition)" }
+}
+
+public struct PartitionDescription: Sendable, Equatable, Codable {
+    public var partition: Int
+    /// The first offset still retained.
+    public var startOffset: Int64
+    /// The offset the next record will get.
+    public var endOffset: Int64
+}
+
+public struct TopicDescription: Sendable, Equatable, Codable {
+    public var name: String
+    public var partitions: [PartitionDescription]
+}
+
+/// Why a log operation failed.
+public struct EventLogError: Error, Sendable, CustomStringConvertible {
+    public enum Code: String, Sendable {
+        case unknownTopic, invalidTopicName, invalidPartition, recordTooLarge, io
+    }
+
+    public var code: Code
+    public var message: String
+
+    public init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    public var description: String { message }
+}
+
+/// The central event store: topics of partitions of records, each addressed by an offset.
+/// The embedded segmented log implements it today; a Kafka-backed log implements the same
+/// protocol, so nothing above this line knows which store it runs on.
+public protocol EventLog: Sendable {
+    /// Creates the topic if it does not exist. An existing topic keeps its partition count.
+    func createTopic(_ topic: String, partitions: Int) async throws
+
+    func describeTopics() async throws -> [TopicDescription]
+
+    /// The number of partitions, or nil if the topic does not exist.
+    func partitionCount(of topic: String) async throws -> Int?
+
+    /// Appends records to one partition and returns the offset of the first. The records
+    /// are durable when this returns, and all of them are appended or none.
+    @discardableResult
+    func append(_ records: [LogRecord], to partition: TopicPartition) async throws -> Int64
+
+    /// Reads records from `offset` on, up to a count and a byte budget (at least one record
+    /// is returned if any exists). An offset below the retained start reads from the start.
+    func read(_ partition: TopicPartition, from offset: Int64, maxRecords: Int, maxBytes: Int) async throws -> [StoredRecord]
+
+    /// The first offset whose record timestamp is ≥ `timestamp`, or the end offset if none is.
+    func offset(forTimestamp timestamp: TimestampMilliseconds, in partition: TopicPartition) async throws -> Int64
+
+    func startOffset(of partition: TopicPartition) async throws -> Int64
+
+    func endOffset(of partition: TopicPartition) async throws -> Int64
+
+    /// Returns when the end offset moves past `offset`, or after `timeout`, whichever comes
+    /// first; it does not poll. Returns at once if records beyond `offset` already exist.
+    func waitForRecords(in partition: TopicPartition, beyond offset: Int64, timeout: Duration) async throws
+
+    /// Removes a topic and its records.
+    func deleteTopic(_ topic: String) async throws
+}
+
+extension EventLog {
+    /// The partition a key belongs to: the same key always lands in the same partition,
+    /// so per-key order holds.
+    public func partition(forKey key: [UInt8]?, partitionCount: Int) -> Int {
+        guard let key, partitionCount > 1 else { return 0 }
+        // FNV-1a: stable across processes and versions, unlike Hasher.
+        var hash: UInt32 = 2_166_136_261
+        for byte in key {
+            hash ^= UInt32(byte)
+            hash = hash &* 16_777_619
+        }
+        return Int(hash % UInt32(partitionCount))
+    }
+}

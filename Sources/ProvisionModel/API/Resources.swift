@@ -1,0 +1,241 @@
+/// Metadata as the server reports it: the author's fields plus what the server tracks.
+public struct ResourceMetadata: Sendable, Equatable, Codable {
+    public var name: String
+    public var team: String?
+    public var owner: String?
+    public var description: String?
+    public var labels: [String: String]?
+    /// Increases each time the spec changes.
+    public var generation: Int
+    public var creationTimestamp: String
+
+    public init(_ metadata: ObjectMetadata, generation: Int, creationTimestamp: String) {
+        name = metadata.name
+        team = metadata.team
+        owner = metadata.owner
+        description = metadata.description
+        labels = metadata.labels
+        self.generation = generation
+        self.creationTimestamp = creationTimestamp
+    }
+}
+
+public struct ProductResource: Sendable, Equatable, Codable {
+    public var apiVersion = "provision/v1"
+    public var kind = "DataProduct"
+    public var metadata: ResourceMetadata
+    public var spec: DataProductSpec
+    public var status: ProductStatus
+
+    public init(metadata: ResourceMetadata, spec: DataProductSpec, status: ProductStatus) {
+        self.metadata = metadata
+        self.spec = spec
+        self.status = status
+    }
+}
+
+public struct DatasetStatus: Sendable, Equatable, Codable {
+    public var records: Int64
+    public var startOffset: Int64
+    public var endOffset: Int64
+
+    public init(records: Int64, startOffset: Int64, endOffset: Int64) {
+        self.records = records
+        self.startOffset = startOffset
+        self.endOffset = endOffset
+    }
+}
+
+public struct DatasetResource: Sendable, Equatable, Codable {
+    public var apiVersion = "provision/v1"
+    public var kind = "Dataset"
+    public var metadata: ResourceMetadata
+    public var spec: DatasetSpec
+    public var status: DatasetStatus
+
+    public init(metadata: ResourceMetadata, spec: DatasetSpec, status: DatasetStatus) {
+        self.metadata = metadata
+        self.spec = spec
+        self.status = status
+    }
+}
+
+/// The body of `POST /v1/apply`.
+public struct ApplyRequest: Sendable, Codable {
+    public var files: [SpecFile]
+    public var dryRun: Bool
+    /// Delete products that exist on the server but are absent from `files`.
+    public var prune: Bool
+
+    public init(files: [SpecFile], dryRun: Bool, prune: Bool = false) {
+        self.files = files
+        self.dryRun = dryRun
+        self.prune = prune
+    }
+}
+
+public struct PlannedChange: Sendable, Equatable, Codable {
+    public enum Action: String, Sendable, Codable {
+        case create
+        /// The spec changed but the output stays: metadata or deletion policy.
+        case update
+        /// The output changes (from, where, select, key, backfill, sink): rebuilt from scratch.
+        case updateRebuild = "update-rebuild"
+        case unchanged
+        case delete
+    }
+
+    public var kind: SpecKind
+    public var name: String
+    public var action: Action
+    public var detail: String?
+
+    public init(kind: SpecKind, name: String, action: Action, detail: String? = nil) {
+        self.kind = kind
+        self.name = name
+        self.action = action
+        self.detail = detail
+    }
+}
+
+public struct ApplyResponse: Sendable, Codable {
+    public var dryRun: Bool
+    public var changes: [PlannedChange]
+
+    public init(dryRun: Bool, changes: [PlannedChange]) {
+        self.dryRun = dryRun
+        self.changes = changes
+    }
+}
+
+/// Every API error: a stable code, a human message and, for spec errors, the located details.
+public struct APIErrorBody: Sendable, Codable, Error {
+    public struct Detail: Sendable, Codable {
+        public var code: String
+        public var message: String
+        public var details: [SpecError]?
+    }
+
+    public var error: Detail
+
+    public init(code: String, message: String, details: [SpecError]? = nil) {
+        error = Detail(code: code, message: message, details: details)
+    }
+}
+
+/// The answer to `POST /v1/topics/{topic}/records`.
+public struct ProduceResponse: Sendable, Codable {
+    public var topic: String
+    public var partition: Int
+    public var firstOffset: Int64
+    public var count: Int
+
+    public init(topic: String, partition: Int, firstOffset: Int64, count: Int) {
+        self.topic = topic
+        self.partition = partition
+        self.firstOffset = firstOffset
+        self.count = count
+    }
+}
+
+/// One record as `GET /v1/topics/{topic}/records` returns it.
+public struct RecordView: Sendable, Codable {
+    public var partition: Int
+    public var offset: Int64
+    public var time: String
+    public var key: String?
+    /// The value as JSON when it parses as JSON, else as text; nil for a tombstone.
+    public var value: JSONText?
+    public var headers: [String: String]?
+
+    public init(partition: Int, offset: Int64, time: String, key: String?, value: JSONText?, headers: [String: String]?) {
+        self.partition = partition
+        self.offset = offset
+        self.time = time
+        self.key = key
+        self.value = value
+        self.headers = headers
+    }
+}
+
+public struct RecordsPage: Sendable, Codable {
+    public var records: [RecordView]
+    /// Where the next read continues.
+    public var nextOffset: Int64
+    public var endOffset: Int64
+
+    public init(records: [RecordView], nextOffset: Int64, endOffset: Int64) {
+        self.records = records
+        self.nextOffset = nextOffset
+        self.endOffset = endOffset
+    }
+}
+
+/// Embeds a JSON value as is inside a Codable document.
+public struct JSONText: Sendable, Codable, Equatable {
+    public var value: JSONValue
+
+    public init(_ value: JSONValue) {
+        self.value = value
+    }
+
+    public init(from decoder: Decoder) throws {
+        value = try JSONText.decodeValue(try decoder.singleValueContainer(), decoder: decoder)
+    }
+
+    private static func decodeValue(_ container: SingleValueDecodingContainer, decoder: Decoder) throws -> JSONValue {
+        if container.decodeNil() { return .null }
+        if let flag = try? container.decode(Bool.self) { return .bool(flag) }
+        if let integer = try? container.decode(Int64.self) { return .integer(integer) }
+        if let number = try? container.decode(Double.self) { return .number(number) }
+        if let text = try? container.decode(String.self) { return .string(text) }
+        if let array = try? container.decode([JSONText].self) { return .array(array.map(\.value)) }
+        let object = try decoder.container(keyedBy: AnyKey.self)
+        var fields: [(key: String, value: JSONValue)] = []
+        for key in object.allKeys {
+            fields.append((key.stringValue, try object.decode(JSONText.self, forKey: key).value))
+        }
+        return .object(JSONObject(fields))
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        switch value {
+        case .null:
+            var container = encoder.singleValueContainer()
+            try container.encodeNil()
+        case .bool(let flag):
+            var container = encoder.singleValueContainer()
+            try container.encode(flag)
+        case .integer(let integer):
+            var container = encoder.singleValueContainer()
+            try container.encode(integer)
+        case .number(let number):
+            var container = encoder.singleValueContainer()
+            try container.encode(number)
+        case .string(let text):
+            var container = encoder.singleValueContainer()
+            try container.encode(text)
+        case .array(let elements):
+            var container = encoder.singleValueContainer()
+            try container.encode(elements.map(JSONText.init))
+        case .object(let object):
+            var container = encoder.container(keyedBy: AnyKey.self)
+            for field in object.fields {
+                try container.encode(JSONText(field.value), forKey: AnyKey(stringValue: field.key))
+            }
+        }
+    }
+}
+
+struct AnyKey: CodingKey {
+    var stringValue: String
+    var intValue: Int? { nil }
+
+    init(stringValue: String) {
+        self.stringValue = stringValue
+    }
+
+    init?(intValue: Int) {
+        nil
+    }
+}

@@ -1,0 +1,57 @@
+/// What an expression sees while it is evaluated for one event.
+public struct EvaluationContext: Sendable {
+    /// The event's value.
+    public var event: JSONObject
+    /// The event's time: the dataset's time field, or the log timestamp.
+    public var eventTime: TimestampMilliseconds
+    /// The time `now()` returns; fixed per batch so one batch sees one instant.
+    public var now: TimestampMilliseconds
+
+    public init(event: JSONObject, eventTime: TimestampMilliseconds, now: TimestampMilliseconds) {
+        self.event = event
+        self.eventTime = eventTime
+        self.now = now
+    }
+}
+
+/// The names an expression may refer to: the fields of the dataset it reads.
+public struct ExpressionScope: Sendable {
+    public var datasetName: String
+    public var schema: Schema
+
+    public init(datasetName: String, schema: Schema) {
+        self.datasetName = datasetName
+        self.schema = schema
+    }
+}
+
+/// Reads a typed field out of a JSON event. A value that does not fit the declared type
+/// is an operating error of that event, not of the pipeline.
+public enum FieldReader {
+    public static func read(_ json: JSONValue?, as type: ValueType, path: String) throws(EvaluationError) -> Value {
+        guard let json else { return .null }
+        switch (type, json) {
+        case (_, .null): return .null
+        case (.string, .string(let text)): return .string(text)
+        case (.integer, .integer(let integer)): return .integer(integer)
+        case (.integer, .number(let number)) where number == number.rounded() && abs(number) < 9e18:
+            return .integer(Int64(number))
+        case (.decimal, .integer(let integer)): return .decimal(Double(integer))
+        case (.decimal, .number(let number)): return .decimal(number)
+        case (.decimal, .string(let text)):
+            // Money is often sent as a string to keep its digits; accept that.
+            guard let number = Double(text) else { break }
+            return .decimal(number)
+        case (.boolean, .bool(let flag)): return .boolean(flag)
+        case (.timestamp, .string(let text)):
+            guard let milliseconds = Timestamp.parse(text) else {
+                throw EvaluationError("field '\(path)': '\(text)' is not an RFC 3339 timestamp")
+            }
+            return .timestamp(milliseconds)
+        case (.timestamp, .integer(let milliseconds)): return .timestamp(milliseconds)
+        case (.json, _), (.object, .object): return .json(json)
+        default: break
+        }
+        throw EvaluationError("field '\(path)': expected \(type.name), found \(json.typeName) \(JSONWriter.string(json).prefix(60))")
+    }
+}

@@ -1,0 +1,472 @@
+import Yams
+
+/// Reads YAML documents into spec types, strictly: every unknown field, wrong type and
+/// missing field becomes a `SpecError` located at the offending node.
+struct DocumentReader {
+    let file: String
+    private(set) var errors: [SpecError] = []
+    private var marks: [String: TextPosition] = [:]
+
+    init(file: String) {
+        self.file = file
+    }
+
+    mutating func readAll(_ text: String) -> [ParsedDocument] {
+        var documents: [ParsedDocument] = []
+        do {
+            var sequence = try Yams.compose_all(yaml: text)
+            while let node = sequence.next() {
+                marks = [:]
+                if let document = read(document: node) {
+                    documents.append(ParsedDocument(document: document, file: file, marks: marks))
+                }
+            }
+            if let error = sequence.error { report(yamlError: error) }
+        } catch {
+            report(yamlError: error)
+        }
+        return documents
+    }
+
+    private mutating func report(yamlError: Error) {
+        switch yamlError as? YamlError {
+        case .scanner(_, let problem, let mark, _), .parser(_, let problem, let mark, _),
+            .composer(_, let problem, let mark, _):
+            errors.append(SpecError(file: file, line: mark.line, column: mark.column, path: "", message: "invalid YAML: \(problem)"))
+        default:
+            errors.append(SpecError(file: file, line: 1, column: 1, path: "", message: "invalid YAML: \(yamlError)"))
+        }
+    }
+
+    // MARK: Errors
+
+    private mutating func fail(_ node: Node?, _ path: String, _ message: String) {
+        let mark = node?.position ?? TextPosition(line: 1, column: 1)
+        errors.append(SpecError(file: file, line: mark.line, column: mark.column, path: path, message: message))
+    }
+
+    private func join(_ path: String, _ key: String) -> String {
+        path.isEmpty ? key : "\(path).\(key)"
+    }
+
+    // MARK: Primitive readers
+
+    /// A mapping's fields by key, in order. Reports unknown keys against `allowed`.
+    private mutating func fields(of node: Node, at path: String, allowed: [String]) -> [String: Node]? {
+        guard case .mapping(let mapping) = node else {
+            fail(node, path, "expected a mapping, found \(describe(node))")
+            return nil
+        }
+        var result: [String: Node] = [:]
+        for (keyNode, valueNode) in mapping {
+            // Keys are read as written: YAML 1.1 would turn a bare `on` into a boolean.
+            guard case .scalar(let keyScalar) = keyNode else {
+                fail(keyNode, path, "mapping keys must be plain strings")
+                continue
+            }
+            let key = keyScalar.string
+            let fieldPath = join(path, key)
+            guard allowed.contains(key) else {
+                var message = "unknown field '\(key)'"
+                if let suggestion = closestMatch(to: key, among: allowed) { message += " (did you mean '\(suggestion)'?)" }
+                fail(keyNode, fieldPath, message)
+                continue
+            }
+            if result[key] != nil {
+                fail(keyNode, fieldPath, "field '\(key)' appears twice")
+                continue
+            }
+            result[key] = valueNode
+            marks[fieldPath] = valueNode.position
+            marks["key:" + fieldPath] = keyNode.position
+        }
+        return result
+    }
+
+    private mutating func required(_ fields: [String: Node], _ key: String, in node: Node, at path: String) -> Node? {
+        guard let value = fields[key] else {
+            fail(node, join(path, key), "missing required field '\(key)'")
+            return nil
+        }
+        return value
+    }
+
+    private mutating func string(_ node: Node?, at path: String) -> String? {
+        guard let node else { return nil }
+        guard case .scalar(let scalar) = node, !(scalar.style == .plain && (scalar.string == "~" || scalar.string == "null" || scalar.string.isEmpty)) else {
+            fail(node, path, "expected a string, found \(describe(node))")
+            return nil
+        }
+        return scalar.string
+    }
+
+    private mutating func describe(_ node: Node) -> String {
+        switch node {
+        case .mapping: return "a mapping"
+        case .sequence: return "a list"
+        case .alias: return "an alias"
+        case .scalar(let scalar):
+            if scalar.style == .plain && (scalar.string == "~" || scalar.string == "null" || scalar.string.isEmpty) {
+                return "null"
+            }
+            return "'\(scalar.string)'"
+        }
+    }
+
+    private mutating func name(_ node: Node?, at path: String, what: String) -> String? {
+        guard let text = string(node, at: path) else { return nil }
+        let valid = !text.isEmpty && text.count <= 63
+            && text.allSatisfy { ($0.isASCII && ($0.isLowercase || $0.isNumber)) || $0 == "-" }
+            && text.first != "-" && text.last != "-"
+        guard valid else {
+            fail(node, path, "\(what) '\(text)' must be 1-63 lowercase letters, digits or '-', starting and ending with a letter or digit")
+            return nil
+        }
+        return text
+    }
+
+    private mutating func identifier(_ node: Node?, at path: String) -> String? {
+        guard let text = string(node, at: path) else { return nil }
+        guard let first = text.first, first == "_" || first.isLetter,
+            text.allSatisfy({ $0 == "_" || $0.isLetter || $0.isNumber })
+        else {
+            fail(node, path, "'\(text)' is not a valid field name (letters, digits and '_', not starting with a digit)")
+            return nil
+        }
+        return text
+    }
+
+    // MARK: Documents
+
+    private mutating func read(document node: Node) -> SpecDocument? {
+        let errorCount = errors.count
+        guard let top = fields(of: node, at: "", allowed: ["apiVersion", "kind", "metadata", "spec"]) else { return nil }
+        let location = SourceLocation(file: file, line: node.mark?.line ?? 1, column: node.mark?.column ?? 1)
+        if let apiVersionNode = required(top, "apiVersion", in: node, at: ""), let apiVersion = string(apiVersionNode, at: "apiVersion"),
+            apiVersion != "provision/v1"
+        {
+            fail(apiVersionNode, "apiVersion", "unsupported apiVersion '\(apiVersion)' (expected 'provision/v1')")
+        }
+        guard let kindNode = required(top, "kind", in: node, at: ""), let kindText = string(kindNode, at: "kind") else { return nil }
+        guard let kind = SpecKind(rawValue: kindText) else {
+            var message = "unknown kind '\(kindText)'"
+            if let suggestion = closestMatch(to: kindText, among: SpecKind.allCases.map(\.rawValue)) {
+                message += " (did you mean '\(suggestion)'?)"
+            }
+            fail(kindNode, "kind", message)
+            return nil
+        }
+        let metadata = required(top, "metadata", in: node, at: "").flatMap { readMetadata($0) }
+        let specNode = required(top, "spec", in: node, at: "")
+        switch kind {
+        case .dataset:
+            guard let specNode, let spec = readDatasetSpec(specNode, name: metadata?.name), let metadata,
+                errors.count == errorCount
+            else { return nil }
+            return .dataset(Dataset(metadata: metadata, spec: spec), location)
+        case .dataProduct:
+            guard let specNode, let spec = readProductSpec(specNode), let metadata, errors.count == errorCount else { return nil }
+            return .dataProduct(DataProduct(metadata: metadata, spec: spec), location)
+        }
+    }
+
+    private mutating func readMetadata(_ node: Node) -> ObjectMetadata? {
+        guard let fields = fields(of: node, at: "metadata", allowed: ["name", "team", "owner", "description", "labels"]) else {
+            return nil
+        }
+        guard let name = name(required(fields, "name", in: node, at: "metadata"), at: "metadata.name", what: "name") else {
+            return nil
+        }
+        var labels: [String: String]?
+        if let labelsNode = fields["labels"] {
+            if case .mapping(let mapping) = labelsNode {
+                labels = [:]
+                for (key, value) in mapping {
+                    if let key = string(key, at: "metadata.labels"), let value = string(value, at: "metadata.labels.\(key)") {
+                        labels?[key] = value
+                    }
+                }
+            } else {
+                fail(labelsNode, "metadata.labels", "expected a mapping, found \(describe(labelsNode))")
+            }
+        }
+        return ObjectMetadata(
+            name: name,
+            team: fields["team"].flatMap { string($0, at: "metadata.team") },
+            owner: fields["owner"].flatMap { string($0, at: "metadata.owner") },
+            description: fields["description"].flatMap { string($0, at: "metadata.description") },
+            labels: labels)
+    }
+
+    private mutating func readDatasetSpec(_ node: Node, name: String?) -> DatasetSpec? {
+        guard let fields = fields(of: node, at: "spec", allowed: ["topic", "key", "time", "schema"]) else { return nil }
+        guard let schemaNode = required(fields, "schema", in: node, at: "spec"),
+            let schema = readSchema(schemaNode, at: "spec.schema")
+        else { return nil }
+        let topic = fields["topic"].flatMap { self.topic($0) } ?? name ?? ""
+        var key: String?
+        if let keyNode = fields["key"], let keyName = identifier(keyNode, at: "spec.key") {
+            if schema.field(named: keyName) == nil {
+                fail(keyNode, "spec.key", unknownFieldMessage(keyName, in: schema, dataset: name))
+            } else {
+                key = keyName
+            }
+        }
+        var time: String?
+        if let timeNode = fields["time"], let timeName = identifier(timeNode, at: "spec.time") {
+            if let field = schema.field(named: timeName) {
+                if field.type == .timestamp {
+                    time = timeName
+                } else {
+                    fail(timeNode, "spec.time", "the time field '\(timeName)' is a \(field.type.name); it must be a timestamp")
+                }
+            } else {
+                fail(timeNode, "spec.time", unknownFieldMessage(timeName, in: schema, dataset: name))
+            }
+        }
+        return DatasetSpec(topic: topic, key: key, time: time, schema: schema)
+    }
+
+    private mutating func topic(_ node: Node) -> String? {
+        guard let text = string(node, at: "spec.topic") else { return nil }
+        guard !text.isEmpty, text.count <= 200, !text.hasPrefix("_"), !text.hasPrefix("."),
+            text.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "." || $0 == "_" || $0 == "-") })
+        else {
+            fail(node, "spec.topic", "topic '\(text)' must be letters, digits, '.', '_' or '-' and must not start with '_' or '.'")
+            return nil
+        }
+        return text
+    }
+
+    private func unknownFieldMessage(_ name: String, in schema: Schema, dataset: String?) -> String {
+        var message = "unknown field '\(name)' in dataset '\(dataset ?? "?")'"
+        if let suggestion = closestMatch(to: name, among: schema.fieldNames) { message += " (did you mean '\(suggestion)'?)" }
+        return message
+    }
+
+    private mutating func readSchema(_ node: Node, at path: String) -> Schema? {
+        guard case .mapping(let mapping) = node else {
+            fail(node, path, "expected a mapping of field names to types, found \(describe(node))")
+            return nil
+        }
+        if mapping.count == 0 {
+            fail(node, path, "a schema needs at least one field")
+            return nil
+        }
+        var schema = Schema()
+        var ok = true
+        for (keyNode, valueNode) in mapping {
+            guard let fieldName = identifier(keyNode, at: path) else {
+                ok = false
+                continue
+            }
+            let fieldPath = join(path, fieldName)
+            if schema.field(named: fieldName) != nil {
+                fail(keyNode, fieldPath, "field '\(fieldName)' appears twice")
+                ok = false
+                continue
+            }
+            if case .mapping = valueNode {
+                guard let nested = readSchema(valueNode, at: fieldPath) else {
+                    ok = false
+                    continue
+                }
+                schema.fields.append(.init(name: fieldName, type: .object(nested)))
+                continue
+            }
+            guard let typeName = string(valueNode, at: fieldPath) else {
+                ok = false
+                continue
+            }
+            guard let type = ValueType.named(typeName) else {
+                var message = "unknown type '\(typeName)' (types: \(ValueType.schemaTypeNames.joined(separator: ", ")))"
+                if let suggestion = closestMatch(to: typeName, among: ValueType.schemaTypeNames) {
+                    message = "unknown type '\(typeName)' (did you mean '\(suggestion)'?)"
+                }
+                fail(valueNode, fieldPath, message)
+                ok = false
+                continue
+            }
+            schema.fields.append(.init(name: fieldName, type: type))
+        }
+        return ok ? schema : nil
+    }
+
+    private mutating func readProductSpec(_ node: Node) -> DataProductSpec? {
+        let allowed = ["from", "backfill", "where", "select", "key", "sink", "deletionPolicy", "join"]
+        guard let fields = fields(of: node, at: "spec", allowed: allowed) else { return nil }
+        if let joinNode = fields["join"] {
+            fail(joinNode, "spec.join", "joins are not supported by this server version")
+        }
+        let from = name(required(fields, "from", in: node, at: "spec"), at: "spec.from", what: "dataset name")
+        let backfill = fields["backfill"].map { readBackfill($0) } ?? .all
+        let filter = fields["where"].flatMap { expressionText($0, at: "spec.where") }
+        var select: [SelectField]?
+        if let selectNode = fields["select"] {
+            select = readSelect(selectNode)
+        }
+        let key = fields["key"].flatMap { identifier($0, at: "spec.key") }
+        let sink = required(fields, "sink", in: node, at: "spec").flatMap { readSink($0) }
+        var deletionPolicy = DeletionPolicy.retain
+        if let policyNode = fields["deletionPolicy"], let text = string(policyNode, at: "spec.deletionPolicy") {
+            if let policy = DeletionPolicy(rawValue: text) {
+                deletionPolicy = policy
+            } else {
+                fail(policyNode, "spec.deletionPolicy", "unknown deletionPolicy '\(text)' (expected 'Retain' or 'Delete')")
+            }
+        }
+        guard let from, let backfill, let sink else { return nil }
+        return DataProductSpec(from: from, backfill: backfill, filter: filter, select: select, key: key, sink: sink,
+                               deletionPolicy: deletionPolicy)
+    }
+
+    /// Expressions are scalars; a YAML number or boolean is read as its text (`select: {one: 1}`).
+    private mutating func expressionText(_ node: Node, at path: String) -> String? {
+        guard case .scalar(let scalar) = node, !scalar.string.isEmpty else {
+            fail(node, path, "expected an expression, found \(describe(node))")
+            return nil
+        }
+        marks["style:" + path] = TextPosition(line: 0, column: scalar.style == .plain ? 0 : 1)
+        return scalar.string
+    }
+
+    private mutating func readSelect(_ node: Node) -> [SelectField]? {
+        guard case .mapping(let mapping) = node else {
+            fail(node, "spec.select", "expected a mapping of output field names to expressions, found \(describe(node))")
+            return nil
+        }
+        if mapping.count == 0 {
+            fail(node, "spec.select", "select needs at least one field")
+            return nil
+        }
+        var select: [SelectField] = []
+        for (keyNode, valueNode) in mapping {
+            guard let fieldName = identifier(keyNode, at: "spec.select") else { continue }
+            let path = "spec.select.\(fieldName)"
+            if select.contains(where: { $0.name == fieldName }) {
+                fail(keyNode, path, "output field '\(fieldName)' appears twice")
+                continue
+            }
+            marks[path] = valueNode.position
+            if let expression = expressionText(valueNode, at: path) {
+                select.append(SelectField(name: fieldName, expression: expression))
+            }
+        }
+        return select
+    }
+
+    private mutating func readBackfill(_ node: Node) -> Backfill? {
+        if case .scalar(let scalar) = node {
+            switch scalar.string {
+            case "all": return .all
+            case "none": return Backfill.none
+            default:
+                fail(node, "spec.backfill", "expected 'all', 'none', {since: DURATION} or {from: TIMESTAMP, until: TIMESTAMP}")
+                return nil
+            }
+        }
+        guard let fields = fields(of: node, at: "spec.backfill", allowed: ["since", "from", "until"]) else { return nil }
+        if let sinceNode = fields["since"] {
+            if fields["from"] != nil || fields["until"] != nil {
+                fail(sinceNode, "spec.backfill.since", "use either 'since' or 'from'/'until', not both")
+                return nil
+            }
+            guard let text = string(sinceNode, at: "spec.backfill.since") else { return nil }
+            guard let milliseconds = DurationText.parseMilliseconds(text), milliseconds > 0 else {
+                fail(sinceNode, "spec.backfill.since", "'\(text)' is not a duration (examples: 90d, 12h, 30m)")
+                return nil
+            }
+            return .since(text: text, milliseconds: milliseconds)
+        }
+        guard let fromNode = fields["from"] else {
+            fail(node, "spec.backfill", "backfill needs 'since' or 'from'")
+            return nil
+        }
+        guard let fromText = string(fromNode, at: "spec.backfill.from") else { return nil }
+        guard let from = Timestamp.parse(fromText) else {
+            fail(fromNode, "spec.backfill.from", "'\(fromText)' is not an RFC 3339 timestamp")
+            return nil
+        }
+        var until: TimestampMilliseconds?
+        if let untilNode = fields["until"], let untilText = string(untilNode, at: "spec.backfill.until") {
+            guard let parsed = Timestamp.parse(untilText) else {
+                fail(untilNode, "spec.backfill.until", "'\(untilText)' is not an RFC 3339 timestamp")
+                return nil
+            }
+            guard parsed > from else {
+                fail(untilNode, "spec.backfill.until", "'until' must be after 'from'")
+                return nil
+            }
+            until = parsed
+        }
+        return .window(from: from, until: until)
+    }
+
+    private mutating func readSink(_ node: Node) -> SinkSpec? {
+        let known = SinkSpec.kinds + ["postgres", "elasticsearch", "webhook"]
+        guard let fields = fields(of: node, at: "spec.sink", allowed: known) else { return nil }
+        guard fields.count == 1, let (kind, sinkNode) = fields.first else {
+            fail(node, "spec.sink", fields.isEmpty ? "a sink needs one kind: \(SinkSpec.kinds.joined(separator: ", "))"
+                : "a sink has exactly one kind, found \(fields.keys.sorted().joined(separator: ", "))")
+            return nil
+        }
+        switch kind {
+        case "file":
+            guard let fileFields = self.fields(of: sinkNode, at: "spec.sink.file", allowed: ["path", "format"]) else {
+                return nil
+            }
+            guard let pathNode = required(fileFields, "path", in: sinkNode, at: "spec.sink.file"),
+                let path = string(pathNode, at: "spec.sink.file.path")
+            else { return nil }
+            guard FilePaths.normalizedRelativePath(path) != nil else {
+                fail(pathNode, "spec.sink.file.path", "path '\(path)' must be relative and stay inside the server's file root")
+                return nil
+            }
+            var format: FileSinkSpec.Format = path.lowercased().hasSuffix(".csv") ? .csv : .jsonl
+            if let formatNode = fileFields["format"], let text = string(formatNode, at: "spec.sink.file.format") {
+                guard let parsed = FileSinkSpec.Format(rawValue: text) else {
+                    fail(formatNode, "spec.sink.file.format", "unknown format '\(text)' (expected 'jsonl' or 'csv')")
+                    return nil
+                }
+                format = parsed
+            }
+            return .file(FileSinkSpec(path: path, format: format))
+        default:
+            fail(sinkNode, "spec.sink.\(kind)", "sink '\(kind)' is not supported by this server version (supported: \(SinkSpec.kinds.joined(separator: ", ")))")
+            return nil
+        }
+    }
+}
+
+/// Path rules for file sinks, as pure string logic so that validation needs no file system.
+public enum FilePaths {
+    /// `eu/orders.jsonl` stays; `./eu//orders.jsonl` becomes `eu/orders.jsonl`; absolute paths and
+    /// paths that climb out of the root (`../x`, `a/../../x`) are nil.
+    public static func normalizedRelativePath(_ path: String) -> String? {
+        guard !path.isEmpty, !path.hasPrefix("/"), !path.contains("\0") else { return nil }
+        var components: [Substring] = []
+        for component in path.split(separator: "/", omittingEmptySubsequences: true) {
+            switch component {
+            case ".": continue
+            case "..":
+                guard !components.isEmpty else { return nil }
+                components.removeLast()
+            default: components.append(component)
+            }
+        }
+        guard !components.isEmpty else { return nil }
+        return components.joined(separator: "/")
+    }
+}
+
+/// A 1-based line and column in a spec file.
+struct TextPosition: Sendable, Equatable {
+    var line: Int
+    var column: Int
+}
+
+extension Node {
+    var position: TextPosition? {
+        mark.map { TextPosition(line: $0.line, column: $0.column) }
+    }
+}

@@ -1,0 +1,102 @@
+/// A product compiled against its dataset: the filter, the projection and the output schema.
+/// Both apply-time validation and the running pipeline build it, so they cannot disagree.
+public struct ProductPlan: Sendable {
+    public let product: DataProduct
+    public let dataset: Dataset
+    public let filter: Expression?
+    /// Nil means the events pass through whole.
+    public let projection: [(name: String, expression: Expression)]?
+    public let outputSchema: Schema
+    /// The output field that identifies a record, if any.
+    public let keyField: String?
+
+    /// Where a compile error belongs in the product spec.
+    public enum Failure: Error, Sendable {
+        case unknownDataset(String)
+        case expression(path: String, ExpressionError)
+        case key(String)
+    }
+
+    public static func compile(_ product: DataProduct, datasets: [String: Dataset]) throws(Failure) -> ProductPlan {
+        guard let dataset = datasets[product.spec.from] else { throw .unknownDataset(product.spec.from) }
+        let scope = ExpressionScope(datasetName: dataset.name, schema: dataset.spec.schema)
+        var filter: Expression?
+        if let source = product.spec.filter {
+            do {
+                filter = try Expression.compile(source, in: scope)
+            } catch {
+                throw .expression(path: "spec.where", error)
+            }
+            if let type = filter?.type, type != .boolean, type != .null {
+                throw .expression(path: "spec.where", ExpressionError(column: 1, message: "where must be a boolean condition, found \(type.name)"))
+            }
+        }
+        var projection: [(name: String, expression: Expression)]?
+        var outputSchema = dataset.spec.schema
+        if let select = product.spec.select {
+            projection = []
+            outputSchema = Schema()
+            for field in select {
+                let expression: Expression
+                do {
+                    expression = try Expression.compile(field.expression, in: scope)
+                } catch {
+                    throw .expression(path: "spec.select.\(field.name)", error)
+                }
+                projection?.append((field.name, expression))
+                outputSchema.fields.append(.init(name: field.name, type: expression.type == .null ? .json : expression.type))
+            }
+        }
+        var keyField: String?
+        if let key = product.spec.key {
+            guard outputSchema.field(named: key) != nil else {
+                var message = "key '\(key)' is not an output field"
+                if let suggestion = closestMatch(to: key, among: outputSchema.fieldNames) {
+                    message += " (did you mean '\(suggestion)'?)"
+                }
+                throw .key(message)
+            }
+            keyField = key
+        } else if let datasetKey = dataset.spec.key, outputSchema.field(named: datasetKey) != nil {
+            keyField = datasetKey
+        }
+        return ProductPlan(product: product, dataset: dataset, filter: filter, projection: projection,
+                           outputSchema: outputSchema, keyField: keyField)
+    }
+}
+
+/// Checks a product against the datasets it reads and reports errors at the right node.
+struct ProductValidator {
+    let product: DataProduct
+    let marks: [String: TextPosition]
+    let file: String
+    let datasets: [String: Dataset]
+
+    func validate() -> [SpecError] {
+        do {
+            _ = try ProductPlan.compile(product, datasets: datasets)
+            return []
+        } catch {
+            switch error {
+            case .unknownDataset(let name):
+                var message = "unknown dataset '\(name)'"
+                if let suggestion = closestMatch(to: name, among: Array(datasets.keys)) {
+                    message += " (did you mean '\(suggestion)'?)"
+                }
+                return [located("spec.from", message)]
+            case .expression(let path, let expressionError):
+                let mark = marks[path] ?? TextPosition(line: 1, column: 1)
+                let quoteOffset = marks["style:" + path]?.column ?? 0
+                return [SpecError(file: file, line: mark.line, column: mark.column + quoteOffset + expressionError.column - 1,
+                                  path: path, message: expressionError.message)]
+            case .key(let message):
+                return [located("spec.key", message)]
+            }
+        }
+    }
+
+    private func located(_ path: String, _ message: String) -> SpecError {
+        let mark = marks[path] ?? TextPosition(line: 1, column: 1)
+        return SpecError(file: file, line: mark.line, column: mark.column, path: path, message: message)
+    }
+}

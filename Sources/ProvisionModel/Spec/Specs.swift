@@ -1,0 +1,237 @@
+/// The kinds of document a spec file may hold.
+public enum SpecKind: String, Sendable, Codable, CaseIterable {
+    case dataset = "Dataset"
+    case dataProduct = "DataProduct"
+}
+
+public struct ObjectMetadata: Sendable, Equatable, Codable {
+    public var name: String
+    public var team: String?
+    public var owner: String?
+    public var description: String?
+    public var labels: [String: String]?
+
+    public init(name: String, team: String? = nil, owner: String? = nil, description: String? = nil,
+                labels: [String: String]? = nil)
+    {
+        self.name = name
+        self.team = team
+        self.owner = owner
+        self.description = description
+        self.labels = labels
+    }
+}
+
+/// A discoverable stream in the catalog.
+public struct Dataset: Sendable, Equatable, Codable {
+    public var metadata: ObjectMetadata
+    public var spec: DatasetSpec
+
+    public init(metadata: ObjectMetadata, spec: DatasetSpec) {
+        self.metadata = metadata
+        self.spec = spec
+    }
+
+    public var name: String { metadata.name }
+}
+
+public struct DatasetSpec: Sendable, Equatable, Codable {
+    public var topic: String
+    /// The field that identifies an entity; records with the same key are versions of it.
+    public var key: String?
+    /// The event-time field; when absent, the log timestamp is the event time.
+    public var time: String?
+    public var schema: Schema
+
+    public init(topic: String, key: String? = nil, time: String? = nil, schema: Schema) {
+        self.topic = topic
+        self.key = key
+        self.time = time
+        self.schema = schema
+    }
+}
+
+/// A dataset delivered somewhere, in a shape, from a point in history.
+public struct DataProduct: Sendable, Equatable, Codable {
+    public var metadata: ObjectMetadata
+    public var spec: DataProductSpec
+
+    public init(metadata: ObjectMetadata, spec: DataProductSpec) {
+        self.metadata = metadata
+        self.spec = spec
+    }
+
+    public var name: String { metadata.name }
+}
+
+public struct DataProductSpec: Sendable, Equatable, Codable {
+    public var from: String
+    public var backfill: Backfill
+    public var filter: String?
+    public var select: [SelectField]?
+    public var key: String?
+    public var sink: SinkSpec
+    public var deletionPolicy: DeletionPolicy
+
+    public init(from: String, backfill: Backfill = .all, filter: String? = nil, select: [SelectField]? = nil,
+                key: String? = nil, sink: SinkSpec, deletionPolicy: DeletionPolicy = .retain)
+    {
+        self.from = from
+        self.backfill = backfill
+        self.filter = filter
+        self.select = select
+        self.key = key
+        self.sink = sink
+        self.deletionPolicy = deletionPolicy
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case from, backfill, filter = "where", select, key, sink, deletionPolicy
+    }
+
+    /// True when `other` writes different output, so the output must be rebuilt from scratch.
+    public func changesOutput(comparedTo other: DataProductSpec) -> Bool {
+        from != other.from || backfill != other.backfill || filter != other.filter || select != other.select
+            || key != other.key || sink != other.sink
+    }
+}
+
+public struct SelectField: Sendable, Equatable, Codable {
+    public var name: String
+    public var expression: String
+
+    public init(name: String, expression: String) {
+        self.name = name
+        self.expression = expression
+    }
+}
+
+/// How far back the output starts.
+public enum Backfill: Sendable, Equatable, Codable {
+    /// All retained history.
+    case all
+    /// No history: only records appended after the product starts.
+    case none
+    /// History newer than this many milliseconds before the product was created.
+    case since(text: String, milliseconds: Int64)
+    /// History from an instant, optionally until another.
+    case window(from: TimestampMilliseconds, until: TimestampMilliseconds?)
+
+    /// The first event time the product includes, given when it was (re)built; nil for all.
+    public func startTime(createdAt: TimestampMilliseconds) -> TimestampMilliseconds? {
+        switch self {
+        case .all: return nil
+        case .none: return createdAt
+        case .since(_, let milliseconds): return createdAt - milliseconds
+        case .window(let from, _): return from
+        }
+    }
+
+    public var endTime: TimestampMilliseconds? {
+        if case .window(_, let until) = self { return until }
+        return nil
+    }
+
+    private enum CodingKeys: String, CodingKey { case since, from, until, mode }
+
+    public init(from decoder: Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        if let since = try container.decodeIfPresent(String.self, forKey: .since),
+            let milliseconds = DurationText.parseMilliseconds(since)
+        {
+            self = .since(text: since, milliseconds: milliseconds)
+        } else if let from = try container.decodeIfPresent(String.self, forKey: .from), let start = Timestamp.parse(from) {
+            let until = try container.decodeIfPresent(String.self, forKey: .until).flatMap(Timestamp.parse)
+            self = .window(from: start, until: until)
+        } else if try container.decodeIfPresent(String.self, forKey: .mode) == "none" {
+            self = .none
+        } else {
+            self = .all
+        }
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        switch self {
+        case .all: try container.encode("all", forKey: .mode)
+        case .none: try container.encode("none", forKey: .mode)
+        case .since(let text, _): try container.encode(text, forKey: .since)
+        case .window(let from, let until):
+            try container.encode(Timestamp.format(from), forKey: .from)
+            try container.encodeIfPresent(until.map(Timestamp.format), forKey: .until)
+        }
+    }
+}
+
+public enum DeletionPolicy: String, Sendable, Equatable, Codable {
+    case retain = "Retain"
+    case delete = "Delete"
+}
+
+/// Where a product's output goes. One case per sink kind.
+public enum SinkSpec: Sendable, Equatable, Codable {
+    case file(FileSinkSpec)
+
+    public static let kinds = ["file"]
+
+    public var kind: String {
+        switch self {
+        case .file: return "file"
+        }
+    }
+
+    private enum CodingKeys: String, CodingKey { case file }
+
+    public init(from decoder: Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        self = .file(try container.decode(FileSinkSpec.self, forKey: .file))
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        switch self {
+        case .file(let file): try container.encode(file, forKey: .file)
+        }
+    }
+}
+
+public struct FileSinkSpec: Sendable, Equatable, Codable {
+    public enum Format: String, Sendable, Codable, CaseIterable {
+        case jsonl, csv
+    }
+
+    /// Relative to the server's file root.
+    public var path: String
+    public var format: Format
+
+    public init(path: String, format: Format) {
+        self.path = path
+        self.format = format
+    }
+}
+
+/// One document of a spec file, as parsed.
+public enum SpecDocument: Sendable, Equatable {
+    case dataset(Dataset, SourceLocation)
+    case dataProduct(DataProduct, SourceLocation)
+
+    public var kind: SpecKind {
+        switch self {
+        case .dataset: return .dataset
+        case .dataProduct: return .dataProduct
+        }
+    }
+
+    public var name: String {
+        switch self {
+        case .dataset(let dataset, _): return dataset.name
+        case .dataProduct(let product, _): return product.name
+        }
+    }
+
+    public var location: SourceLocation {
+        switch self {
+        case .dataset(_, let location), .dataProduct(_, let location): return location
+        }
+    }
+}

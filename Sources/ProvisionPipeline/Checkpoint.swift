@@ -1,0 +1,86 @@
+import Foundation
+
+/// How far a product's output has got: per source partition, the next offset to read.
+/// A sink commits it atomically with the output it covers.
+public struct Checkpoint: Sendable, Equatable, Codable {
+    /// Source partition → the next offset to process.
+    public var offsets: [Int: Int64]
+    /// Output records written so far.
+    public var recordsWritten: Int64
+    /// Records sent to the dead-letter topic so far.
+    public var deadLettered: Int64
+    /// Sink-specific position, such as the byte length of an output file.
+    public var sinkPosition: Int64
+
+    public init(offsets: [Int: Int64], recordsWritten: Int64 = 0, deadLettered: Int64 = 0, sinkPosition: Int64 = 0) {
+        self.offsets = offsets
+        self.recordsWritten = recordsWritten
+        self.deadLettered = deadLettered
+        self.sinkPosition = sinkPosition
+    }
+}
+
+/// Keeps checkpoints for sinks that cannot store them beside their output (files,
+/// webhooks). Sinks with transactions (PostgreSQL) keep theirs in the destination instead.
+public protocol CheckpointStore: Sendable {
+    func load(_ product: String) throws -> Checkpoint?
+    func save(_ checkpoint: Checkpoint, for product: String) throws
+    func remove(_ product: String) throws
+}
+
+/// One small JSON file per product, replaced atomically (write, fsync, rename, fsync the
+/// directory), so a crash leaves either the old or the new checkpoint.
+public struct FileCheckpointStore: CheckpointStore {
+    public let directory: String
+
+    public init(directory: String) throws {
+        self.directory = directory
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    }
+
+    private func path(_ product: String) -> String { "\(directory)/\(product).json" }
+
+    public func load(_ product: String) throws -> Checkpoint? {
+        guard let data = FileManager.default.contents(atPath: path(product)) else { return nil }
+        return try JSONDecoder().decode(Checkpoint.self, from: data)
+    }
+
+    public func save(_ checkpoint: Checkpoint, for product: String) throws {
+        try DurableFile.replace(path(product), with: try JSONEncoder().encode(checkpoint))
+    }
+
+    public func remove(_ product: String) throws {
+        if FileManager.default.fileExists(atPath: path(product)) {
+            try FileManager.default.removeItem(atPath: path(product))
+        }
+    }
+}
+
+/// Crash-safe whole-file replacement.
+public enum DurableFile {
+    public static func replace(_ path: String, with data: Data) throws {
+        let temporary = path + ".tmp"
+        let descriptor = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard descriptor >= 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
+        defer { close(descriptor) }
+        try data.withUnsafeBytes { bytes in
+            var written = 0
+            while written < bytes.count {
+                let result = write(descriptor, bytes.baseAddress! + written, bytes.count - written)
+                if result < 0 {
+                    if errno == EINTR { continue }
+                    throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO)
+                }
+                written += result
+            }
+        }
+        guard fsync(descriptor) == 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
+        guard rename(temporary, path) == 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
+        let directory = (path as NSString).deletingLastPathComponent
+        let directoryDescriptor = open(directory.isEmpty ? "." : directory, O_RDONLY | O_DIRECTORY)
+        if directoryDescriptor >= 0 {
+            fsync(directoryDescriptor)
+            close(directoryDescriptor)
+        }
+    }
+}

@@ -1,0 +1,85 @@
+import ProvisionLog
+import ProvisionModel
+
+/// Turns source records into output records: time window, filter, projection. Pure: the
+/// same record and plan give the same outcome, which is what makes replays exact.
+public struct RecordProcessor: Sendable {
+    public enum Outcome: Sendable {
+        case output(OutputRecord)
+        /// Outside the time window or rejected by `where`.
+        case skipped
+        /// The event cannot be processed; it goes to the dead-letter topic with the reason.
+        case deadLetter(reason: String)
+    }
+
+    public let plan: ProductPlan
+    /// Events before this time are not part of the product.
+    public let startTime: TimestampMilliseconds?
+    /// Events at or after this time are not part of the product.
+    public let endTime: TimestampMilliseconds?
+
+    public init(plan: ProductPlan, startTime: TimestampMilliseconds?, endTime: TimestampMilliseconds?) {
+        self.plan = plan
+        self.startTime = startTime
+        self.endTime = endTime
+    }
+
+    public func process(_ stored: StoredRecord, partition: Int, now: TimestampMilliseconds) -> Outcome {
+        let record = stored.record
+        guard let valueBytes = record.value else {
+            guard let key = record.key, isInWindow(record.timestamp) else { return .skipped }
+            return .output(OutputRecord(key: .string(String(decoding: key, as: UTF8.self)), body: .tombstone,
+                                        partition: partition, offset: stored.offset, eventTime: record.timestamp))
+        }
+        let event: JSONObject
+        do {
+            guard case .object(let object) = try JSONParser.parse(valueBytes) else {
+                return .deadLetter(reason: "the value is not a JSON object")
+            }
+            event = object
+        } catch {
+            return .deadLetter(reason: "the value is not valid JSON: \(error)")
+        }
+        var eventTime = record.timestamp
+        if let timeField = plan.dataset.spec.time {
+            do {
+                if case .timestamp(let time) = try FieldReader.read(event[timeField], as: .timestamp, path: timeField) {
+                    eventTime = time
+                }
+            } catch {
+                return .deadLetter(reason: error.message)
+            }
+        }
+        guard isInWindow(eventTime) else { return .skipped }
+        let context = EvaluationContext(event: event, eventTime: eventTime, now: now)
+        do {
+            if let filter = plan.filter, try !filter.matches(context) { return .skipped }
+            let body: OutputRecord.Body
+            var key: Value?
+            if let projection = plan.projection {
+                var row: [Value] = []
+                row.reserveCapacity(projection.count)
+                for field in projection { row.append(try field.expression.evaluate(context)) }
+                if let keyField = plan.keyField, let index = projection.firstIndex(where: { $0.name == keyField }) {
+                    key = row[index]
+                }
+                body = .row(row)
+            } else {
+                if let keyField = plan.keyField, let type = plan.outputSchema.field(named: keyField)?.type {
+                    key = try FieldReader.read(event[keyField], as: type, path: keyField)
+                }
+                body = .document(event)
+            }
+            return .output(OutputRecord(key: key, body: body, partition: partition, offset: stored.offset, eventTime: eventTime))
+        } catch {
+            return .deadLetter(reason: error.message)
+        }
+    }
+
+    @inline(__always)
+    private func isInWindow(_ time: TimestampMilliseconds) -> Bool {
+        if let startTime, time < startTime { return false }
+        if let endTime, time >= endTime { return false }
+        return true
+    }
+}

@@ -1,0 +1,148 @@
+import Foundation
+import Hummingbird
+import ProvisionControl
+import ProvisionLog
+import ProvisionModel
+import ProvisionPipeline
+
+/// The REST API: JSON in and out, errors as `{"error": {"code", "message", "details"}}` with
+/// stable codes.
+public struct APIRouter: Sendable {
+    public let reconciler: Reconciler
+    public let log: any EventLog
+    /// The largest request body accepted, such as a batch of records to produce.
+    public var requestBytesMax = 64 * 1024 * 1024
+
+    public init(reconciler: Reconciler, log: any EventLog) {
+        self.reconciler = reconciler
+        self.log = log
+    }
+
+    public func build() -> Router<BasicRequestContext> {
+        let router = Router()
+        router.get("/healthz") { _, _ in Self.json(["status": "ok"]) }
+        router.post("/v1/apply") { request, _ in try await self.apply(request) }
+        router.get("/v1/products") { _, _ in Self.json(await self.reconciler.products()) }
+        router.get("/v1/products/:name") { _, context in
+            let name = try context.parameters.require("name")
+            guard let product = await self.reconciler.product(name) else {
+                return Self.error(.notFound, code: "NotFound", message: "product '\(name)' does not exist")
+            }
+            return Self.json(product)
+        }
+        router.delete("/v1/products/:name") { _, context in
+            let name = try context.parameters.require("name")
+            guard await self.reconciler.deleteProduct(name) else {
+                return Self.error(.notFound, code: "NotFound", message: "product '\(name)' does not exist")
+            }
+            return Self.json(["deleted": name], status: .accepted)
+        }
+        router.get("/v1/datasets") { _, _ in Self.json(try await self.reconciler.datasets()) }
+        router.get("/v1/datasets/:name") { _, context in
+            let name = try context.parameters.require("name")
+            guard let dataset = try await self.reconciler.dataset(name) else {
+                return Self.error(.notFound, code: "NotFound", message: "dataset '\(name)' does not exist")
+            }
+            return Self.json(dataset)
+        }
+        router.get("/v1/topics") { _, _ in Self.json(try await self.log.describeTopics()) }
+        router.post("/v1/topics/:topic/records") { request, context in
+            try await self.produce(request, topic: try context.parameters.require("topic"))
+        }
+        router.get("/v1/topics/:topic/records") { request, context in
+            try await self.readRecords(request, topic: try context.parameters.require("topic"))
+        }
+        return router
+    }
+
+    // MARK: Handlers
+
+    private func apply(_ request: Request) async throws -> Response {
+        var request = request
+        let body = try await request.collectBody(upTo: requestBytesMax)
+        let applyRequest: ApplyRequest
+        do {
+            applyRequest = try JSONDecoder().decode(ApplyRequest.self, from: Data(buffer: body))
+        } catch {
+            return Self.error(.badRequest, code: "InvalidRequest", message: "the body is not an apply request: \(error)")
+        }
+        do {
+            return Self.json(try await reconciler.apply(applyRequest))
+        } catch let rejected as ApplyRejected {
+            let count = rejected.errors.count
+            return Self.error(.unprocessableContent, code: "InvalidSpec",
+                              message: "\(count) error\(count == 1 ? "" : "s") in the specs; nothing was applied",
+                              details: rejected.errors)
+        }
+    }
+
+    private func produce(_ request: Request, topic: String) async throws -> Response {
+        var request = request
+        let parameters = request.uri.queryParameters
+        let keyField = parameters.get("key")
+        let timeField = parameters.get("time")
+        let envelope = parameters.get("format") == "envelope"
+        let body = try await request.collectBody(upTo: requestBytesMax)
+        let bytes = Array(buffer: body)
+        let now = Reconciler.systemClock()
+        let records: [LogRecord]
+        do {
+            records = try RecordLines.parse(bytes, keyField: keyField, timeField: timeField, envelope: envelope, now: now)
+        } catch {
+            return Self.error(.badRequest, code: "InvalidRecord", message: "\(error); nothing was appended")
+        }
+        guard EmbeddedEventLog.isValidTopicName(topic) else {
+            return Self.error(.badRequest, code: "InvalidTopic", message: "'\(topic)' is not a valid topic name")
+        }
+        try await log.createTopic(topic, partitions: 1)
+        let partition = TopicPartition(topic: topic, partition: 0)
+        let first = records.isEmpty ? try await log.endOffset(of: partition) : try await log.append(records, to: partition)
+        return Self.json(ProduceResponse(topic: topic, partition: 0, firstOffset: first, count: records.count))
+    }
+
+    private func readRecords(_ request: Request, topic: String) async throws -> Response {
+        let parameters = request.uri.queryParameters
+        guard try await log.partitionCount(of: topic) != nil else {
+            return Self.error(.notFound, code: "NotFound", message: "topic '\(topic)' does not exist")
+        }
+        let partition = TopicPartition(topic: topic, partition: 0)
+        let limit = min(max(parameters.get("limit").flatMap(Int.init) ?? 100, 1), 10_000)
+        let end = try await log.endOffset(of: partition)
+        var from = parameters.get("from").flatMap(Int64.init) ?? max(0, end - Int64(limit))
+        if from < 0 { from = max(0, end + from) }
+        // Long polling: `wait` milliseconds for records to arrive when there are none yet.
+        if let waitMilliseconds = parameters.get("wait").flatMap(Int.init), from >= end, waitMilliseconds > 0 {
+            try await log.waitForRecords(in: partition, beyond: from - 1, timeout: .milliseconds(min(waitMilliseconds, 30_000)))
+        }
+        let stored = try await log.read(partition, from: from, maxRecords: limit, maxBytes: 8 * 1024 * 1024)
+        let views = stored.map { record in
+            RecordView(
+                partition: 0, offset: record.offset, time: Timestamp.format(record.record.timestamp),
+                key: record.record.key.map { String(decoding: $0, as: UTF8.self) },
+                value: record.record.value.map { bytes in
+                    JSONText((try? JSONParser.parse(bytes)) ?? .string(String(decoding: bytes, as: UTF8.self)))
+                },
+                headers: record.record.headers.isEmpty ? nil : Dictionary(
+                    record.record.headers.map { ($0.name, String(decoding: $0.value, as: UTF8.self)) },
+                    uniquingKeysWith: { _, last in last }))
+        }
+        let logStart = try await log.startOffset(of: partition)
+        let next = stored.last.map { $0.offset + 1 } ?? max(from, logStart)
+        return Self.json(RecordsPage(records: views, nextOffset: next, endOffset: try await log.endOffset(of: partition)))
+    }
+
+    // MARK: Responses
+
+    static func json<T: Encodable>(_ value: T, status: HTTPResponse.Status = .ok) -> Response {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let data = (try? encoder.encode(value)) ?? Data("{}".utf8)
+        var headers = HTTPFields()
+        headers[.contentType] = "application/json"
+        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+
+    static func error(_ status: HTTPResponse.Status, code: String, message: String, details: [SpecError]? = nil) -> Response {
+        json(APIErrorBody(code: code, message: message, details: details), status: status)
+    }
+}

@@ -1,0 +1,89 @@
+import Foundation
+import Hummingbird
+import Logging
+import ProvisionControl
+import ProvisionLog
+import ProvisionModel
+import ProvisionPipeline
+import ServiceLifecycle
+
+/// Everything `serve` starts, wired in dependency order: the log, the reconciler, log
+/// retention, any extra services, and the HTTP API last, so that it shuts down first and
+/// the pipelines drain behind it.
+public struct ProvisionServerRuntime: Sendable {
+    public struct Options: Sendable {
+        public var dataDirectory: String
+        public var host: String
+        public var port: Int
+        public var fileRoot: String
+        public var logConfiguration: EmbeddedLogConfiguration
+
+        public init(dataDirectory: String, host: String, port: Int, fileRoot: String?,
+                    logConfiguration: EmbeddedLogConfiguration = .init())
+        {
+            self.dataDirectory = dataDirectory
+            self.host = host
+            self.port = port
+            self.fileRoot = fileRoot ?? "\(dataDirectory)/files"
+            self.logConfiguration = logConfiguration
+        }
+    }
+
+    public let options: Options
+    public let log: EmbeddedEventLog
+    public let reconciler: Reconciler
+    public let logger: Logger
+
+    public init(options: Options, logger: Logger) throws {
+        self.options = options
+        self.logger = logger
+        log = try EmbeddedEventLog(directory: "\(options.dataDirectory)/log", configuration: options.logConfiguration, logger: logger)
+        let checkpoints = try FileCheckpointStore(directory: "\(options.dataDirectory)/checkpoints")
+        let store = try FileControlStore(directory: "\(options.dataDirectory)/control")
+        try FileManager.default.createDirectory(atPath: options.fileRoot, withIntermediateDirectories: true)
+        reconciler = try Reconciler(log: log, store: store, sinks: SinkFactory(fileRoot: options.fileRoot, checkpoints: checkpoints),
+                                    logger: logger)
+    }
+
+    /// Runs until SIGTERM or SIGINT, then shuts down gracefully and returns.
+    public func run(extraServices: [any Service] = [], onReady: @escaping @Sendable () async -> Void = {}) async throws {
+        let router = APIRouter(reconciler: reconciler, log: log).build()
+        let application = Application(
+            router: router,
+            configuration: .init(address: .hostname(options.host, port: options.port), serverName: "provision"),
+            onServerRunning: { _ in await onReady() },
+            logger: logger)
+        let retention = RetentionService(log: log, logger: logger)
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
+            .init(service: reconciler),
+            .init(service: retention),
+        ]
+        services += extraServices.map { .init(service: $0) }
+        services.append(.init(service: application))
+        let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint],
+                                                      logger: logger))
+        try await group.run()
+    }
+}
+
+/// Applies the log's retention limits once a minute.
+struct RetentionService: Service {
+    let log: EmbeddedEventLog
+    let logger: Logger
+
+    func run() async throws {
+        while !Task.isCancelledOrShuttingDown {
+            do {
+                let removed = try log.enforceRetention(now: Reconciler.systemClock())
+                if removed > 0 { logger.info("retention removed segments", metadata: ["segments": "\(removed)"]) }
+            } catch {
+                logger.error("retention failed", metadata: ["error": "\(error)"])
+            }
+            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(60)) }
+        }
+    }
+}
+
+extension Task where Success == Never, Failure == Never {
+    static var isCancelledOrShuttingDown: Bool { Task.isCancelled || Task.isShuttingDownGracefully }
+}

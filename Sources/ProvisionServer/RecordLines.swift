@@ -1,0 +1,125 @@
+import ProvisionLog
+import ProvisionModel
+
+/// Turns JSON Lines into log records, all or nothing: the first bad line fails the whole
+/// input with its line number.
+public enum RecordLines {
+    public struct LineError: Error, Sendable, CustomStringConvertible {
+        public var line: Int
+        public var message: String
+
+        public var description: String { "line \(line): \(message)" }
+    }
+
+    /// - Parameters:
+    ///   - keyField: the field whose value becomes the record key.
+    ///   - timeField: the field whose value (RFC 3339 or epoch milliseconds) becomes the record
+    ///     timestamp; records without it get `now`.
+    ///   - envelope: each line is `{"key", "value", "time", "headers"}`; a null value is a tombstone.
+    public static func parse(_ bytes: [UInt8], keyField: String?, timeField: String?, envelope: Bool,
+                             now: TimestampMilliseconds) throws(LineError) -> [LogRecord]
+    {
+        var records: [LogRecord] = []
+        var lineNumber = 0
+        var lineStart = 0
+        let count = bytes.count
+        while lineStart < count {
+            lineNumber += 1
+            var lineEnd = lineStart
+            while lineEnd < count, bytes[lineEnd] != 0x0A { lineEnd += 1 }
+            var contentEnd = lineEnd
+            if contentEnd > lineStart, bytes[contentEnd - 1] == 0x0D { contentEnd -= 1 }
+            defer { lineStart = lineEnd + 1 }
+            let line = Array(bytes[lineStart..<contentEnd])
+            if line.allSatisfy({ $0 == 0x20 || $0 == 0x09 }) { continue }
+            let value: JSONValue
+            do {
+                value = try JSONParser.parse(line)
+            } catch {
+                throw LineError(line: lineNumber, message: "invalid JSON: \(error)")
+            }
+            guard case .object(let object) = value else {
+                throw LineError(line: lineNumber, message: "expected a JSON object, found \(value.typeName)")
+            }
+            records.append(envelope
+                ? try envelopeRecord(object, line: lineNumber, now: now)
+                : try plainRecord(object, raw: line, keyField: keyField, timeField: timeField, line: lineNumber, now: now))
+        }
+        return records
+    }
+
+    private static func plainRecord(_ object: JSONObject, raw: [UInt8], keyField: String?, timeField: String?, line: Int,
+                                    now: TimestampMilliseconds) throws(LineError) -> LogRecord
+    {
+        var key: [UInt8]?
+        if let keyField {
+            guard let keyValue = object[keyField], !keyValue.isNull else {
+                throw LineError(line: line, message: "the key field '\(keyField)' is missing")
+            }
+            key = keyBytes(keyValue)
+        }
+        var timestamp = now
+        if let timeField {
+            guard let timeValue = object[timeField], !timeValue.isNull else {
+                throw LineError(line: line, message: "the time field '\(timeField)' is missing")
+            }
+            guard let parsed = time(timeValue) else {
+                throw LineError(line: line, message: "the time field '\(timeField)' is not an RFC 3339 timestamp or epoch milliseconds")
+            }
+            timestamp = parsed
+        }
+        return LogRecord(key: key, value: raw, timestamp: timestamp)
+    }
+
+    private static func envelopeRecord(_ object: JSONObject, line: Int, now: TimestampMilliseconds) throws(LineError) -> LogRecord {
+        for field in object.keys where !["key", "value", "time", "headers"].contains(field) {
+            throw LineError(line: line, message: "unknown envelope field '\(field)' (expected key, value, time, headers)")
+        }
+        let key = object["key"].flatMap { $0.isNull ? nil : keyBytes($0) }
+        var value: [UInt8]?
+        switch object["value"] {
+        case nil, .null?: value = nil
+        case .object(let inner)?:
+            var bytes: [UInt8] = []
+            JSONWriter.write(.object(inner), into: &bytes)
+            value = bytes
+        case let other?:
+            throw LineError(line: line, message: "the envelope value must be an object or null, found \(other.typeName)")
+        }
+        if value == nil && key == nil {
+            throw LineError(line: line, message: "a tombstone (null value) needs a key")
+        }
+        var timestamp = now
+        if let timeValue = object["time"], !timeValue.isNull {
+            guard let parsed = time(timeValue) else {
+                throw LineError(line: line, message: "the envelope time is not an RFC 3339 timestamp or epoch milliseconds")
+            }
+            timestamp = parsed
+        }
+        var headers: [LogHeader] = []
+        if case .object(let headerObject)? = object["headers"] {
+            for field in headerObject.fields {
+                guard case .string(let text) = field.value else {
+                    throw LineError(line: line, message: "header '\(field.key)' must be a string")
+                }
+                headers.append(LogHeader(name: field.key, text: text))
+            }
+        }
+        return LogRecord(key: key, value: value, timestamp: timestamp, headers: headers)
+    }
+
+    private static func keyBytes(_ value: JSONValue) -> [UInt8] {
+        if case .string(let text) = value { return Array(text.utf8) }
+        var bytes: [UInt8] = []
+        JSONWriter.write(value, into: &bytes)
+        return bytes
+    }
+
+    private static func time(_ value: JSONValue) -> TimestampMilliseconds? {
+        switch value {
+        case .string(let text): return Timestamp.parse(text)
+        case .integer(let milliseconds): return milliseconds
+        default: return nil
+        }
+    }
+}

@@ -1,0 +1,186 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import Foundation
+import ProvisionModel
+import ProvisionPipeline
+
+/// Writes a product as JSON Lines or CSV under the server's file root, exactly once: each
+/// batch is synced before its checkpoint (which records the file's length) is saved, and
+/// `open` cuts the file back to the checkpointed length, so a crash neither loses nor
+/// doubles a line.
+///
+/// Not thread-safe: one pipeline owns it, and calls it from one task at a time.
+public final class FileSink: Sink, @unchecked Sendable {
+    public let path: String
+    private let format: FileSinkSpec.Format
+    private let outputSchema: Schema
+    private let product: String
+    private let checkpoints: any CheckpointStore
+    private var descriptor: Int32 = -1
+    private var sizeBytes: Int = 0
+
+    /// - Parameter path: the absolute path, already resolved under the file root.
+    public init(path: String, format: FileSinkSpec.Format, outputSchema: Schema, product: String,
+                checkpoints: any CheckpointStore)
+    {
+        self.path = path
+        self.format = format
+        self.outputSchema = outputSchema
+        self.product = product
+        self.checkpoints = checkpoints
+    }
+
+    deinit {
+        if descriptor >= 0 { Glibc.close(descriptor) }
+    }
+
+    public var location: String { "file://\(path)" }
+
+    public func open() async throws -> Checkpoint? {
+        let directory = (path as NSString).deletingLastPathComponent
+        do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        } catch {
+            throw SinkError(reason: "SinkUnavailable", message: "cannot create \(directory): \(error.localizedDescription)")
+        }
+        if descriptor >= 0 { Glibc.close(descriptor) }
+        descriptor = Glibc.open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard descriptor >= 0 else { throw posixFailure("cannot open \(path)") }
+        var info = stat()
+        guard fstat(descriptor, &info) == 0 else { throw posixFailure("cannot stat \(path)") }
+        let checkpoint = try checkpoints.load(product)
+        let committedBytes = Int(checkpoint?.sinkPosition ?? 0)
+        if Int(info.st_size) != committedBytes {
+            // Bytes past the checkpoint were written by a batch whose checkpoint never landed:
+            // that batch is read again, so its lines must go.
+            guard ftruncate(descriptor, off_t(committedBytes)) == 0 else { throw posixFailure("cannot truncate \(path)") }
+            guard fsync(descriptor) == 0 else { throw posixFailure("cannot sync \(path)") }
+        }
+        sizeBytes = committedBytes
+        if sizeBytes == 0, format == .csv {
+            var header: [UInt8] = []
+            for (index, field) in outputSchema.fields.enumerated() {
+                if index > 0 { header.append(UInt8(ascii: ",")) }
+                CSV.writeCell(field.name, into: &header)
+            }
+            header.append(UInt8(ascii: "\n"))
+            try writeAndSync(header)
+            // The header is part of the committed output from now on.
+            var initial = checkpoint ?? Checkpoint(offsets: [:])
+            initial.sinkPosition = Int64(sizeBytes)
+            if checkpoint != nil { try checkpoints.save(initial, for: product) }
+        }
+        return checkpoint
+    }
+
+    public func write(_ records: [OutputRecord], checkpoint: Checkpoint) async throws {
+        var buffer: [UInt8] = []
+        buffer.reserveCapacity(records.count * 128)
+        for record in records {
+            switch format {
+            case .jsonl: encodeJSONLine(record, into: &buffer)
+            case .csv: encodeCSVLine(record, into: &buffer)
+            }
+        }
+        if !buffer.isEmpty { try writeAndSync(buffer) }
+        var committed = checkpoint
+        committed.sinkPosition = Int64(sizeBytes)
+        try checkpoints.save(committed, for: product)
+    }
+
+    public func close() async {
+        if descriptor >= 0 {
+            Glibc.close(descriptor)
+            descriptor = -1
+        }
+    }
+
+    public func destroy() async throws {
+        await close()
+        if FileManager.default.fileExists(atPath: path) { try FileManager.default.removeItem(atPath: path) }
+        try checkpoints.remove(product)
+    }
+
+    // MARK: Encoding
+
+    /// Tombstones have no line: a file is a record of events, not a table.
+    private func encodeJSONLine(_ record: OutputRecord, into buffer: inout [UInt8]) {
+        switch record.body {
+        case .row(let values):
+            buffer.append(UInt8(ascii: "{"))
+            for (index, field) in outputSchema.fields.enumerated() {
+                if index > 0 { buffer.append(UInt8(ascii: ",")) }
+                JSONWriter.writeString(field.name, into: &buffer)
+                buffer.append(UInt8(ascii: ":"))
+                values[index].writeJSON(into: &buffer)
+            }
+            buffer.append(UInt8(ascii: "}"))
+        case .document(let object):
+            JSONWriter.write(.object(object), into: &buffer)
+        case .tombstone:
+            return
+        }
+        buffer.append(UInt8(ascii: "\n"))
+    }
+
+    private func encodeCSVLine(_ record: OutputRecord, into buffer: inout [UInt8]) {
+        switch record.body {
+        case .row(let values):
+            for (index, value) in values.enumerated() {
+                if index > 0 { buffer.append(UInt8(ascii: ",")) }
+                CSV.writeCell(value.text, into: &buffer)
+            }
+        case .document(let object):
+            for (index, field) in outputSchema.fields.enumerated() {
+                if index > 0 { buffer.append(UInt8(ascii: ",")) }
+                let value = object[field.name] ?? .null
+                CSV.writeCell(value.isNull ? "" : Value.json(value).text, into: &buffer)
+            }
+        case .tombstone:
+            return
+        }
+        buffer.append(UInt8(ascii: "\n"))
+    }
+
+    // MARK: I/O
+
+    private func writeAndSync(_ bytes: [UInt8]) throws {
+        try bytes.withUnsafeBytes { raw in
+            var written = 0
+            while written < raw.count {
+                let result = pwrite(descriptor, raw.baseAddress! + written, raw.count - written, off_t(sizeBytes + written))
+                if result < 0 {
+                    if errno == EINTR { continue }
+                    throw posixFailure("cannot write \(path)")
+                }
+                written += result
+            }
+        }
+        guard fdatasync(descriptor) == 0 else { throw posixFailure("cannot sync \(path)") }
+        sizeBytes += bytes.count
+    }
+
+    private func posixFailure(_ what: String) -> SinkError {
+        SinkError(reason: "SinkUnavailable", message: "\(what): \(String(cString: strerror(errno)))")
+    }
+}
+
+/// RFC 4180 cells: quoted when they hold a comma, a quote or a line break.
+enum CSV {
+    static func writeCell(_ text: String, into buffer: inout [UInt8]) {
+        let needsQuotes = text.utf8.contains { $0 == UInt8(ascii: ",") || $0 == UInt8(ascii: "\"") || $0 == 0x0A || $0 == 0x0D }
+        guard needsQuotes else {
+            buffer.append(contentsOf: text.utf8)
+            return
+        }
+        buffer.append(UInt8(ascii: "\""))
+        for byte in text.utf8 {
+            if byte == UInt8(ascii: "\"") { buffer.append(byte) }
+            buffer.append(byte)
+        }
+        buffer.append(UInt8(ascii: "\""))
+    }
+}

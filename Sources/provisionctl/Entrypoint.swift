@@ -1,0 +1,8 @@
+import ProvisionCommands
+
+@main
+struct Entrypoint {
+    static func main() async {
+        await ProvisionCommand.main()
+    }
+}
