@@ -20,3 +20,9 @@ enum OutputFormat: String, ExpressibleByArgument, CaseIterable {
 func printError(_ message: String) {
     FileHandle.standardError.write(Data((message + "\n").utf8))
 }
+
+/// Prints a line to standard output without buffering, so a server's start-up summary
+/// shows at once even when its output is piped.
+func printNow(_ message: String) {
+    FileHandle.standardOutput.write(Data((message + "\n").utf8))
+}

@@ -54,8 +54,6 @@ struct ServeCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        // Line-buffer standard output so the start-up summary shows at once when piped.
-        setvbuf(stdout, nil, _IOLBF, 0)
         let level = Logger.Level(rawValue: logLevel)!
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
@@ -87,21 +85,21 @@ struct ServeCommand: AsyncParsableCommand {
             }
             demoProducts = response.changes.filter { $0.kind == .dataProduct }.map(\.name)
             extraServices.append(DemoTrickle(log: runtime.log, logger: logger))
-            print("demo: \(seeded ? "seeded" : "kept existing") orders, customers and payments in \(dataDirectory)/log")
+            printNow("demo: \(seeded ? "seeded" : "kept existing") orders, customers and payments in \(dataDirectory)/log")
         }
         let listenURL = "http://\(host):\(port)"
         let provisioned = demoProducts
         let reconciler = runtime.reconciler
         try await runtime.run(extraServices: extraServices) {
-            print("provision: listening on \(listenURL), data in \(dataDirectory)")
+            printNow("provision: listening on \(listenURL), data in \(dataDirectory)")
             guard !provisioned.isEmpty else { return }
-            print("demo: provisioned these products (files under \(options.fileRoot)):")
+            printNow("demo: provisioned these products (files under \(options.fileRoot)):")
             for name in provisioned {
                 if let product = await reconciler.product(name) {
-                    print("  \(name): \(product.status.output ?? "-")")
+                    printNow("  \(name): \(product.status.output ?? "-")")
                 }
             }
-            print("demo: watch them with 'provisionctl get products' or 'provisionctl describe product NAME'")
+            printNow("demo: watch them with 'provisionctl get products' or 'provisionctl describe product NAME'")
         }
     }
 }

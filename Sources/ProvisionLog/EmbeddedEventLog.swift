@@ -95,8 +95,8 @@ public final class EmbeddedEventLog: EventLog, @unchecked Sendable {
         try partitionLog(partition).endOffset
     }
 
-    public func waitForRecords(in partition: TopicPartition, beyond offset: Int64, timeout: Duration) async throws {
-        try await partitionLog(partition).waitForRecords(beyond: offset, timeout: timeout)
+    public func waitForRecords(in partition: TopicPartition, at offset: Int64, timeout: Duration) async throws {
+        try await partitionLog(partition).waitForRecords(at: offset, timeout: timeout)
     }
 
     public func deleteTopic(_ topic: String) async throws {

@@ -116,9 +116,9 @@ public protocol EventLog: Sendable {
 
     func endOffset(of partition: TopicPartition) async throws -> Int64
 
-    /// Returns when the end offset moves past `offset`, or after `timeout`, whichever comes
-    /// first; it does not poll. Returns at once if records beyond `offset` already exist.
-    func waitForRecords(in partition: TopicPartition, beyond offset: Int64, timeout: Duration) async throws
+    /// Returns when a record at `offset` exists (the end offset is past it), or after
+    /// `timeout`, whichever comes first; it does not poll. Returns at once if it exists already.
+    func waitForRecords(in partition: TopicPartition, at offset: Int64, timeout: Duration) async throws
 
     /// Removes a topic and its records.
     func deleteTopic(_ topic: String) async throws

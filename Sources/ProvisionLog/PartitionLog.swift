@@ -232,7 +232,8 @@ final class PartitionLog: @unchecked Sendable {
 
     // MARK: Waiting
 
-    func waitForRecords(beyond offset: Int64, timeout: Duration) async {
+    /// Returns when a record at `offset` exists, or after `timeout`.
+    func waitForRecords(at offset: Int64, timeout: Duration) async {
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await self.waitUntilEnd(exceeds: offset) }
             group.addTask { try? await Task.sleep(for: timeout) }

@@ -120,39 +120,39 @@ final class Segment: @unchecked Sendable {
         var buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkBytes, alignment: 8)
         defer { buffer.deallocate() }
         var problem: String?
-        scanning: while sizeBytes < fileSize {
-            let available = try file.read(into: buffer, count: min(buffer.count, fileSize - sizeBytes), at: sizeBytes)
+        var chunkStart = 0
+        scanning: while chunkStart < fileSize {
+            let available = try file.read(into: buffer, count: min(buffer.count, fileSize - chunkStart), at: chunkStart)
             var cursor = 0
-            while true {
+            frames: while true {
                 switch RecordFrame.scan(UnsafeRawBufferPointer(rebasing: buffer[0..<available]), at: cursor) {
                 case .record(let offset, let timestamp, let frameBytes):
                     guard offset == nextOffset else {
                         problem = "offset \(offset) where \(nextOffset) was expected"
                         break scanning
                     }
-                    noteAppended(offset: offset, timestamp: timestamp, position: sizeBytes + cursor, frameBytes: frameBytes,
+                    noteAppended(offset: offset, timestamp: timestamp, position: chunkStart + cursor, frameBytes: frameBytes,
                                  indexIntervalBytes: indexIntervalBytes)
                     cursor += frameBytes
                 case .incomplete:
-                    if cursor == 0 {
-                        if available == fileSize - sizeBytes {
-                            problem = "a torn record of \(available) bytes"
-                            break scanning
-                        }
-                        // One frame larger than the buffer: grow it and read again.
-                        let larger = UnsafeMutableRawBufferPointer.allocate(byteCount: buffer.count * 2, alignment: 8)
-                        buffer.deallocate()
-                        buffer = larger
-                        continue scanning
-                    }
-                    sizeBytes += cursor
-                    continue scanning
+                    break frames
                 case .corrupt(let reason):
                     problem = reason
-                    sizeBytes += cursor
                     break scanning
                 }
             }
+            if cursor == 0 {
+                if available == fileSize - chunkStart {
+                    problem = "a torn record of \(available) bytes"
+                    break scanning
+                }
+                // One frame larger than the buffer: grow it and read again.
+                let larger = UnsafeMutableRawBufferPointer.allocate(byteCount: buffer.count * 2, alignment: 8)
+                buffer.deallocate()
+                buffer = larger
+                continue scanning
+            }
+            chunkStart += cursor
         }
         if problem == nil, sizeBytes < fileSize { problem = "\(fileSize - sizeBytes) trailing bytes" }
         guard let problem else { return nil }

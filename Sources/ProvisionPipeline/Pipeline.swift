@@ -100,7 +100,7 @@ public struct Pipeline: Sendable {
             if !wroteSomething {
                 // Caught up with the log: wait for an append (no polling), or report again after idleWait.
                 let source = TopicPartition(topic: sourceTopic, partition: 0)
-                try await log.waitForRecords(in: source, beyond: checkpoint.offsets[0]! - 1, timeout: limits.idleWait)
+                try await log.waitForRecords(in: source, at: checkpoint.offsets[0]!, timeout: limits.idleWait)
             }
         }
         await sink.close()

@@ -112,7 +112,7 @@ public struct APIRouter: Sendable {
         if from < 0 { from = max(0, end + from) }
         // Long polling: `wait` milliseconds for records to arrive when there are none yet.
         if let waitMilliseconds = parameters.get("wait").flatMap(Int.init), from >= end, waitMilliseconds > 0 {
-            try await log.waitForRecords(in: partition, beyond: from - 1, timeout: .milliseconds(min(waitMilliseconds, 30_000)))
+            try await log.waitForRecords(in: partition, at: from, timeout: .milliseconds(min(waitMilliseconds, 30_000)))
         }
         let stored = try await log.read(partition, from: from, maxRecords: limit, maxBytes: 8 * 1024 * 1024)
         let views = stored.map { record in

@@ -404,6 +404,15 @@ struct DocumentReader {
 
     private mutating func readSink(_ node: Node) -> SinkSpec? {
         let known = SinkSpec.kinds + ["postgres", "elasticsearch", "webhook"]
+        if case .mapping(let mapping) = node {
+            var unknown = false
+            for (keyNode, _) in mapping {
+                guard case .scalar(let key) = keyNode, !known.contains(key.string) else { continue }
+                fail(keyNode, "spec.sink.\(key.string)", "unknown sink '\(key.string)' (supported: \(SinkSpec.kinds.joined(separator: ", ")))")
+                unknown = true
+            }
+            if unknown { return nil }
+        }
         guard let fields = fields(of: node, at: "spec.sink", allowed: known) else { return nil }
         guard fields.count == 1, let (kind, sinkNode) = fields.first else {
             fail(node, "spec.sink", fields.isEmpty ? "a sink needs one kind: \(SinkSpec.kinds.joined(separator: ", "))"

@@ -1,0 +1,84 @@
+import Foundation
+import Testing
+@testable import ProvisionModel
+
+@Suite struct JSONTests {
+    @Test func parsesAndWritesRoundTrip() throws {
+        let text = #"{"a":1,"b":-2.5,"c":"x\"y\\z\n","d":[true,false,null],"e":{"f":"é😀"},"g":12345678901234}"#
+        let value = try JSONParser.parse(text)
+        #expect(value["a"] == .integer(1))
+        #expect(value["b"] == .number(-2.5))
+        #expect(value["c"] == .string("x\"y\\z\n"))
+        #expect(value["e"]?["f"] == .string("é😀"))
+        #expect(JSONWriter.string(value) == text)
+    }
+
+    @Test func keepsKeyOrder() throws {
+        let value = try JSONParser.parse(#"{"z":1,"a":2,"m":3}"#)
+        guard case .object(let object) = value else { Issue.record("not an object"); return }
+        #expect(object.keys == ["z", "a", "m"])
+    }
+
+    @Test func decodesEscapes() throws {
+        #expect(try JSONParser.parse(#""\u00e9\ud83d\ude00\t""#) == .string("é😀\t"))
+    }
+
+    @Test(arguments: ["{", "{\"a\":}", "[1,]", "01", "\"abc", "{\"a\" 1}", "tru", "1.", "-", "{} x", "\"\\ud800\"", "\"a\u{01}\""])
+    func rejectsInvalidJSON(_ text: String) {
+        #expect(throws: JSONParseError.self) { try JSONParser.parse(text) }
+    }
+
+    @Test func agreesWithFoundationOnNumbers() throws {
+        for text in ["0", "-0.0", "1e3", "2.5E-3", "9223372036854775807", "9223372036854775808", "123.456"] {
+            let ours = try JSONParser.parse(text)
+            let foundation = try JSONSerialization.jsonObject(with: Data(text.utf8), options: .fragmentsAllowed) as! NSNumber
+            switch ours {
+            case .integer(let integer): #expect(Double(integer) == foundation.doubleValue)
+            case .number(let number): #expect(number == foundation.doubleValue)
+            default: Issue.record("\(text) is not a number")
+            }
+        }
+    }
+
+    @Test func nonFiniteNumbersWriteAsNull() {
+        var bytes: [UInt8] = []
+        JSONWriter.writeNumber(.infinity, into: &bytes)
+        #expect(String(decoding: bytes, as: UTF8.self) == "null")
+    }
+}
+
+@Suite struct TimeTests {
+    @Test func parsesRFC3339() {
+        #expect(Timestamp.parse("1970-01-01T00:00:00Z") == 0)
+        #expect(Timestamp.parse("2026-08-01T12:00:00Z") == 1_785_585_600_000)
+        #expect(Timestamp.parse("2026-08-01T14:00:00+02:00") == 1_785_585_600_000)
+        #expect(Timestamp.parse("2026-08-01T12:00:00.5Z") == 1_785_585_600_500)
+        #expect(Timestamp.parse("2026-08-01") == 1_785_542_400_000)
+        #expect(Timestamp.parse("1969-12-31T23:59:59Z") == -1000)
+        #expect(Timestamp.parse("2024-02-29T00:00:00Z") != nil)
+    }
+
+    @Test(arguments: ["2026-02-30", "2025-02-29", "2026-13-01", "2026-08-01T25:00:00Z", "2026-08-01T12:00:00", "yesterday", "2026-8-1"])
+    func rejectsInvalidTimestamps(_ text: String) {
+        #expect(Timestamp.parse(text) == nil)
+    }
+
+    @Test func formatsAndAgreesWithFoundation() {
+        let formatter = ISO8601DateFormatter()
+        for milliseconds: Int64 in [0, 1_785_585_600_000, 951_782_400_000, -86_400_000, 4_102_444_800_000] {
+            let text = Timestamp.format(milliseconds)
+            #expect(formatter.string(from: Date(timeIntervalSince1970: Double(milliseconds) / 1000)) == text)
+            #expect(Timestamp.parse(text) == milliseconds)
+        }
+        #expect(Timestamp.format(1_785_585_600_123) == "2026-08-01T12:00:00.123Z")
+    }
+
+    @Test func durations() {
+        #expect(DurationText.parseMilliseconds("90d") == Int64(90) * 86_400_000)
+        #expect(DurationText.parseMilliseconds("1h30m") == 5_400_000)
+        #expect(DurationText.parseMilliseconds("250ms") == 250)
+        #expect(DurationText.parseMilliseconds("3 months") == nil)
+        #expect(DurationText.parseMilliseconds("") == nil)
+        #expect(DurationText.format(milliseconds: 5_400_000) == "1h30m")
+    }
+}

@@ -1,0 +1,245 @@
+import Foundation
+import Testing
+@testable import ProvisionModel
+
+/// A dataset every product case below can read.
+private let ordersDataset = """
+    apiVersion: provision/v1
+    kind: Dataset
+    metadata: {name: orders, owner: sales}
+    spec:
+      topic: orders
+      key: order_id
+      time: placed_at
+      schema: {order_id: string, customer_id: string, amount: decimal, region: string, placed_at: timestamp, items: integer, address: {city: string}}
+    """
+
+/// Builds a product document around a spec body, so each case states only what it breaks.
+private func product(_ specBody: String, name: String = "eu-orders") -> String {
+    """
+    apiVersion: provision/v1
+    kind: DataProduct
+    metadata: {name: \(name), team: risk}
+    spec:
+    \(specBody)
+    """
+}
+
+private let validSink = "  sink: {file: {path: eu/orders.jsonl}}"
+
+struct InvalidSpecCase: CustomTestStringConvertible, Sendable {
+    var name: String
+    var yaml: String
+    /// `line:column: path: message`, exactly as the author sees it.
+    var expected: String
+
+    var testDescription: String { name }
+}
+
+private let invalidCases: [InvalidSpecCase] = [
+    .init(name: "unknown field in where, with suggestion",
+          yaml: product("  from: orders\n  where: amout > 1000\n" + validSink),
+          expected: "6:10: spec.where: unknown field 'amout' in dataset 'orders' (did you mean 'amount'?)"),
+    .init(name: "unknown top-level field",
+          yaml: "apiVersion: provision/v1\nkind: Dataset\nmetadata: {name: x}\nspecs: {}\n",
+          expected: "4:1: specs: unknown field 'specs' (did you mean 'spec'?)"),
+    .init(name: "missing kind",
+          yaml: "apiVersion: provision/v1\nmetadata: {name: x}\nspec: {}\n",
+          expected: "1:1: kind: missing required field 'kind'"),
+    .init(name: "wrong apiVersion",
+          yaml: "apiVersion: provision/v2\nkind: Dataset\nmetadata: {name: x}\nspec: {schema: {a: string}}\n",
+          expected: "1:13: apiVersion: unsupported apiVersion 'provision/v2' (expected 'provision/v1')"),
+    .init(name: "unknown kind with suggestion",
+          yaml: "apiVersion: provision/v1\nkind: DataProdukt\nmetadata: {name: x}\nspec: {}\n",
+          expected: "2:7: kind: unknown kind 'DataProdukt' (did you mean 'DataProduct'?)"),
+    .init(name: "missing metadata",
+          yaml: "apiVersion: provision/v1\nkind: Dataset\nspec: {schema: {a: string}}\n",
+          expected: "1:1: metadata: missing required field 'metadata'"),
+    .init(name: "invalid name",
+          yaml: "apiVersion: provision/v1\nkind: Dataset\nmetadata: {name: EU_Orders}\nspec: {schema: {a: string}}\n",
+          expected: "3:18: metadata.name: name 'EU_Orders' must be 1-63 lowercase letters, digits or '-', starting and ending with a letter or digit"),
+    .init(name: "unknown metadata field",
+          yaml: "apiVersion: provision/v1\nkind: Dataset\nmetadata: {name: x, tam: risk}\nspec: {schema: {a: string}}\n",
+          expected: "3:21: metadata.tam: unknown field 'tam' (did you mean 'team'?)"),
+    .init(name: "metadata not a mapping",
+          yaml: "apiVersion: provision/v1\nkind: Dataset\nmetadata: orders\nspec: {schema: {a: string}}\n",
+          expected: "3:11: metadata: expected a mapping, found 'orders'"),
+    .init(name: "dataset missing schema",
+          yaml: "apiVersion: provision/v1\nkind: Dataset\nmetadata: {name: x}\nspec: {topic: x}\n",
+          expected: "4:7: spec.schema: missing required field 'schema'"),
+    .init(name: "unknown schema type with suggestion",
+          yaml: "apiVersion: provision/v1\nkind: Dataset\nmetadata: {name: x}\nspec:\n  schema: {a: strng}\n",
+          expected: "5:15: spec.schema.a: unknown type 'strng' (did you mean 'string'?)"),
+    .init(name: "dataset key not in schema",
+          yaml: "apiVersion: provision/v1\nkind: Dataset\nmetadata: {name: x}\nspec:\n  key: id\n  schema: {order_id: string}\n",
+          expected: "5:8: spec.key: unknown field 'id' in dataset 'x'"),
+    .init(name: "time field is not a timestamp",
+          yaml: "apiVersion: provision/v1\nkind: Dataset\nmetadata: {name: x}\nspec:\n  time: amount\n  schema: {amount: decimal}\n",
+          expected: "5:9: spec.time: the time field 'amount' is a decimal; it must be a timestamp"),
+    .init(name: "invalid topic name",
+          yaml: "apiVersion: provision/v1\nkind: Dataset\nmetadata: {name: x}\nspec:\n  topic: _internal\n  schema: {a: string}\n",
+          expected: "5:10: spec.topic: topic '_internal' must be letters, digits, '.', '_' or '-' and must not start with '_' or '.'"),
+    .init(name: "empty schema",
+          yaml: "apiVersion: provision/v1\nkind: Dataset\nmetadata: {name: x}\nspec:\n  schema: {}\n",
+          expected: "5:11: spec.schema: a schema needs at least one field"),
+    .init(name: "unknown dataset with suggestion",
+          yaml: product("  from: ordres\n" + validSink),
+          expected: "5:9: spec.from: unknown dataset 'ordres' (did you mean 'orders'?)"),
+    .init(name: "missing from",
+          yaml: product(validSink),
+          expected: "5:3: spec.from: missing required field 'from'"),
+    .init(name: "missing sink",
+          yaml: product("  from: orders\n"),
+          expected: "5:3: spec.sink: missing required field 'sink'"),
+    .init(name: "unknown field in spec with suggestion",
+          yaml: product("  from: orders\n  filter: amount > 1\n" + validSink),
+          expected: "6:3: spec.filter: unknown field 'filter'"),
+    .init(name: "where is not boolean",
+          yaml: product("  from: orders\n  where: amount + 1\n" + validSink),
+          expected: "6:10: spec.where: where must be a boolean condition, found decimal"),
+    .init(name: "type error in comparison",
+          yaml: product("  from: orders\n  where: region > 10\n" + validSink),
+          expected: "6:17: spec.where: cannot compare string with integer using '>'"),
+    .init(name: "parse error points at column",
+          yaml: product("  from: orders\n  where: amount > > 1\n" + validSink),
+          expected: "6:19: spec.where: unexpected '>'"),
+    .init(name: "single equals",
+          yaml: product("  from: orders\n  where: region = \"EU\"\n" + validSink),
+          expected: "6:17: spec.where: '=' is not an operator (use '==' to compare)"),
+    .init(name: "quoted expression column accounts for the quote",
+          yaml: product("  from: orders\n  where: \"regoin == 'EU'\"\n" + validSink),
+          expected: "6:11: spec.where: unknown field 'regoin' in dataset 'orders' (did you mean 'region'?)"),
+    .init(name: "unknown function",
+          yaml: product("  from: orders\n  select: {r: lowr(region)}\n" + validSink),
+          expected: "6:15: spec.select.r: unknown function 'lowr' (did you mean 'lower'?)"),
+    .init(name: "unknown field in select",
+          yaml: product("  from: orders\n  select:\n    id: order_id\n    total: amont\n" + validSink),
+          expected: "8:12: spec.select.total: unknown field 'amont' in dataset 'orders' (did you mean 'amount'?)"),
+    .init(name: "nested field that does not exist",
+          yaml: product("  from: orders\n  where: address.town == \"Paris\"\n" + validSink),
+          expected: "6:10: spec.where: unknown field 'town' in 'address'"),
+    .init(name: "key not in output",
+          yaml: product("  from: orders\n  select: {id: order_id}\n  key: order_id\n" + validSink),
+          expected: "7:8: spec.key: key 'order_id' is not an output field"),
+    .init(name: "unknown sink kind",
+          yaml: product("  from: orders\n  sink: {s3: {bucket: x}}\n"),
+          expected: "6:10: spec.sink.s3: unknown sink 's3' (supported: file)"),
+    .init(name: "two sink kinds",
+          yaml: product("  from: orders\n  sink: {file: {path: a.jsonl}, webhook: {url: x}}\n"),
+          expected: "6:9: spec.sink: a sink has exactly one kind, found file, webhook"),
+    .init(name: "file path escapes the root",
+          yaml: product("  from: orders\n  sink: {file: {path: ../../etc/passwd}}\n"),
+          expected: "6:23: spec.sink.file.path: path '../../etc/passwd' must be relative and stay inside the server's file root"),
+    .init(name: "absolute file path",
+          yaml: product("  from: orders\n  sink: {file: {path: /tmp/x.jsonl}}\n"),
+          expected: "6:23: spec.sink.file.path: path '/tmp/x.jsonl' must be relative and stay inside the server's file root"),
+    .init(name: "unknown file format",
+          yaml: product("  from: orders\n  sink: {file: {path: a.txt, format: parquet}}\n"),
+          expected: "6:38: spec.sink.file.format: unknown format 'parquet' (expected 'jsonl' or 'csv')"),
+    .init(name: "bad backfill duration",
+          yaml: product("  from: orders\n  backfill: {since: 3 months}\n" + validSink),
+          expected: "6:21: spec.backfill.since: '3 months' is not a duration (examples: 90d, 12h, 30m)"),
+    .init(name: "backfill since and from together",
+          yaml: product("  from: orders\n  backfill: {since: 90d, from: 2026-01-01T00:00:00Z}\n" + validSink),
+          expected: "6:21: spec.backfill.since: use either 'since' or 'from'/'until', not both"),
+    .init(name: "backfill until before from",
+          yaml: product("  from: orders\n  backfill: {from: 2026-02-01T00:00:00Z, until: 2026-01-01T00:00:00Z}\n" + validSink),
+          expected: "6:49: spec.backfill.until: 'until' must be after 'from'"),
+    .init(name: "unknown deletion policy",
+          yaml: product("  from: orders\n  deletionPolicy: Drop\n" + validSink),
+          expected: "6:19: spec.deletionPolicy: unknown deletionPolicy 'Drop' (expected 'Retain' or 'Delete')"),
+    .init(name: "select is a list",
+          yaml: product("  from: orders\n  select: [order_id, amount]\n" + validSink),
+          expected: "6:11: spec.select: expected a mapping of output field names to expressions, found a list"),
+    .init(name: "comparison with null literal",
+          yaml: product("  from: orders\n  where: region == null\n" + validSink),
+          expected: "6:17: spec.where: comparing with null is always false; use 'is null' or 'is not null'"),
+    .init(name: "string concatenation with plus",
+          yaml: product("  from: orders\n  select: {label: region + order_id}\n" + validSink),
+          expected: "6:26: spec.select.label: '+' does not join strings; use concat(a, b)"),
+    .init(name: "invalid YAML",
+          yaml: "apiVersion: provision/v1\nkind: Dataset\nmetadata: {name: x\nspec: {}\n",
+          expected: "4:5: invalid YAML: did not find expected ',' or '}'"),
+]
+
+@Suite struct SpecValidationTests {
+    @Test(arguments: invalidCases)
+    func invalidSpecIsRejectedWithLocation(_ testCase: InvalidSpecCase) {
+        let result = SpecLoader.load([SpecFile(name: "catalog.yaml", content: ordersDataset),
+                                      SpecFile(name: "specs/eu.yaml", content: testCase.yaml)])
+        let described = result.errors.map { "\($0.line):\($0.column): \($0.path.isEmpty ? "" : $0.path + ": ")\($0.message)" }
+        #expect(described.contains(testCase.expected), "all errors: \(described)")
+        #expect(result.errors.first?.file == "specs/eu.yaml")
+    }
+
+    @Test func theMessageNamesFileLineColumnAndPath() {
+        let result = SpecLoader.load([SpecFile(name: "catalog.yaml", content: ordersDataset),
+                                      SpecFile(name: "specs/eu.yaml", content: product("  from: orders\n  where: amout > 1000\n" + validSink))])
+        #expect(result.errors.map(\.description) == [
+            "specs/eu.yaml:6:10: spec.where: unknown field 'amout' in dataset 'orders' (did you mean 'amount'?)",
+        ])
+    }
+
+    @Test func everyErrorInAFileIsReported() {
+        let yaml = product("  from: orders\n  where: amout > 1\n  deletionPolicy: Drop\n  sink: {file: {path: /abs}}\n")
+        let result = SpecLoader.load([SpecFile(name: "catalog.yaml", content: ordersDataset), SpecFile(name: "p.yaml", content: yaml)])
+        #expect(result.errors.count == 2)  // the where clause is checked only once the document parses
+        #expect(result.errors.map(\.path) == ["spec.deletionPolicy", "spec.sink.file.path"])
+    }
+
+    @Test func duplicateNamesAreRejected() {
+        let result = SpecLoader.load([SpecFile(name: "a.yaml", content: ordersDataset + "\n---\n" + ordersDataset)])
+        #expect(result.errors.map(\.description) == ["a.yaml:10:1: metadata.name: Dataset 'orders' is defined twice (first at a.yaml:1)"])
+    }
+
+    @Test func aBareOnKeyIsAString() {
+        // YAML 1.1 reads a bare `on` as a boolean; spec keys must stay strings.
+        let yaml = "apiVersion: provision/v1\nkind: Dataset\nmetadata: {name: x}\nspec:\n  schema: {on: string, yes: boolean}\n"
+        let result = SpecLoader.load([SpecFile(name: "a.yaml", content: yaml)])
+        #expect(result.errors.isEmpty)
+        guard case .dataset(let dataset, _)? = result.documents.first else {
+            Issue.record("no dataset parsed")
+            return
+        }
+        #expect(dataset.spec.schema.fieldNames == ["on", "yes"])
+    }
+
+    @Test func productsMayReferenceTheExistingCatalog() throws {
+        let catalog = SpecLoader.load([SpecFile(name: "c.yaml", content: ordersDataset)]).documents.compactMap { document -> Dataset? in
+            if case .dataset(let dataset, _) = document { return dataset }
+            return nil
+        }
+        let result = SpecLoader.load([SpecFile(name: "p.yaml", content: product("  from: orders\n" + validSink))], catalog: catalog)
+        #expect(result.errors.isEmpty)
+        #expect(result.documents.count == 1)
+    }
+
+    @Test func theExampleSpecsAllApply() throws {
+        let directory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("specs")
+        let names = try FileManager.default.contentsOfDirectory(atPath: directory.path).filter { $0.hasSuffix(".yaml") }.sorted()
+        #expect(names.count >= 3)
+        let files = try names.map { SpecFile(name: "specs/\($0)", content: try String(contentsOf: directory.appendingPathComponent($0), encoding: .utf8)) }
+        let result = SpecLoader.load(files)
+        #expect(result.errors.map(\.description) == [])
+        #expect(result.documents.filter { $0.kind == .dataProduct }.count >= 3)
+    }
+
+    @Test func filePathsNormalizeInsideTheRoot() {
+        #expect(FilePaths.normalizedRelativePath("./eu//orders.jsonl") == "eu/orders.jsonl")
+        #expect(FilePaths.normalizedRelativePath("a/../b.csv") == "b.csv")
+        #expect(FilePaths.normalizedRelativePath("a/../../b.csv") == nil)
+        #expect(FilePaths.normalizedRelativePath("/etc/passwd") == nil)
+        #expect(FilePaths.normalizedRelativePath("..") == nil)
+    }
+
+    @Test func changingTheFilterRebuildsButChangingThePolicyDoesNot() {
+        let base = DataProductSpec(from: "orders", filter: "amount > 1", sink: .file(.init(path: "a.jsonl", format: .jsonl)))
+        var filtered = base
+        filtered.filter = "amount > 2"
+        var retained = base
+        retained.deletionPolicy = .delete
+        #expect(base.changesOutput(comparedTo: filtered))
+        #expect(!base.changesOutput(comparedTo: retained))
+    }
+}
