@@ -1,0 +1,68 @@
+import Testing
+import ProvisionModel
+@testable import ProvisionControl
+
+@Suite struct RetryBackoffTests {
+    @Test func growsExponentiallyUpToTheCap() {
+        let backoff = RetryBackoff(initial: .milliseconds(500), cap: .seconds(30))
+        #expect((1...8).map { backoff.ceiling(attempt: $0) } == [
+            .milliseconds(500), .seconds(1), .seconds(2), .seconds(4), .seconds(8), .seconds(16), .seconds(30), .seconds(30),
+        ])
+        #expect(backoff.ceiling(attempt: 1000) == .seconds(30))
+    }
+
+    @Test func fullJitterScalesTheCeiling() {
+        let backoff = RetryBackoff(initial: .seconds(1), cap: .seconds(60))
+        #expect(backoff.delay(attempt: 3, unitRandom: 0) == .zero)
+        #expect(backoff.delay(attempt: 3, unitRandom: 0.5) == .seconds(2))
+        #expect(backoff.delay(attempt: 3, unitRandom: 0.999) < .seconds(4))
+    }
+}
+
+@Suite struct ProductLifecycleTests {
+    @Test func goesFromPendingThroughBackfillToLive() {
+        var lifecycle = ProductLifecycle(now: 0)
+        #expect(lifecycle.phase == .pending)
+        lifecycle.provisioningStarted(now: 10)
+        #expect(lifecycle.phase == .provisioning)
+        lifecycle.progressed(caughtUp: false, now: 20)
+        #expect(lifecycle.phase == .backfilling)
+        #expect(lifecycle.conditions(now: 20).first { $0.type == "Reconciling" }?.isTrue == true)
+        lifecycle.progressed(caughtUp: true, now: 30)
+        #expect(lifecycle.phase == .live)
+        let ready = lifecycle.conditions(now: 30).first { $0.type == "Ready" }
+        #expect(ready?.isTrue == true)
+        #expect(ready?.lastTransitionTime == Timestamp.format(30))
+    }
+
+    @Test func failuresStallWithTheReasonAndBackOffUntilProgressRecovers() {
+        var lifecycle = ProductLifecycle(now: 0, backoff: RetryBackoff(initial: .seconds(1), cap: .seconds(8)))
+        lifecycle.provisioningStarted(now: 0)
+        var delays: [Duration] = []
+        for attempt in 1...5 {
+            let action = lifecycle.failed(reason: "SinkUnavailable", message: "disk full", now: Int64(attempt) * 1000, unitRandom: 0.5)
+            guard case .retry(let delay) = action else { Issue.record("expected a retry"); return }
+            delays.append(delay)
+        }
+        #expect(delays == [.milliseconds(500), .seconds(1), .seconds(2), .seconds(4), .seconds(4)])
+        #expect(lifecycle.phase == .failed)
+        let stalled = lifecycle.conditions(now: 5000).first { $0.type == "Stalled" }
+        #expect(stalled?.isTrue == true)
+        #expect(stalled?.reason == "SinkUnavailable")
+        #expect(stalled?.message.contains("disk full") == true)
+        #expect(stalled?.lastTransitionTime == Timestamp.format(1000))  // the transition, not the latest retry
+        // A retry re-provisions but keeps reporting the failure until it makes progress.
+        lifecycle.provisioningStarted(now: 6000)
+        #expect(lifecycle.phase == .failed)
+        lifecycle.progressed(caughtUp: true, now: 7000)
+        #expect(lifecycle.phase == .live)
+        #expect(lifecycle.failures == 0)
+        #expect(lifecycle.conditions(now: 7000).first { $0.type == "Stalled" }?.isTrue == false)
+        // The backoff starts over after a recovery.
+        guard case .retry(let delay) = lifecycle.failed(reason: "SinkUnavailable", message: "again", now: 8000, unitRandom: 0.5) else {
+            Issue.record("expected a retry")
+            return
+        }
+        #expect(delay == .milliseconds(500))
+    }
+}

@@ -1,0 +1,175 @@
+import Foundation
+import Logging
+import Testing
+import ProvisionLog
+import ProvisionModel
+import ProvisionPipeline
+@testable import ProvisionControl
+
+private let catalog = """
+    apiVersion: provision/v1
+    kind: Dataset
+    metadata: {name: orders}
+    spec:
+      key: order_id
+      time: placed_at
+      schema: {order_id: string, amount: decimal, region: string, placed_at: timestamp}
+    """
+
+private func productSpec(where filter: String, path: String = "out/orders.jsonl", policy: String = "Retain", select: String = "{id: order_id, amount: amount}") -> String {
+    """
+    apiVersion: provision/v1
+    kind: DataProduct
+    metadata: {name: big-orders, team: risk}
+    spec:
+      from: orders
+      where: \(filter)
+      select: \(select)
+      sink: {file: {path: \(path)}}
+      deletionPolicy: \(policy)
+    """
+}
+
+/// A reconciler on a real embedded log and file sinks in a temporary directory.
+private struct Harness {
+    let directory: String
+    let log: EmbeddedEventLog
+    let reconciler: Reconciler
+
+    init(directory: String = NSTemporaryDirectory() + "provision-control-\(UUID().uuidString)") throws {
+        self.directory = directory
+        log = try EmbeddedEventLog(directory: directory + "/log")
+        let checkpoints = try FileCheckpointStore(directory: directory + "/checkpoints")
+        reconciler = try Reconciler(
+            log: log, store: FileControlStore(directory: directory + "/control"),
+            sinks: SinkFactory(fileRoot: directory + "/files", checkpoints: checkpoints),
+            configuration: .init(backoff: RetryBackoff(initial: .milliseconds(20), cap: .milliseconds(200)),
+                                 pipelineLimits: .init(batchRecordsMax: 500, idleWait: .milliseconds(50)),
+                                 resyncInterval: .milliseconds(100)),
+            logger: Logger(label: "test"))
+    }
+
+    func apply(_ documents: String..., dryRun: Bool = false) async throws -> [PlannedChange] {
+        try await reconciler.apply(ApplyRequest(files: [SpecFile(name: "test.yaml", content: documents.joined(separator: "\n---\n"))],
+                                                dryRun: dryRun)).changes
+    }
+
+    func produce(_ range: Range<Int>) async throws {
+        let records = range.map { index -> LogRecord in
+            let value = #"{"order_id":"o-\#(index)","amount":\#(index % 100),"region":"EU","placed_at":"\#(Timestamp.format(Int64(index) * 1000))"}"#
+            return LogRecord(key: Array("o-\(index)".utf8), value: Array(value.utf8), timestamp: Int64(index) * 1000)
+        }
+        try await log.append(records, to: TopicPartition(topic: "orders", partition: 0))
+    }
+
+    func waitFor(_ name: String = "big-orders", timeout: Duration = .seconds(30),
+                 _ condition: @escaping (ProductResource?) -> Bool) async throws {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if condition(await reconciler.product(name)) { return }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        Issue.record("timed out; status: \(String(describing: await reconciler.product(name)?.status))")
+        throw CancellationError()
+    }
+
+    func lines(_ path: String = "out/orders.jsonl") throws -> [String] {
+        try String(contentsOfFile: directory + "/files/" + path, encoding: .utf8).split(separator: "\n").map(String.init)
+    }
+}
+
+@Suite struct ReconcilerTests {
+    @Test func appliesPlansRebuildsAndDeletesByPolicy() async throws {
+        let harness = try Harness()
+        let running = Task { try await harness.reconciler.run() }
+        defer { running.cancel() }
+
+        let plan = try await harness.apply(catalog, productSpec(where: "amount >= 50"), dryRun: true)
+        #expect(plan.map(\.action) == [.create, .create])
+        #expect(await harness.reconciler.product("big-orders") == nil)  // a dry run changes nothing
+
+        #expect(try await harness.apply(catalog, productSpec(where: "amount >= 50")).map(\.action) == [.create, .create])
+        try await harness.produce(0..<1000)
+        try await harness.waitFor { $0?.status.phase == .live && $0?.status.recordsWritten == 500 }
+        #expect(try harness.lines().count == 500)
+        #expect(try await harness.apply(catalog, productSpec(where: "amount >= 50")).map(\.action) == [.unchanged, .unchanged])
+
+        // Changing the filter rebuilds the output from scratch.
+        let changes = try await harness.apply(catalog, productSpec(where: "amount >= 90"))
+        #expect(changes.map(\.action) == [.unchanged, .updateRebuild])
+        try await harness.waitFor { $0?.status.phase == .live && $0?.status.recordsWritten == 100 && $0?.status.observedGeneration == 2 }
+        let lines = try harness.lines()
+        #expect(lines.count == 100)
+        #expect(lines.first == #"{"id":"o-90","amount":90.0}"#)
+
+        // Changing only the deletion policy is an in-place update.
+        #expect(try await harness.apply(catalog, productSpec(where: "amount >= 90", policy: "Delete")).map(\.action) == [.unchanged, .update])
+        try await harness.waitFor { $0?.status.observedGeneration == 3 }
+        #expect(try harness.lines().count == 100)
+
+        #expect(await harness.reconciler.deleteProduct("big-orders"))
+        try await harness.waitFor { $0 == nil }
+        #expect(!FileManager.default.fileExists(atPath: harness.directory + "/files/out/orders.jsonl"))
+    }
+
+    @Test func retainKeepsTheOutputWhenTheProductGoes() async throws {
+        let harness = try Harness()
+        let running = Task { try await harness.reconciler.run() }
+        defer { running.cancel() }
+        _ = try await harness.apply(catalog, productSpec(where: "amount >= 50"))
+        try await harness.produce(0..<200)
+        try await harness.waitFor { $0?.status.recordsWritten == 100 }
+        #expect(await harness.reconciler.deleteProduct("big-orders"))
+        try await harness.waitFor { $0 == nil }
+        #expect(try harness.lines().count == 100)
+    }
+
+    @Test func anInvalidApplyChangesNothing() async throws {
+        let harness = try Harness()
+        await #expect(throws: ApplyRejected.self) {
+            try await harness.apply(catalog, productSpec(where: "amout > 1"))
+        }
+        #expect(await harness.reconciler.products().isEmpty)
+        #expect(try await harness.reconciler.datasets().isEmpty)
+    }
+
+    @Test func aFailingSinkStallsWithTheReasonAndRecoversByItself() async throws {
+        let harness = try Harness()
+        // A file where the sink needs a directory: every attempt fails until it is removed.
+        try FileManager.default.createDirectory(atPath: harness.directory + "/files", withIntermediateDirectories: true)
+        _ = FileManager.default.createFile(atPath: harness.directory + "/files/blocked", contents: Data("x".utf8))
+        let running = Task { try await harness.reconciler.run() }
+        defer { running.cancel() }
+        _ = try await harness.apply(catalog, productSpec(where: "amount >= 50", path: "blocked/orders.jsonl"))
+        try await harness.produce(0..<100)
+        try await harness.waitFor { product in
+            product?.status.phase == .failed && product?.status.condition("Stalled")?.reason == "SinkUnavailable"
+        }
+        try FileManager.default.removeItem(atPath: harness.directory + "/files/blocked")
+        try await harness.waitFor { $0?.status.phase == .live && $0?.status.recordsWritten == 50 }
+        #expect(await harness.reconciler.product("big-orders")?.status.condition("Stalled")?.isTrue == false)
+        #expect(try harness.lines("blocked/orders.jsonl").count == 50)
+    }
+
+    @Test func specsStatusAndCheckpointsSurviveARestart() async throws {
+        let directory = NSTemporaryDirectory() + "provision-control-\(UUID().uuidString)"
+        do {
+            let harness = try Harness(directory: directory)
+            let running = Task { try await harness.reconciler.run() }
+            _ = try await harness.apply(catalog, productSpec(where: "amount >= 50"))
+            try await harness.produce(0..<400)
+            try await harness.waitFor { $0?.status.phase == .live && $0?.status.recordsWritten == 200 }
+            running.cancel()
+            try await running.value
+        }
+        let harness = try Harness(directory: directory)
+        #expect(await harness.reconciler.product("big-orders")?.status.recordsWritten == 200)
+        let running = Task { try await harness.reconciler.run() }
+        defer { running.cancel() }
+        try await harness.produce(400..<600)
+        try await harness.waitFor { $0?.status.phase == .live && $0?.status.recordsWritten == 300 }
+        let ids = try harness.lines().map { $0.split(separator: "\"")[3] }
+        #expect(ids.count == 300)
+        #expect(Set(ids).count == 300)  // nothing re-sent after the restart
+    }
+}
