@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# Foundation benchmark: produce throughput, backfill through where + select into a file sink
+# beside jq and DuckDB doing the same filter and projection on the same JSON Lines, and the
+# server's peak RSS when backfilling N versus 4N events.
+#
+#   Benchmarks/foundation.sh [RECORDS]      (default 1000000; needs jq and `pip install duckdb==1.4.4`)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+records=${1:-1000000}
+work=$(mktemp -d /tmp/provision-bench-XXXXXX)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+
+swift build -c release --product provisionctl >/dev/null
+bin="$(swift build -c release --show-bin-path)/provisionctl"
+port=$((20000 + RANDOM % 20000))
+server="http://127.0.0.1:$port"
+
+now_seconds() { date +%s.%N; }
+elapsed() { echo "$2 - $1" | bc -l; }
+rate() { printf '%.0f' "$(echo "$1 / $2" | bc -l)"; }
+peak_rss_mb() { awk '/VmHWM/ {printf "%.0f", $2 / 1024}' "/proc/$1/status"; }
+
+start_server() {  # data-dir
+  "$bin" serve --data-dir "$1" --listen "127.0.0.1:$port" --log-level warning >"$work/serve.log" 2>&1 &
+  server_pid=$!
+  until curl -sf "$server/healthz" >/dev/null; do sleep 0.05; done
+}
+
+stop_server() { kill -TERM "$server_pid"; wait "$server_pid" || true; }
+
+wait_live() {  # product expected-records-read
+  while true; do
+    status=$(curl -sf "$server/v1/products/$1")
+    phase=$(echo "$status" | jq -r .status.phase)
+    offset=$(echo "$status" | jq -r '.status.checkpoint["0"] // 0')
+    [ "$phase" = Live ] && [ "$offset" -ge "$2" ] && break
+    sleep 0.05
+  done
+}
+
+cat >"$work/specs.yaml" <<'YAML'
+apiVersion: provision/v1
+kind: Dataset
+metadata: {name: orders}
+spec:
+  key: order_id
+  time: placed_at
+  schema: {order_id: string, customer_id: string, amount: decimal, currency: string, region: string,
+           status: string, items: integer, channel: string, placed_at: timestamp}
+---
+apiVersion: provision/v1
+kind: DataProduct
+metadata: {name: eu-large-orders}
+spec:
+  from: orders
+  backfill: all
+  where: amount > 1000 and region == "EU"
+  select: {order_id: order_id, customer_id: customer_id, amount: amount, placed_at: placed_at}
+  sink: {file: {path: eu-large-orders.jsonl}}
+YAML
+
+# backfill_run DATA-DIR RECORDS: restarts the server on a filled log, so its peak RSS
+# covers the backfill only; prints "seconds peak-rss-mb".
+backfill_run() {
+  start_server "$1"
+  local begin end
+  begin=$(now_seconds)
+  "$bin" apply -f "$work/specs.yaml" --server "$server" >/dev/null
+  wait_live eu-large-orders "$2"
+  end=$(now_seconds)
+  local rss
+  rss=$(peak_rss_mb "$server_pid")
+  stop_server
+  echo "$(elapsed "$begin" "$end") $rss"
+}
+
+echo "generating $records orders"
+python3 Benchmarks/generate_orders.py "$records" "$work/orders.jsonl"
+bytes=$(stat -c %s "$work/orders.jsonl")
+echo "  $(rate "$bytes" "$records") bytes per event on average"
+
+# 1. produce, durable
+start_server "$work/data"
+begin=$(now_seconds)
+"$bin" produce orders --file "$work/orders.jsonl" --key order_id --time placed_at --server "$server" >/dev/null
+produce_seconds=$(elapsed "$begin" "$(now_seconds)")
+stop_server
+
+# 2. backfill through where + select into a file
+read -r backfill_seconds backfill_rss < <(backfill_run "$work/data" "$records")
+provision_lines=$(wc -l <"$work/data/files/eu-large-orders.jsonl")
+
+# Peers on the same JSON Lines, same filter and projection.
+begin=$(now_seconds)
+jq -c 'select(.amount > 1000 and .region == "EU") | {order_id, customer_id, amount, placed_at}' \
+  "$work/orders.jsonl" >"$work/jq.jsonl"
+jq_seconds=$(elapsed "$begin" "$(now_seconds)")
+jq_lines=$(wc -l <"$work/jq.jsonl")
+
+begin=$(now_seconds)
+python3 - "$work/orders.jsonl" "$work/duckdb.jsonl" <<'PY'
+import sys, duckdb
+duckdb.sql(f"""COPY (SELECT order_id, customer_id, amount, placed_at FROM read_json('{sys.argv[1]}',
+    format='newline_delimited', columns={{'order_id':'VARCHAR','customer_id':'VARCHAR','amount':'DOUBLE',
+    'currency':'VARCHAR','region':'VARCHAR','status':'VARCHAR','items':'INTEGER','channel':'VARCHAR','placed_at':'VARCHAR'}})
+    WHERE amount > 1000 AND region = 'EU') TO '{sys.argv[2]}' (FORMAT json)""")
+PY
+duckdb_seconds=$(elapsed "$begin" "$(now_seconds)")
+duckdb_lines=$(wc -l <"$work/duckdb.jsonl")
+[ "$provision_lines" = "$jq_lines" ] && [ "$jq_lines" = "$duckdb_lines" ] || {
+  echo "output line counts differ: provision $provision_lines, jq $jq_lines, duckdb $duckdb_lines" >&2; exit 1; }
+
+# 3. memory against history: the same backfill over 4x the events.
+python3 - "$work/orders.jsonl" "$work/orders4x.jsonl" <<'PY'
+import sys
+data = open(sys.argv[1], "rb").read()
+with open(sys.argv[2], "wb") as out:
+    for _ in range(4):
+        out.write(data)
+PY
+start_server "$work/data4x"
+"$bin" produce orders --file "$work/orders4x.jsonl" --key order_id --time placed_at --server "$server" >/dev/null
+stop_server
+read -r backfill4x_seconds backfill4x_rss < <(backfill_run "$work/data4x" $((records * 4)))
+
+echo
+echo "records: $records ($provision_lines match the filter), release build, $(nproc) cores"
+printf '%-44s %12s %12s\n' "measure" "records/s" "seconds"
+printf '%-44s %12s %12.2f\n' "provisionctl produce (durable)" "$(rate "$records" "$produce_seconds")" "$produce_seconds"
+printf '%-44s %12s %12.2f\n' "provision backfill where+select -> file" "$(rate "$records" "$backfill_seconds")" "$backfill_seconds"
+printf '%-44s %12s %12.2f\n' "jq -c 'select(...) | {...}'" "$(rate "$records" "$jq_seconds")" "$jq_seconds"
+printf '%-44s %12s %12.2f\n' "duckdb COPY (SELECT ... WHERE ...)" "$(rate "$records" "$duckdb_seconds")" "$duckdb_seconds"
+printf 'ratio provision / jq:      %.2fx\n' "$(echo "$jq_seconds / $backfill_seconds" | bc -l)"
+printf 'ratio provision / duckdb:  %.2fx\n' "$(echo "$duckdb_seconds / $backfill_seconds" | bc -l)"
+printf 'peak RSS of serve backfilling %d events: %s MiB; %d events: %s MiB (%.2fx)\n' \
+  "$records" "$backfill_rss" $((records * 4)) "$backfill4x_rss" "$(echo "$backfill4x_rss / $backfill_rss" | bc -l)"
