@@ -28,7 +28,7 @@ public struct Pipeline: Sendable {
         /// How long to wait for new records before reporting progress again.
         public var idleWait: Duration
 
-        public init(batchRecordsMax: Int = 8192, batchBytesMax: Int = 4 * 1024 * 1024, idleWait: Duration = .seconds(1)) {
+        public init(batchRecordsMax: Int = 65_536, batchBytesMax: Int = 16 * 1024 * 1024, idleWait: Duration = .seconds(1)) {
             self.batchRecordsMax = batchRecordsMax
             self.batchBytesMax = batchBytesMax
             self.idleWait = idleWait

@@ -31,19 +31,19 @@ public struct RecordProcessor: Sendable {
             return .output(OutputRecord(key: .string(String(decoding: key, as: UTF8.self)), body: .tombstone,
                                         partition: partition, offset: stored.offset, eventTime: record.timestamp))
         }
-        let event: JSONObject
+        var slots = [JSONValue?](repeating: nil, count: plan.slotNameBytes.count)
         do {
-            guard case .object(let object) = try JSONParser.parse(valueBytes) else {
-                return .deadLetter(reason: "the value is not a JSON object")
+            try valueBytes.withUnsafeBufferPointer { bytes throws(JSONParseError) in
+                try JSONParser.scanObject(bytes, names: plan.slotNameBytes, into: &slots)
             }
-            event = object
         } catch {
-            return .deadLetter(reason: "the value is not valid JSON: \(error)")
+            return .deadLetter(reason: valueBytes.first == UInt8(ascii: "[") || valueBytes.first == UInt8(ascii: "\"")
+                ? "the value is not a JSON object" : "the value is not valid JSON: \(error)")
         }
         var eventTime = record.timestamp
-        if let timeField = plan.dataset.spec.time {
+        if let timeSlot = plan.timeSlot {
             do {
-                if case .timestamp(let time) = try FieldReader.read(event[timeField], as: .timestamp, path: timeField) {
+                if case .timestamp(let time) = try FieldReader.read(slots[timeSlot], as: .timestamp, path: plan.dataset.spec.time!) {
                     eventTime = time
                 }
             } catch {
@@ -51,7 +51,7 @@ public struct RecordProcessor: Sendable {
             }
         }
         guard isInWindow(eventTime) else { return .skipped }
-        let context = EvaluationContext(event: event, eventTime: eventTime, now: now)
+        let context = EvaluationContext(slots: slots, eventTime: eventTime, now: now)
         do {
             if let filter = plan.filter, try !filter.matches(context) { return .skipped }
             let body: OutputRecord.Body
@@ -65,10 +65,11 @@ public struct RecordProcessor: Sendable {
                 }
                 body = .row(row)
             } else {
-                if let keyField = plan.keyField, let type = plan.outputSchema.field(named: keyField)?.type {
-                    key = try FieldReader.read(event[keyField], as: type, path: keyField)
+                let passthrough = plan.passthroughSlots ?? []
+                if let keyField = plan.keyField, let index = plan.outputSchema.fields.firstIndex(where: { $0.name == keyField }) {
+                    key = try FieldReader.read(slots[passthrough[index]], as: plan.outputSchema.fields[index].type, path: keyField)
                 }
-                body = .document(event)
+                body = .document(raw: valueBytes, fields: passthrough.map { slots[$0] })
             }
             return .output(OutputRecord(key: key, body: body, partition: partition, offset: stored.offset, eventTime: eventTime))
         } catch {

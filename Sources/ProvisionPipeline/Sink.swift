@@ -5,8 +5,9 @@ public struct OutputRecord: Sendable {
     public enum Body: Sendable {
         /// Values in the order of the output schema (a product with `select`).
         case row([Value])
-        /// The whole event (a product without `select`).
-        case document(JSONObject)
+        /// The whole event (a product without `select`): its JSON text as it arrived, and
+        /// the values of the output schema's fields, in schema order.
+        case document(raw: [UInt8], fields: [JSONValue?])
         /// The key was deleted upstream.
         case tombstone
     }

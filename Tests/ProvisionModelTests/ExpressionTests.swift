@@ -16,7 +16,7 @@ private let scope = ExpressionScope(datasetName: "orders", schema: schema)
 
 private func evaluate(_ source: String, _ event: JSONValue, now: TimestampMilliseconds = 0) throws -> Value {
     guard case .object(let object) = event else { throw EvaluationError("not an object") }
-    return try Expression.compile(source, in: scope).evaluate(EvaluationContext(event: object, eventTime: 0, now: now))
+    return try Expression.compile(source, in: scope).evaluate(event: object, now: now)
 }
 
 private let order: JSONValue = [

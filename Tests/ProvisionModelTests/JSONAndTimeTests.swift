@@ -82,3 +82,47 @@ import Testing
         #expect(DurationText.format(milliseconds: 5_400_000) == "1h30m")
     }
 }
+
+@Suite struct JSONFieldScanTests {
+    private func scan(_ text: String, _ names: [String]) throws -> [JSONValue?] {
+        var values = [JSONValue?](repeating: .string("stale"), count: names.count)
+        let bytes = Array(text.utf8)
+        try bytes.withUnsafeBufferPointer { buffer throws(JSONParseError) in
+            try JSONParser.scanObject(buffer, names: names.map { Array($0.utf8) }, into: &values)
+        }
+        return values
+    }
+
+    @Test func readsOnlyTheNamedFieldsAndSkipsTheRest() throws {
+        let text = #"{"skip":{"deep":[1,{"x":"y"}]},"amount":12.5,"s":"a\"b","region":"EU","n":null,"t":true,"arr":[1,2]}"#
+        #expect(try scan(text, ["region", "amount", "absent", "s"]) == [.string("EU"), .number(12.5), nil, .string("a\"b")])
+    }
+
+    @Test func findsEscapedKeys() throws {
+        #expect(try scan(#"{"re\u0067ion":"EU"}"#, ["region"]) == [.string("EU")])
+    }
+
+    @Test(arguments: [#"{"a":1,}"#, #"{"a":1"#, #"[1]"#, #"{"a":tru}"#, #"{"a":"x} "#, #"{"a":1} x"#, #"{"b":{"c":}}"#, "not json"])
+    func rejectsWhatIsNotAnObject(_ text: String) {
+        #expect(throws: JSONParseError.self) { try scan(text, ["a"]) }
+    }
+
+    @Test func decimalsMatchTheStandardLibrary() throws {
+        var generator = SystemRandomNumberGenerator()
+        var texts = ["0.1", "0.3", "1234.56", "-0.05", "9007199254740993.5", "1e22", "1.5e-7", "123456789012345.6", "0.000001"]
+        for _ in 0..<2000 {
+            let cents = Int.random(in: 0..<100_000_000, using: &generator)
+            texts.append("\(cents / 100).\(String(format: "%02d", cents % 100))")
+            texts.append(String(Double.random(in: -1e6..<1e6, using: &generator)))
+        }
+        for text in texts {
+            let parsed = try JSONParser.parse(text)
+            let expected = Double(text)!
+            switch parsed {
+            case .number(let number): #expect(number == expected, "\(text)")
+            case .integer(let integer): #expect(Double(integer) == expected, "\(text)")
+            default: Issue.record("\(text) did not parse as a number")
+            }
+        }
+    }
+}

@@ -1,16 +1,44 @@
 /// What an expression sees while it is evaluated for one event.
 public struct EvaluationContext: Sendable {
-    /// The event's value.
-    public var event: JSONObject
+    /// The event's top-level fields that expressions read, by slot (see `FieldSlots`);
+    /// nil where the event lacks the field.
+    public var slots: [JSONValue?]
     /// The event's time: the dataset's time field, or the log timestamp.
     public var eventTime: TimestampMilliseconds
     /// The time `now()` returns; fixed per batch so one batch sees one instant.
     public var now: TimestampMilliseconds
 
-    public init(event: JSONObject, eventTime: TimestampMilliseconds, now: TimestampMilliseconds) {
-        self.event = event
+    public init(slots: [JSONValue?], eventTime: TimestampMilliseconds, now: TimestampMilliseconds) {
+        self.slots = slots
         self.eventTime = eventTime
         self.now = now
+    }
+}
+
+/// The top-level fields a set of expressions reads, each given a slot number at compile
+/// time. At run time only these fields are decoded from an event, and an expression finds
+/// its field by index instead of by name.
+public struct FieldSlots: Sendable, Equatable {
+    public private(set) var names: [String] = []
+
+    public init(_ names: [String] = []) {
+        for name in names { _ = slot(for: name) }
+    }
+
+    /// The slot of `name`, assigning the next one if it has none yet.
+    public mutating func slot(for name: String) -> Int {
+        if let index = names.firstIndex(of: name) { return index }
+        names.append(name)
+        return names.count - 1
+    }
+
+    public func index(of name: String) -> Int? {
+        names.firstIndex(of: name)
+    }
+
+    /// The slots filled from a parsed object, for callers that have one already.
+    public func values(from object: JSONObject) -> [JSONValue?] {
+        names.map { object[$0] }
     }
 }
 

@@ -7,15 +7,32 @@ public struct Expression: Sendable {
     public let type: ValueType
     /// Top-level fields the expression reads.
     public let referencedFields: Set<String>
+    /// The slots the expression was compiled against; it reads only fields in them.
+    public let slots: FieldSlots
     let evaluator: Evaluator
 
-    /// Parses and type-checks `source` against `scope`.
-    public static func compile(_ source: String, in scope: ExpressionScope) throws(ExpressionError) -> Expression {
+    /// Parses and type-checks `source` against `scope`, giving the fields it reads slots in
+    /// `slots` (shared by all expressions evaluated on one context).
+    public static func compile(_ source: String, in scope: ExpressionScope, slots: inout FieldSlots) throws(ExpressionError) -> Expression {
         let syntax = try Parser.parse(source)
-        var compiler = ExpressionCompiler(scope: scope)
+        var compiler = ExpressionCompiler(scope: scope, slots: slots)
         let compiled = try compiler.compile(syntax)
-        return Expression(source: source, type: compiled.type, referencedFields: compiler.referencedFields,
+        slots = compiler.slots
+        return Expression(source: source, type: compiled.type, referencedFields: compiler.referencedFields, slots: slots,
                           evaluator: compiled.evaluate)
+    }
+
+    /// Compiles an expression on its own slots.
+    public static func compile(_ source: String, in scope: ExpressionScope) throws(ExpressionError) -> Expression {
+        var slots = FieldSlots()
+        return try compile(source, in: scope, slots: &slots)
+    }
+
+    /// Evaluates against a whole parsed event; convenient where speed does not matter.
+    public func evaluate(event: JSONObject, eventTime: TimestampMilliseconds = 0, now: TimestampMilliseconds = 0)
+        throws(EvaluationError) -> Value
+    {
+        try evaluator(EvaluationContext(slots: slots.values(from: event), eventTime: eventTime, now: now))
     }
 
     /// Parses only; for errors that need no schema.

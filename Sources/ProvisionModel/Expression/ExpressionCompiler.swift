@@ -9,9 +9,11 @@ struct ExpressionCompiler {
 
     let scope: ExpressionScope
     private(set) var referencedFields: Set<String> = []
+    private(set) var slots: FieldSlots
 
-    init(scope: ExpressionScope) {
+    init(scope: ExpressionScope, slots: FieldSlots) {
         self.scope = scope
+        self.slots = slots
     }
 
     mutating func compile(_ syntax: Syntax) throws(ExpressionError) -> Compiled {
@@ -94,7 +96,7 @@ struct ExpressionCompiler {
             _ = column
             let evaluateValue = value.evaluate
             let constantElements = try? elements.map { evaluate throws(EvaluationError) in
-                try evaluate(EvaluationContext(event: JSONObject(), eventTime: 0, now: 0))
+                try evaluate(EvaluationContext(slots: [], eventTime: 0, now: 0))
             }
             let isConstantList = elementSyntaxes.allSatisfy { if case .literal = $0 { return true } else { return false } }
             if isConstantList, let constantElements {
@@ -155,17 +157,19 @@ struct ExpressionCompiler {
             }
         }
         referencedFields.insert(path[0])
+        let slot = slots.slot(for: path[0])
         let dottedPath = path.joined(separator: ".")
         let resultType = type
         if path.count == 1 {
             let name = path[0]
             return Compiled(type: resultType, evaluate: { context throws(EvaluationError) in
-                try FieldReader.read(context.event[name], as: resultType, path: name)
+                try FieldReader.read(context.slots[slot], as: resultType, path: name)
             })
         }
+        let nestedPath = Array(path.dropFirst())
         return Compiled(type: resultType, evaluate: { context throws(EvaluationError) in
-            var current: JSONValue? = .object(context.event)
-            for component in path {
+            var current = context.slots[slot]
+            for component in nestedPath {
                 guard case .object(let object)? = current else { return .null }
                 current = object[component]
             }

@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// An error in a JSON text, with the byte position where it was found.
 public struct JSONParseError: Error, Sendable, Equatable, CustomStringConvertible {
     public var message: String
@@ -38,6 +44,107 @@ public struct JSONParser: ~Copyable {
 
     public static func parse(_ text: String) throws(JSONParseError) -> JSONValue {
         try parse(Array(text.utf8))
+    }
+
+    /// Reads only the named top-level fields of a JSON object into `values` (indexed like
+    /// `names`; nil where absent) and skips every other value without decoding it. This is
+    /// the pipeline's hot path: an event has many fields and a product reads a few.
+    public static func scanObject(_ bytes: UnsafeBufferPointer<UInt8>, names: [[UInt8]],
+                                  into values: inout [JSONValue?]) throws(JSONParseError)
+    {
+        var parser = JSONParser(bytes: bytes)
+        for index in values.indices { values[index] = nil }
+        parser.skipWhitespace()
+        guard parser.position < bytes.count, bytes[parser.position] == UInt8(ascii: "{") else {
+            throw parser.error("expected a JSON object")
+        }
+        parser.position += 1
+        parser.skipWhitespace()
+        if parser.position < bytes.count, bytes[parser.position] == UInt8(ascii: "}") {
+            parser.position += 1
+        } else {
+            while true {
+                parser.skipWhitespace()
+                guard parser.position < bytes.count, bytes[parser.position] == UInt8(ascii: "\"") else {
+                    throw parser.error("expected a string key")
+                }
+                let slot = try parser.matchKey(names)
+                parser.skipWhitespace()
+                guard parser.position < bytes.count, bytes[parser.position] == UInt8(ascii: ":") else {
+                    throw parser.error("expected ':'")
+                }
+                parser.position += 1
+                parser.skipWhitespace()
+                if let slot {
+                    values[slot] = try parser.parseValue(depth: 1)
+                } else {
+                    try parser.skipValue(depth: 1)
+                }
+                parser.skipWhitespace()
+                guard parser.position < bytes.count else { throw parser.error("unexpected end of input") }
+                if bytes[parser.position] == UInt8(ascii: ",") {
+                    parser.position += 1
+                } else if bytes[parser.position] == UInt8(ascii: "}") {
+                    parser.position += 1
+                    break
+                } else {
+                    throw parser.error("expected ',' or '}'")
+                }
+            }
+        }
+        parser.skipWhitespace()
+        if parser.position != bytes.count { throw parser.error("unexpected data after the JSON value") }
+    }
+
+    /// Reads a key and returns the index of the name it equals, comparing bytes, not Strings.
+    private mutating func matchKey(_ names: [[UInt8]]) throws(JSONParseError) -> Int? {
+        let start = position + 1
+        var end = start
+        while end < bytes.count, bytes[end] != UInt8(ascii: "\""), bytes[end] != UInt8(ascii: "\\") { end += 1 }
+        if end < bytes.count, bytes[end] == UInt8(ascii: "\\") {
+            // An escaped key: decode it the slow way.
+            let key = Array(try parseString().utf8)
+            return names.firstIndex(of: key)
+        }
+        guard end < bytes.count else { throw error("unterminated string") }
+        position = end + 1
+        let length = end - start
+        for (index, name) in names.enumerated() where name.count == length {
+            let equal = name.withUnsafeBufferPointer { candidate in
+                memcmp(candidate.baseAddress!, bytes.baseAddress! + start, length) == 0
+            }
+            if equal { return index }
+        }
+        return nil
+    }
+
+    /// Skips a value, checking its structure but not decoding it.
+    private mutating func skipValue(depth: Int) throws(JSONParseError) {
+        guard position < bytes.count else { throw error("unexpected end of input") }
+        switch bytes[position] {
+        case UInt8(ascii: "\""):
+            position += 1
+            while position < bytes.count {
+                let byte = bytes[position]
+                if byte == UInt8(ascii: "\"") {
+                    position += 1
+                    return
+                }
+                position += byte == UInt8(ascii: "\\") ? 2 : 1
+            }
+            throw error("unterminated string")
+        case UInt8(ascii: "{"), UInt8(ascii: "["):
+            if depth > Self.depthMax { throw error("nesting deeper than \(Self.depthMax)") }
+            // Nested values are rare in events; parsing them validates them fully.
+            _ = try parseValue(depth: depth)
+        case UInt8(ascii: "t"): try expectLiteral("true")
+        case UInt8(ascii: "f"): try expectLiteral("false")
+        case UInt8(ascii: "n"): try expectLiteral("null")
+        case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"):
+            _ = try parseNumber()
+        default:
+            throw error("unexpected character '\(Character(Unicode.Scalar(bytes[position])))'")
+        }
     }
 
     private func error(_ message: String) -> JSONParseError {
@@ -260,9 +367,63 @@ public struct JSONParser: ~Copyable {
         if isInteger && !overflow {
             return .integer(negative ? -integer : integer)
         }
+        if let fast = fastDecimal(from: start) { return .number(fast) }
         let text = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<position]), as: UTF8.self)
         guard let number = Double(text) else { throw error("invalid number") }
         return .number(number)
+    }
+
+    private static let exactPowersOfTen: [Double] = (0...22).map { exponent in
+        var value = 1.0
+        for _ in 0..<exponent { value *= 10 }
+        return value
+    }
+
+    /// Clinger's fast path: a decimal with at most 15 significant digits and a small power of
+    /// ten is one correctly rounded multiplication or division of two exact doubles.
+    private func fastDecimal(from start: Int) -> Double? {
+        var index = start
+        var negative = false
+        if bytes[index] == UInt8(ascii: "-") {
+            negative = true
+            index += 1
+        }
+        var mantissa: UInt64 = 0
+        var digits = 0
+        var exponent = 0
+        var seenPoint = false
+        while index < position {
+            let byte = bytes[index]
+            if byte == UInt8(ascii: ".") {
+                seenPoint = true
+            } else if isDigit(byte) {
+                if mantissa != 0 || byte != UInt8(ascii: "0") { digits += 1 }
+                mantissa = mantissa &* 10 &+ UInt64(byte - UInt8(ascii: "0"))
+                if seenPoint { exponent -= 1 }
+            } else {
+                break  // an exponent part
+            }
+            index += 1
+        }
+        if index < position {
+            index += 1
+            var exponentNegative = false
+            if bytes[index] == UInt8(ascii: "+") || bytes[index] == UInt8(ascii: "-") {
+                exponentNegative = bytes[index] == UInt8(ascii: "-")
+                index += 1
+            }
+            var explicit = 0
+            while index < position {
+                explicit = explicit * 10 + Int(bytes[index] - UInt8(ascii: "0"))
+                if explicit > 1000 { return nil }
+                index += 1
+            }
+            exponent += exponentNegative ? -explicit : explicit
+        }
+        guard digits <= 15, abs(exponent) <= 22 else { return nil }
+        var value = Double(mantissa)
+        value = exponent < 0 ? value / Self.exactPowersOfTen[-exponent] : value * Self.exactPowersOfTen[exponent]
+        return negative ? -value : value
     }
 
     @inline(__always)

@@ -9,6 +9,14 @@ public struct ProductPlan: Sendable {
     public let outputSchema: Schema
     /// The output field that identifies a record, if any.
     public let keyField: String?
+    /// The top-level event fields the product reads; nothing else is decoded.
+    public let slots: FieldSlots
+    /// `slots` as UTF-8, for matching keys without building Strings.
+    public let slotNameBytes: [[UInt8]]
+    /// The slot of the dataset's event-time field.
+    public let timeSlot: Int?
+    /// Without `select`: the slot of each output field, in output order.
+    public let passthroughSlots: [Int]?
 
     /// Where a compile error belongs in the product spec.
     public enum Failure: Error, Sendable {
@@ -20,10 +28,12 @@ public struct ProductPlan: Sendable {
     public static func compile(_ product: DataProduct, datasets: [String: Dataset]) throws(Failure) -> ProductPlan {
         guard let dataset = datasets[product.spec.from] else { throw .unknownDataset(product.spec.from) }
         let scope = ExpressionScope(datasetName: dataset.name, schema: dataset.spec.schema)
+        var slots = FieldSlots()
+        let timeSlot = dataset.spec.time.map { slots.slot(for: $0) }
         var filter: Expression?
         if let source = product.spec.filter {
             do {
-                filter = try Expression.compile(source, in: scope)
+                filter = try Expression.compile(source, in: scope, slots: &slots)
             } catch {
                 throw .expression(path: "spec.where", error)
             }
@@ -39,7 +49,7 @@ public struct ProductPlan: Sendable {
             for field in select {
                 let expression: Expression
                 do {
-                    expression = try Expression.compile(field.expression, in: scope)
+                    expression = try Expression.compile(field.expression, in: scope, slots: &slots)
                 } catch {
                     throw .expression(path: "spec.select.\(field.name)", error)
                 }
@@ -60,8 +70,14 @@ public struct ProductPlan: Sendable {
         } else if let datasetKey = dataset.spec.key, outputSchema.field(named: datasetKey) != nil {
             keyField = datasetKey
         }
+        var passthroughSlots: [Int]?
+        if projection == nil {
+            passthroughSlots = outputSchema.fields.map { slots.slot(for: $0.name) }
+        }
         return ProductPlan(product: product, dataset: dataset, filter: filter, projection: projection,
-                           outputSchema: outputSchema, keyField: keyField)
+                           outputSchema: outputSchema, keyField: keyField, slots: slots,
+                           slotNameBytes: slots.names.map { Array($0.utf8) }, timeSlot: timeSlot,
+                           passthroughSlots: passthroughSlots)
     }
 }
 

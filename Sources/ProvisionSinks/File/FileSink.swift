@@ -118,8 +118,14 @@ public final class FileSink: Sink, @unchecked Sendable {
                 values[index].writeJSON(into: &buffer)
             }
             buffer.append(UInt8(ascii: "}"))
-        case .document(let object):
-            JSONWriter.write(.object(object), into: &buffer)
+        case .document(let raw, _):
+            // The event as it arrived: no need to parse and print it again.
+            // A producer may have sent pretty-printed JSON; a JSON Lines record is one line.
+            if raw.contains(0x0A) || raw.contains(0x0D) {
+                buffer.append(contentsOf: raw.filter { $0 != 0x0A && $0 != 0x0D })
+            } else {
+                buffer.append(contentsOf: raw)
+            }
         case .tombstone:
             return
         }
@@ -133,10 +139,10 @@ public final class FileSink: Sink, @unchecked Sendable {
                 if index > 0 { buffer.append(UInt8(ascii: ",")) }
                 CSV.writeCell(value.text, into: &buffer)
             }
-        case .document(let object):
-            for (index, field) in outputSchema.fields.enumerated() {
+        case .document(_, let fields):
+            for (index, value) in fields.enumerated() {
                 if index > 0 { buffer.append(UInt8(ascii: ",")) }
-                let value = object[field.name] ?? .null
+                let value = value ?? .null
                 CSV.writeCell(value.isNull ? "" : Value.json(value).text, into: &buffer)
             }
         case .tombstone:
