@@ -79,8 +79,8 @@ public final class EmbeddedEventLog: EventLog, @unchecked Sendable {
         try partitionLog(partition).append(records)
     }
 
-    public func read(_ partition: TopicPartition, from offset: Int64, maxRecords: Int, maxBytes: Int) async throws -> [StoredRecord] {
-        try partitionLog(partition).read(from: offset, maxRecords: maxRecords, maxBytes: maxBytes)
+    public func readBatch(_ partition: TopicPartition, from offset: Int64, maxRecords: Int, maxBytes: Int) async throws -> RecordBatch {
+        try partitionLog(partition).readBatch(from: offset, maxRecords: maxRecords, maxBytes: maxBytes)
     }
 
     public func offset(forTimestamp timestamp: TimestampMilliseconds, in partition: TopicPartition) async throws -> Int64 {

@@ -107,7 +107,7 @@ public protocol EventLog: Sendable {
 
     /// Reads records from `offset` on, up to a count and a byte budget (at least one record
     /// is returned if any exists). An offset below the retained start reads from the start.
-    func read(_ partition: TopicPartition, from offset: Int64, maxRecords: Int, maxBytes: Int) async throws -> [StoredRecord]
+    func readBatch(_ partition: TopicPartition, from offset: Int64, maxRecords: Int, maxBytes: Int) async throws -> RecordBatch
 
     /// The first offset whose record timestamp is ≥ `timestamp`, or the end offset if none is.
     func offset(forTimestamp timestamp: TimestampMilliseconds, in partition: TopicPartition) async throws -> Int64
@@ -125,6 +125,12 @@ public protocol EventLog: Sendable {
 }
 
 extension EventLog {
+    /// `readBatch`, with each record copied out.
+    public func read(_ partition: TopicPartition, from offset: Int64, maxRecords: Int, maxBytes: Int) async throws -> [StoredRecord] {
+        let batch = try await readBatch(partition, from: offset, maxRecords: maxRecords, maxBytes: maxBytes)
+        return (0..<batch.count).map { batch.record(at: $0) }
+    }
+
     /// The partition a key belongs to: the same key always lands in the same partition,
     /// so per-key order holds.
     public func partition(forKey key: [UInt8]?, partitionCount: Int) -> Int {

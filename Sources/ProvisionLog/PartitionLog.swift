@@ -141,7 +141,7 @@ final class PartitionLog: @unchecked Sendable {
 
     // MARK: Read
 
-    func read(from requestedOffset: Int64, maxRecords: Int, maxBytes: Int) throws -> [StoredRecord] {
+    func readBatch(from requestedOffset: Int64, maxRecords: Int, maxBytes: Int) throws -> RecordBatch {
         let snapshot: [(segment: Segment, size: Int, end: Int64, startPosition: Int)] = withState {
             let offset = max(requestedOffset, segments[0].baseOffset)
             guard offset < segments[segments.count - 1].nextOffset else { return [] }
@@ -152,21 +152,23 @@ final class PartitionLog: @unchecked Sendable {
             }
             return result
         }
-        var records: [StoredRecord] = []
+        var batch = RecordBatch()
+        guard !snapshot.isEmpty else { return batch }
+        batch.reserveCapacity(bytes: min(maxBytes, snapshot.reduce(0) { $0 + $1.size - $1.startPosition }) + 64 * 1024,
+                              records: min(maxRecords, 65_536))
         var bytesRead = 0
         for part in snapshot {
             try scanFrames(part.segment, from: part.startPosition, to: part.size) { bytes, position, scan in
                 guard case .record(let offset, _, let frameBytes) = scan else { return false }
                 if offset < requestedOffset { return true }
-                if !records.isEmpty && (records.count >= maxRecords || bytesRead + frameBytes > maxBytes) { return false }
-                guard let record = RecordFrame.decode(bytes, at: position) else { return false }
-                records.append(record)
+                if !batch.isEmpty && (batch.count >= maxRecords || bytesRead + frameBytes > maxBytes) { return false }
+                batch.append(frame: bytes, at: position, frameBytes: frameBytes)
                 bytesRead += frameBytes
                 return true
             }
-            if records.count >= maxRecords || bytesRead >= maxBytes { break }
+            if batch.count >= maxRecords || bytesRead >= maxBytes { break }
         }
-        return records
+        return batch
     }
 
     /// Calls `visit` for each verified frame between two positions until it returns false.

@@ -79,37 +79,4 @@ enum RecordFrame {
         let timestamp = Int64(littleEndian: payload.loadUnaligned(fromByteOffset: 8, as: Int64.self))
         return .record(offset: offset, timestamp: timestamp, frameBytes: headerBytes + payloadLength)
     }
-
-    /// Decodes a frame that `scan` has already verified.
-    static func decode(_ bytes: UnsafeRawBufferPointer, at position: Int) -> StoredRecord? {
-        var cursor = position + headerBytes
-        let end = position + headerBytes
-            + Int(UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: position, as: UInt32.self)))
-        func integer<T: FixedWidthInteger>(_: T.Type) -> T? {
-            guard cursor + MemoryLayout<T>.size <= end else { return nil }
-            let value = T(littleEndian: bytes.loadUnaligned(fromByteOffset: cursor, as: T.self))
-            cursor += MemoryLayout<T>.size
-            return value
-        }
-        func byteArray() -> [UInt8]?? {
-            guard let length = integer(Int32.self) else { return nil }
-            if length < 0 { return .some(nil) }
-            guard cursor + Int(length) <= end else { return nil }
-            let slice = Array(UnsafeRawBufferPointer(rebasing: bytes[cursor..<(cursor + Int(length))]))
-            cursor += Int(length)
-            return .some(slice)
-        }
-        guard let offset = integer(Int64.self), let timestamp = integer(Int64.self), let key = byteArray(),
-            let value = byteArray(), let headerCount = integer(UInt16.self)
-        else { return nil }
-        var headers: [LogHeader] = []
-        for _ in 0..<headerCount {
-            guard let nameLength = integer(UInt16.self), cursor + Int(nameLength) <= end else { return nil }
-            let name = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[cursor..<(cursor + Int(nameLength))]), as: UTF8.self)
-            cursor += Int(nameLength)
-            guard let headerValue = byteArray(), let headerValue else { return nil }
-            headers.append(LogHeader(name: name, value: headerValue))
-        }
-        return StoredRecord(offset: offset, record: LogRecord(key: key, value: value, timestamp: timestamp, headers: headers))
-    }
 }

@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import ProvisionLog
 import ProvisionModel
@@ -27,11 +28,16 @@ public struct Pipeline: Sendable {
         public var batchBytesMax: Int
         /// How long to wait for new records before reporting progress again.
         public var idleWait: Duration
+        /// How many tasks process one large batch side by side.
+        public var processingConcurrency: Int
 
-        public init(batchRecordsMax: Int = 65_536, batchBytesMax: Int = 16 * 1024 * 1024, idleWait: Duration = .seconds(1)) {
+        public init(batchRecordsMax: Int = 65_536, batchBytesMax: Int = 16 * 1024 * 1024, idleWait: Duration = .seconds(1),
+                    processingConcurrency: Int = ProcessInfo.processInfo.activeProcessorCount)
+        {
             self.batchRecordsMax = batchRecordsMax
             self.batchBytesMax = batchBytesMax
             self.idleWait = idleWait
+            self.processingConcurrency = max(1, processingConcurrency)
         }
     }
 
@@ -83,10 +89,10 @@ public struct Pipeline: Sendable {
             var wroteSomething = false
             for partition in 0..<partitionCount {
                 let source = TopicPartition(topic: sourceTopic, partition: partition)
-                let records = try await log.read(source, from: checkpoint.offsets[partition]!,
-                                                 maxRecords: limits.batchRecordsMax, maxBytes: limits.batchBytesMax)
-                guard let last = records.last else { continue }
-                try await process(records, from: source, through: last.offset, checkpoint: &checkpoint)
+                let batch = try await log.readBatch(source, from: checkpoint.offsets[partition]!,
+                                                    maxRecords: limits.batchRecordsMax, maxBytes: limits.batchBytesMax)
+                guard let last = batch.entries.last else { continue }
+                try await process(batch, from: source, through: last.offset, checkpoint: &checkpoint)
                 wroteSomething = true
             }
             var endOffsets: [Int: Int64] = [:]
@@ -106,6 +112,29 @@ public struct Pipeline: Sendable {
         await sink.close()
     }
 
+    /// Processing is pure, so a large batch is split across the cores and put back in order.
+    private func processInParallel(_ batch: RecordBatch, partition: Int, now: TimestampMilliseconds) async
+        -> [RecordProcessor.Outcome]
+    {
+        let processor = self.processor
+        let chunkCount = batch.count < 4096 ? 1 : min(limits.processingConcurrency, batch.count / 2048)
+        guard chunkCount > 1 else {
+            return (0..<batch.count).map { processor.process(batch, index: $0, partition: partition, now: now) }
+        }
+        let chunkSize = (batch.count + chunkCount - 1) / chunkCount
+        return await withTaskGroup(of: (Int, [RecordProcessor.Outcome]).self) { group in
+            for chunk in 0..<chunkCount {
+                let range = (chunk * chunkSize)..<min((chunk + 1) * chunkSize, batch.count)
+                group.addTask {
+                    (chunk, range.map { processor.process(batch, index: $0, partition: partition, now: now) })
+                }
+            }
+            var parts = [[RecordProcessor.Outcome]](repeating: [], count: chunkCount)
+            for await (chunk, outcomes) in group { parts[chunk] = outcomes }
+            return parts.flatMap { $0 }
+        }
+    }
+
     private func startOffset(_ source: TopicPartition) async throws -> Int64 {
         if let startTime = processor.startTime {
             return try await log.offset(forTimestamp: startTime, in: source)
@@ -113,18 +142,20 @@ public struct Pipeline: Sendable {
         return try await log.startOffset(of: source)
     }
 
-    private func process(_ records: [StoredRecord], from source: TopicPartition, through lastOffset: Int64,
+    private func process(_ batch: RecordBatch, from source: TopicPartition, through lastOffset: Int64,
                          checkpoint: inout Checkpoint) async throws
     {
         let now = clock()
+        let outcomes = await processInParallel(batch, partition: source.partition, now: now)
         var outputs: [OutputRecord] = []
-        outputs.reserveCapacity(records.count)
+        outputs.reserveCapacity(batch.count)
         var deadLetters: [LogRecord] = []
-        for stored in records {
-            switch processor.process(stored, partition: source.partition, now: now) {
+        for (index, outcome) in outcomes.enumerated() {
+            switch outcome {
             case .output(let output): outputs.append(output)
             case .skipped: continue
-            case .deadLetter(let reason): deadLetters.append(DeadLetters.record(for: stored, from: source, reason: reason))
+            case .deadLetter(let reason):
+                deadLetters.append(DeadLetters.record(for: batch.record(at: index), from: source, reason: reason))
             }
         }
         if !deadLetters.isEmpty {

@@ -25,22 +25,30 @@ public struct RecordProcessor: Sendable {
     }
 
     public func process(_ stored: StoredRecord, partition: Int, now: TimestampMilliseconds) -> Outcome {
-        let record = stored.record
-        guard let valueBytes = record.value else {
-            guard let key = record.key, isInWindow(record.timestamp) else { return .skipped }
+        process(RecordBatch(records: [stored]), index: 0, partition: partition, now: now)
+    }
+
+    /// Processes the record at `index` of a batch, reading its value in place.
+    public func process(_ batch: RecordBatch, index: Int, partition: Int, now: TimestampMilliseconds) -> Outcome {
+        let entry = batch.entries[index]
+        guard entry.value != nil else {
+            guard let key = batch.key(at: index), isInWindow(entry.timestamp) else { return .skipped }
             return .output(OutputRecord(key: .string(String(decoding: key, as: UTF8.self)), body: .tombstone,
-                                        partition: partition, offset: stored.offset, eventTime: record.timestamp))
+                                        partition: partition, offset: entry.offset, eventTime: entry.timestamp))
         }
         var slots = [JSONValue?](repeating: nil, count: plan.slotNameBytes.count)
-        do {
-            try valueBytes.withUnsafeBufferPointer { bytes throws(JSONParseError) in
+        let failure: String? = batch.withValue(at: index) { bytes in
+            do {
                 try JSONParser.scanObject(bytes, names: plan.slotNameBytes, into: &slots)
+                return nil
+            } catch {
+                let first = bytes.first { $0 != 0x20 && $0 != 0x0A && $0 != 0x0D && $0 != 0x09 }
+                return first == UInt8(ascii: "[") || first == UInt8(ascii: "\"") || (first.map { $0 &- 0x30 < 10 } ?? false)
+                    ? "the value is not a JSON object" : "the value is not valid JSON: \(error)"
             }
-        } catch {
-            return .deadLetter(reason: valueBytes.first == UInt8(ascii: "[") || valueBytes.first == UInt8(ascii: "\"")
-                ? "the value is not a JSON object" : "the value is not valid JSON: \(error)")
         }
-        var eventTime = record.timestamp
+        if let failure { return .deadLetter(reason: failure) }
+        var eventTime = entry.timestamp
         if let timeSlot = plan.timeSlot {
             do {
                 if case .timestamp(let time) = try FieldReader.read(slots[timeSlot], as: .timestamp, path: plan.dataset.spec.time!) {
@@ -69,9 +77,9 @@ public struct RecordProcessor: Sendable {
                 if let keyField = plan.keyField, let index = plan.outputSchema.fields.firstIndex(where: { $0.name == keyField }) {
                     key = try FieldReader.read(slots[passthrough[index]], as: plan.outputSchema.fields[index].type, path: keyField)
                 }
-                body = .document(raw: valueBytes, fields: passthrough.map { slots[$0] })
+                body = .document(raw: batch.value(at: index) ?? [], fields: passthrough.map { slots[$0] })
             }
-            return .output(OutputRecord(key: key, body: body, partition: partition, offset: stored.offset, eventTime: eventTime))
+            return .output(OutputRecord(key: key, body: body, partition: partition, offset: entry.offset, eventTime: eventTime))
         } catch {
             return .deadLetter(reason: error.message)
         }
