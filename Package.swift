@@ -21,11 +21,13 @@ let package = Package(
             name: "ProvisionModel",
             dependencies: [.product(name: "Yams", package: "Yams")]
         ),
+        // CRC-32C with the processor's instruction where it has one.
+        .target(name: "CRC32C"),
         // The `EventLog` protocol and the embedded segmented log.
         .target(
             name: "ProvisionLog",
             dependencies: [
-                "ProvisionModel",
+                "ProvisionModel", "CRC32C",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),

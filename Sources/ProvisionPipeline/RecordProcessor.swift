@@ -36,10 +36,10 @@ public struct RecordProcessor: Sendable {
             return .output(OutputRecord(key: .string(String(decoding: key, as: UTF8.self)), body: .tombstone,
                                         partition: partition, offset: entry.offset, eventTime: entry.timestamp))
         }
-        var slots = [JSONValue?](repeating: nil, count: plan.slotNameBytes.count)
+        var slots = [JSONValue?](repeating: nil, count: plan.slotNames.count)
         let failure: String? = batch.withValue(at: index) { bytes in
             do {
-                try JSONParser.scanObject(bytes, names: plan.slotNameBytes, into: &slots)
+                try JSONParser.scanObject(bytes, names: plan.slotNames, into: &slots)
                 return nil
             } catch {
                 let first = bytes.first { $0 != 0x20 && $0 != 0x0A && $0 != 0x0D && $0 != 0x09 }

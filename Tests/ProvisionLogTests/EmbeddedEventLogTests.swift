@@ -197,5 +197,15 @@ private let orders = TopicPartition(topic: "orders", partition: 0)
     @Test func checksumIsCRC32C() {
         // The standard check value of CRC-32C.
         #expect(CRC32C.checksum(Array("123456789".utf8)) == 0xE306_9283)
+        // The instruction and the tables agree on every length and alignment.
+        let bytes = (0..<1000).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ 7) }
+        bytes.withUnsafeBytes { raw in
+            for start in 0..<9 {
+                for length in [0, 1, 7, 8, 9, 63, 500, 991 - start] {
+                    let slice = UnsafeRawBufferPointer(rebasing: raw[start..<(start + length)])
+                    #expect(CRC32C.checksum(slice) == CRC32C.softwareChecksum(slice))
+                }
+            }
+        }
     }
 }

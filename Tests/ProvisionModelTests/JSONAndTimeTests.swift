@@ -88,7 +88,7 @@ import Testing
         var values = [JSONValue?](repeating: .string("stale"), count: names.count)
         let bytes = Array(text.utf8)
         try bytes.withUnsafeBufferPointer { buffer throws(JSONParseError) in
-            try JSONParser.scanObject(buffer, names: names.map { Array($0.utf8) }, into: &values)
+            try JSONParser.scanObject(buffer, names: JSONFieldNames(names), into: &values)
         }
         return values
     }

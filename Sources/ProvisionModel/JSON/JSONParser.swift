@@ -49,8 +49,25 @@ public struct JSONParser: ~Copyable {
     /// Reads only the named top-level fields of a JSON object into `values` (indexed like
     /// `names`; nil where absent) and skips every other value without decoding it. This is
     /// the pipeline's hot path: an event has many fields and a product reads a few.
-    public static func scanObject(_ bytes: UnsafeBufferPointer<UInt8>, names: [[UInt8]],
+    public static func scanObject(_ bytes: UnsafeBufferPointer<UInt8>, names: JSONFieldNames,
                                   into values: inout [JSONValue?]) throws(JSONParseError)
+    {
+        let result: Result<Void, JSONParseError> = names.bytes.withUnsafeBufferPointer { nameBytes in
+            names.ranges.withUnsafeBufferPointer { nameRanges in
+                do throws(JSONParseError) {
+                    try scanObject(bytes, nameBytes: nameBytes, nameRanges: nameRanges, into: &values)
+                    return .success(())
+                } catch {
+                    return .failure(error)
+                }
+            }
+        }
+        try result.get()
+    }
+
+    private static func scanObject(_ bytes: UnsafeBufferPointer<UInt8>, nameBytes: UnsafeBufferPointer<UInt8>,
+                                   nameRanges: UnsafeBufferPointer<Range<Int>>,
+                                   into values: inout [JSONValue?]) throws(JSONParseError)
     {
         var parser = JSONParser(bytes: bytes)
         for index in values.indices { values[index] = nil }
@@ -68,7 +85,7 @@ public struct JSONParser: ~Copyable {
                 guard parser.position < bytes.count, bytes[parser.position] == UInt8(ascii: "\"") else {
                     throw parser.error("expected a string key")
                 }
-                let slot = try parser.matchKey(names)
+                let slot = try parser.matchKey(nameBytes: nameBytes, nameRanges: nameRanges)
                 parser.skipWhitespace()
                 guard parser.position < bytes.count, bytes[parser.position] == UInt8(ascii: ":") else {
                     throw parser.error("expected ':'")
@@ -97,23 +114,25 @@ public struct JSONParser: ~Copyable {
     }
 
     /// Reads a key and returns the index of the name it equals, comparing bytes, not Strings.
-    private mutating func matchKey(_ names: [[UInt8]]) throws(JSONParseError) -> Int? {
+    private mutating func matchKey(nameBytes: UnsafeBufferPointer<UInt8>,
+                                   nameRanges: UnsafeBufferPointer<Range<Int>>) throws(JSONParseError) -> Int?
+    {
         let start = position + 1
         var end = start
         while end < bytes.count, bytes[end] != UInt8(ascii: "\""), bytes[end] != UInt8(ascii: "\\") { end += 1 }
         if end < bytes.count, bytes[end] == UInt8(ascii: "\\") {
             // An escaped key: decode it the slow way.
             let key = Array(try parseString().utf8)
-            return names.firstIndex(of: key)
+            return nameRanges.firstIndex { Array(nameBytes[$0]) == key }
         }
         guard end < bytes.count else { throw error("unterminated string") }
         position = end + 1
         let length = end - start
-        for (index, name) in names.enumerated() where name.count == length {
-            let equal = name.withUnsafeBufferPointer { candidate in
-                memcmp(candidate.baseAddress!, bytes.baseAddress! + start, length) == 0
+        for index in 0..<nameRanges.count {
+            let range = nameRanges[index]
+            if range.count == length, memcmp(nameBytes.baseAddress! + range.lowerBound, bytes.baseAddress! + start, length) == 0 {
+                return index
             }
-            if equal { return index }
         }
         return nil
     }
@@ -430,4 +449,25 @@ public struct JSONParser: ~Copyable {
     private func isDigit(_ byte: UInt8) -> Bool {
         byte &- UInt8(ascii: "0") < 10
     }
+}
+
+/// Field names laid out in one buffer, for `JSONParser.scanObject` to compare keys against
+/// without touching an array per name.
+public struct JSONFieldNames: Sendable, Equatable {
+    let bytes: [UInt8]
+    let ranges: [Range<Int>]
+
+    public init(_ names: [String]) {
+        var bytes: [UInt8] = []
+        var ranges: [Range<Int>] = []
+        for name in names {
+            let start = bytes.count
+            bytes.append(contentsOf: name.utf8)
+            ranges.append(start..<bytes.count)
+        }
+        self.bytes = bytes
+        self.ranges = ranges
+    }
+
+    public var count: Int { ranges.count }
 }

@@ -12,7 +12,7 @@ public struct ProductPlan: Sendable {
     /// The top-level event fields the product reads; nothing else is decoded.
     public let slots: FieldSlots
     /// `slots` as UTF-8, for matching keys without building Strings.
-    public let slotNameBytes: [[UInt8]]
+    public let slotNames: JSONFieldNames
     /// The slot of the dataset's event-time field.
     public let timeSlot: Int?
     /// Without `select`: the slot of each output field, in output order.
@@ -76,7 +76,7 @@ public struct ProductPlan: Sendable {
         }
         return ProductPlan(product: product, dataset: dataset, filter: filter, projection: projection,
                            outputSchema: outputSchema, keyField: keyField, slots: slots,
-                           slotNameBytes: slots.names.map { Array($0.utf8) }, timeSlot: timeSlot,
+                           slotNames: JSONFieldNames(slots.names), timeSlot: timeSlot,
                            passthroughSlots: passthroughSlots)
     }
 }
