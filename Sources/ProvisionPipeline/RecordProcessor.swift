@@ -18,10 +18,25 @@ public struct RecordProcessor: Sendable {
     /// Events at or after this time are not part of the product.
     public let endTime: TimestampMilliseconds?
 
+    /// The fields the time window and the filter need: read from every event.
+    private let filterNames: JSONFieldNames
+    /// The fields only an accepted event needs: read after the filter passes.
+    private let outputNames: JSONFieldNames
+
     public init(plan: ProductPlan, startTime: TimestampMilliseconds?, endTime: TimestampMilliseconds?) {
         self.plan = plan
         self.startTime = startTime
         self.endTime = endTime
+        // Without a window the event time only matters for output, so it waits for phase two.
+        let windowed = startTime != nil || endTime != nil
+        let timeSlot = plan.timeSlot
+        let filterSlotCount = plan.filterSlotCount
+        filterNames = JSONFieldNames(plan.slots.names) { index in
+            index < filterSlotCount && (index != timeSlot || windowed)
+        }
+        outputNames = JSONFieldNames(plan.slots.names) { index in
+            index >= filterSlotCount || (index == timeSlot && !windowed)
+        }
     }
 
     public func process(_ stored: StoredRecord, partition: Int, now: TimestampMilliseconds) -> Outcome {
@@ -39,7 +54,7 @@ public struct RecordProcessor: Sendable {
         var slots = [JSONValue?](repeating: nil, count: plan.slotNames.count)
         let failure: String? = batch.withValue(at: index) { bytes in
             do {
-                try JSONParser.scanObject(bytes, names: plan.slotNames, into: &slots)
+                try JSONParser.scanObject(bytes, names: filterNames, into: &slots)
                 return nil
             } catch {
                 let first = bytes.first { $0 != 0x20 && $0 != 0x0A && $0 != 0x0D && $0 != 0x09 }
@@ -49,19 +64,39 @@ public struct RecordProcessor: Sendable {
         }
         if let failure { return .deadLetter(reason: failure) }
         var eventTime = entry.timestamp
-        if let timeSlot = plan.timeSlot {
-            do {
-                if case .timestamp(let time) = try FieldReader.read(slots[timeSlot], as: .timestamp, path: plan.dataset.spec.time!) {
-                    eventTime = time
-                }
-            } catch {
-                return .deadLetter(reason: error.message)
+        let windowed = startTime != nil || endTime != nil
+        if windowed {
+            switch readEventTime(slots) {
+            case .success(let time?): eventTime = time
+            case .success(nil): break
+            case .failure(let error): return .deadLetter(reason: error.message)
+            }
+            guard isInWindow(eventTime) else { return .skipped }
+        }
+        do {
+            if let filter = plan.filter,
+                try !filter.matches(EvaluationContext(slots: slots, eventTime: eventTime, now: now))
+            {
+                return .skipped
+            }
+        } catch {
+            return .deadLetter(reason: error.message)
+        }
+        if !outputNames.matchesNothing {
+            // The event was checked whole by the first scan, so this one cannot fail.
+            batch.withValue(at: index) { bytes in
+                try? JSONParser.scanObject(bytes, names: outputNames, into: &slots)
             }
         }
-        guard isInWindow(eventTime) else { return .skipped }
+        if !windowed {
+            switch readEventTime(slots) {
+            case .success(let time?): eventTime = time
+            case .success(nil): break
+            case .failure(let error): return .deadLetter(reason: error.message)
+            }
+        }
         let context = EvaluationContext(slots: slots, eventTime: eventTime, now: now)
         do {
-            if let filter = plan.filter, try !filter.matches(context) { return .skipped }
             let body: OutputRecord.Body
             var key: Value?
             if let projection = plan.projection {
@@ -82,6 +117,18 @@ public struct RecordProcessor: Sendable {
             return .output(OutputRecord(key: key, body: body, partition: partition, offset: entry.offset, eventTime: eventTime))
         } catch {
             return .deadLetter(reason: error.message)
+        }
+    }
+
+    private func readEventTime(_ slots: [JSONValue?]) -> Result<TimestampMilliseconds?, EvaluationError> {
+        guard let timeSlot = plan.timeSlot else { return .success(nil) }
+        do {
+            if case .timestamp(let time) = try FieldReader.read(slots[timeSlot], as: .timestamp, path: plan.dataset.spec.time!) {
+                return .success(time)
+            }
+            return .success(nil)
+        } catch {
+            return .failure(error)
         }
     }
 

@@ -85,7 +85,7 @@ import Testing
 
 @Suite struct JSONFieldScanTests {
     private func scan(_ text: String, _ names: [String]) throws -> [JSONValue?] {
-        var values = [JSONValue?](repeating: .string("stale"), count: names.count)
+        var values = [JSONValue?](repeating: nil, count: names.count)
         let bytes = Array(text.utf8)
         try bytes.withUnsafeBufferPointer { buffer throws(JSONParseError) in
             try JSONParser.scanObject(buffer, names: JSONFieldNames(names), into: &values)

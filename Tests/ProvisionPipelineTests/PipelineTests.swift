@@ -67,7 +67,7 @@ private func order(_ index: Int, amount: Double, region: String = "EU", time: In
             ("not json", "the value is not valid JSON"),
             ("[1,2]", "the value is not a JSON object"),
             (#"{"order_id":"o","amount":"lots","region":"EU","placed_at":"2026-01-01T00:00:00Z"}"#, "field 'amount': expected decimal"),
-            (#"{"order_id":"o","amount":5,"placed_at":"soon"}"#, "field 'placed_at': 'soon' is not an RFC 3339 timestamp"),
+            (#"{"order_id":"o","amount":500,"placed_at":"soon"}"#, "field 'placed_at': 'soon' is not an RFC 3339 timestamp"),
         ]
         for (value, reason) in cases {
             let record = StoredRecord(offset: 0, record: LogRecord(key: nil, value: Array(value.utf8), timestamp: 0))

@@ -47,8 +47,9 @@ public struct JSONParser: ~Copyable {
     }
 
     /// Reads only the named top-level fields of a JSON object into `values` (indexed like
-    /// `names`; nil where absent) and skips every other value without decoding it. This is
-    /// the pipeline's hot path: an event has many fields and a product reads a few.
+    /// `names`; slots of names the object lacks are left as they were) and skips every other
+    /// value without decoding it, though the whole text is checked to be a JSON object. This
+    /// is the pipeline's hot path: an event has many fields and a product reads a few.
     public static func scanObject(_ bytes: UnsafeBufferPointer<UInt8>, names: JSONFieldNames,
                                   into values: inout [JSONValue?]) throws(JSONParseError)
     {
@@ -70,7 +71,6 @@ public struct JSONParser: ~Copyable {
                                    into values: inout [JSONValue?]) throws(JSONParseError)
     {
         var parser = JSONParser(bytes: bytes)
-        for index in values.indices { values[index] = nil }
         parser.skipWhitespace()
         guard parser.position < bytes.count, bytes[parser.position] == UInt8(ascii: "{") else {
             throw parser.error("expected a JSON object")
@@ -123,14 +123,14 @@ public struct JSONParser: ~Copyable {
         if end < bytes.count, bytes[end] == UInt8(ascii: "\\") {
             // An escaped key: decode it the slow way.
             let key = Array(try parseString().utf8)
-            return nameRanges.firstIndex { Array(nameBytes[$0]) == key }
+            return nameRanges.firstIndex { !$0.isEmpty && Array(nameBytes[$0]) == key }
         }
         guard end < bytes.count else { throw error("unterminated string") }
         position = end + 1
         let length = end - start
         for index in 0..<nameRanges.count {
             let range = nameRanges[index]
-            if range.count == length, memcmp(nameBytes.baseAddress! + range.lowerBound, bytes.baseAddress! + start, length) == 0 {
+            if range.count == length, length > 0, memcmp(nameBytes.baseAddress! + range.lowerBound, bytes.baseAddress! + start, length) == 0 {
                 return index
             }
         }
@@ -457,12 +457,14 @@ public struct JSONFieldNames: Sendable, Equatable {
     let bytes: [UInt8]
     let ranges: [Range<Int>]
 
-    public init(_ names: [String]) {
+    /// - Parameter matching: which names to look for; the others keep their index but never
+    ///   match, so one slot layout serves several scans.
+    public init(_ names: [String], matching: (Int) -> Bool = { _ in true }) {
         var bytes: [UInt8] = []
         var ranges: [Range<Int>] = []
-        for name in names {
+        for (index, name) in names.enumerated() {
             let start = bytes.count
-            bytes.append(contentsOf: name.utf8)
+            if matching(index) { bytes.append(contentsOf: name.utf8) }
             ranges.append(start..<bytes.count)
         }
         self.bytes = bytes
@@ -470,4 +472,7 @@ public struct JSONFieldNames: Sendable, Equatable {
     }
 
     public var count: Int { ranges.count }
+
+    /// True when no name is looked for.
+    public var matchesNothing: Bool { ranges.allSatisfy(\.isEmpty) }
 }

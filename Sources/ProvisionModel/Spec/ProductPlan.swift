@@ -13,8 +13,11 @@ public struct ProductPlan: Sendable {
     public let slots: FieldSlots
     /// `slots` as UTF-8, for matching keys without building Strings.
     public let slotNames: JSONFieldNames
-    /// The slot of the dataset's event-time field.
+    /// The slot of the dataset's event-time field; always the first slot.
     public let timeSlot: Int?
+    /// Slots below this one are all the filter (and the event time) needs, so an event the
+    /// filter rejects is never decoded further.
+    public let filterSlotCount: Int
     /// Without `select`: the slot of each output field, in output order.
     public let passthroughSlots: [Int]?
 
@@ -41,6 +44,7 @@ public struct ProductPlan: Sendable {
                 throw .expression(path: "spec.where", ExpressionError(column: 1, message: "where must be a boolean condition, found \(type.name)"))
             }
         }
+        let filterSlotCount = slots.names.count
         var projection: [(name: String, expression: Expression)]?
         var outputSchema = dataset.spec.schema
         if let select = product.spec.select {
@@ -77,7 +81,7 @@ public struct ProductPlan: Sendable {
         return ProductPlan(product: product, dataset: dataset, filter: filter, projection: projection,
                            outputSchema: outputSchema, keyField: keyField, slots: slots,
                            slotNames: JSONFieldNames(slots.names), timeSlot: timeSlot,
-                           passthroughSlots: passthroughSlots)
+                           filterSlotCount: filterSlotCount, passthroughSlots: passthroughSlots)
     }
 }
 
