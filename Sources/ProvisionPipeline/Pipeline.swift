@@ -119,14 +119,14 @@ public struct Pipeline: Sendable {
         let processor = self.processor
         let chunkCount = batch.count < 4096 ? 1 : min(limits.processingConcurrency, batch.count / 2048)
         guard chunkCount > 1 else {
-            return (0..<batch.count).map { processor.process(batch, index: $0, partition: partition, now: now) }
+            return processor.process(batch, range: 0..<batch.count, partition: partition, now: now)
         }
         let chunkSize = (batch.count + chunkCount - 1) / chunkCount
         return await withTaskGroup(of: (Int, [RecordProcessor.Outcome]).self) { group in
             for chunk in 0..<chunkCount {
                 let range = (chunk * chunkSize)..<min((chunk + 1) * chunkSize, batch.count)
                 group.addTask {
-                    (chunk, range.map { processor.process(batch, index: $0, partition: partition, now: now) })
+                    (chunk, processor.process(batch, range: range, partition: partition, now: now))
                 }
             }
             var parts = [[RecordProcessor.Outcome]](repeating: [], count: chunkCount)

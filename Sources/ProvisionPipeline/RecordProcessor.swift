@@ -40,18 +40,30 @@ public struct RecordProcessor: Sendable {
     }
 
     public func process(_ stored: StoredRecord, partition: Int, now: TimestampMilliseconds) -> Outcome {
-        process(RecordBatch(records: [stored]), index: 0, partition: partition, now: now)
+        process(RecordBatch(records: [stored]), range: 0..<1, partition: partition, now: now)[0]
     }
 
-    /// Processes the record at `index` of a batch, reading its value in place.
-    public func process(_ batch: RecordBatch, index: Int, partition: Int, now: TimestampMilliseconds) -> Outcome {
+    /// Processes a range of a batch, reading values in place, with one scratch row of slots.
+    public func process(_ batch: RecordBatch, range: Range<Int>, partition: Int, now: TimestampMilliseconds) -> [Outcome] {
+        var outcomes: [Outcome] = []
+        outcomes.reserveCapacity(range.count)
+        var slots = [JSONValue?](repeating: nil, count: plan.slotNames.count)
+        for index in range {
+            for slot in slots.indices { slots[slot] = nil }
+            outcomes.append(process(batch, index: index, partition: partition, now: now, slots: &slots))
+        }
+        return outcomes
+    }
+
+    private func process(_ batch: RecordBatch, index: Int, partition: Int, now: TimestampMilliseconds,
+                         slots: inout [JSONValue?]) -> Outcome
+    {
         let entry = batch.entries[index]
         guard entry.value != nil else {
             guard let key = batch.key(at: index), isInWindow(entry.timestamp) else { return .skipped }
             return .output(OutputRecord(key: .string(String(decoding: key, as: UTF8.self)), body: .tombstone,
                                         partition: partition, offset: entry.offset, eventTime: entry.timestamp))
         }
-        var slots = [JSONValue?](repeating: nil, count: plan.slotNames.count)
         let failure: String? = batch.withValue(at: index) { bytes in
             do {
                 try JSONParser.scanObject(bytes, names: filterNames, into: &slots)

@@ -98,6 +98,12 @@ import Testing
         #expect(try scan(text, ["region", "amount", "absent", "s"]) == [.string("EU"), .number(12.5), nil, .string("a\"b")])
     }
 
+    @Test func skipsStringsWithEscapedQuotesAndBackslashes() throws {
+        let text = #"{"a":"x\"y","b":"ends with a backslash\\","c":"\\\"q","d":"found"}"#
+        #expect(try scan(text, ["d"]) == [.string("found")])
+        #expect(throws: JSONParseError.self) { try scan(#"{"a":"never closed\"}"#, ["d"]) }
+    }
+
     @Test func findsEscapedKeys() throws {
         #expect(try scan(#"{"re\u0067ion":"EU"}"#, ["region"]) == [.string("EU")])
     }

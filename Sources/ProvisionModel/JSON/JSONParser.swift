@@ -143,13 +143,16 @@ public struct JSONParser: ~Copyable {
         switch bytes[position] {
         case UInt8(ascii: "\""):
             position += 1
+            let base = bytes.baseAddress!
             while position < bytes.count {
-                let byte = bytes[position]
-                if byte == UInt8(ascii: "\"") {
-                    position += 1
-                    return
-                }
-                position += byte == UInt8(ascii: "\\") ? 2 : 1
+                // memchr is vectorised: find the next quote, then count the backslashes before
+                // it to tell an escaped quote from the closing one.
+                guard let found = memchr(base + position, Int32(UInt8(ascii: "\"")), bytes.count - position) else { break }
+                let quote = UnsafePointer(found.assumingMemoryBound(to: UInt8.self)) - base
+                var backslashes = 0
+                while quote - backslashes - 1 >= position, base[quote - backslashes - 1] == UInt8(ascii: "\\") { backslashes += 1 }
+                position = quote + 1
+                if backslashes % 2 == 0 { return }
             }
             throw error("unterminated string")
         case UInt8(ascii: "{"), UInt8(ascii: "["):
