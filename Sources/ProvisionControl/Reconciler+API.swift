@@ -10,6 +10,8 @@ extension Reconciler {
         let catalog = currentState.datasets.values.map(\.dataset)
         let result = SpecLoader.load(request.files, catalog: catalog)
         guard result.errors.isEmpty else { throw ApplyRejected(errors: result.errors) }
+        let conflicts = outputConflicts(result.documents)
+        guard conflicts.isEmpty else { throw ApplyRejected(errors: conflicts) }
         var next = currentState
         var changes: [PlannedChange] = []
         let now = currentTime
@@ -73,6 +75,27 @@ extension Reconciler {
             requestReconcile(change.name)
         }
         return ApplyResponse(dryRun: false, changes: changes)
+    }
+
+    /// Two products writing one output would corrupt each other: each output belongs to one
+    /// product, whether it is in this apply or exists already.
+    private func outputConflicts(_ documents: [SpecDocument]) -> [SpecError] {
+        var owners: [String: String] = [:]
+        for stored in currentState.products.values where !stored.deleting {
+            owners[sinkLocation(of: stored.product.spec)] = stored.product.name
+        }
+        var errors: [SpecError] = []
+        var claimed: [String: String] = [:]
+        for case .dataProduct(let product, let location) in documents {
+            let output = sinkLocation(of: product.spec)
+            let owner = claimed[output] ?? owners[output]
+            if let owner, owner != product.name {
+                errors.append(SpecError(file: location.file, line: location.line, column: location.column,
+                                        path: "spec.sink", message: "\(output) is already the output of product '\(owner)'"))
+            }
+            claimed[output] = product.name
+        }
+        return errors
     }
 
     public func products() -> [ProductResource] {

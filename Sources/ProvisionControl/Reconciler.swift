@@ -127,6 +127,10 @@ public actor Reconciler: Service {
         save()
     }
 
+    func sinkLocation(of spec: DataProductSpec) -> String {
+        sinks.location(of: spec)
+    }
+
     func requestReconcile(_ name: String) {
         requestContinuation.yield(name)
     }

@@ -133,6 +133,21 @@ private struct Harness {
         #expect(try await harness.reconciler.datasets().isEmpty)
     }
 
+    @Test func twoProductsCannotShareAnOutput() async throws {
+        let harness = try Harness()
+        _ = try await harness.apply(catalog, productSpec(where: "amount >= 50"))
+        let second = productSpec(where: "amount >= 10").replacingOccurrences(of: "name: big-orders", with: "name: other-orders")
+        do {
+            _ = try await harness.apply(second)
+            Issue.record("the apply was accepted")
+        } catch let rejected as ApplyRejected {
+            #expect(rejected.errors.map(\.description) == [
+                "test.yaml:1:1: spec.sink: file://\(harness.directory)/files/out/orders.jsonl is already the output of product 'big-orders'",
+            ])
+        }
+        #expect(await harness.reconciler.product("other-orders") == nil)
+    }
+
     @Test func aFailingSinkStallsWithTheReasonAndRecoversByItself() async throws {
         let harness = try Harness()
         // A file where the sink needs a directory: every attempt fails until it is removed.
