@@ -130,17 +130,4 @@ extension EventLog {
         let batch = try await readBatch(partition, from: offset, maxRecords: maxRecords, maxBytes: maxBytes)
         return (0..<batch.count).map { batch.record(at: $0) }
     }
-
-    /// The partition a key belongs to: the same key always lands in the same partition,
-    /// so per-key order holds.
-    public func partition(forKey key: [UInt8]?, partitionCount: Int) -> Int {
-        guard let key, partitionCount > 1 else { return 0 }
-        // FNV-1a: stable across processes and versions, unlike Hasher.
-        var hash: UInt32 = 2_166_136_261
-        for byte in key {
-            hash ^= UInt32(byte)
-            hash = hash &* 16_777_619
-        }
-        return Int(hash % UInt32(partitionCount))
-    }
 }

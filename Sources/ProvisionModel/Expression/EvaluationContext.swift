@@ -32,10 +32,6 @@ public struct FieldSlots: Sendable, Equatable {
         return names.count - 1
     }
 
-    public func index(of name: String) -> Int? {
-        names.firstIndex(of: name)
-    }
-
     /// The slots filled from a parsed object, for callers that have one already.
     public func values(from object: JSONObject) -> [JSONValue?] {
         names.map { object[$0] }

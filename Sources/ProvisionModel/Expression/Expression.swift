@@ -35,11 +35,6 @@ public struct Expression: Sendable {
         try evaluator(EvaluationContext(slots: slots.values(from: event), eventTime: eventTime, now: now))
     }
 
-    /// Parses only; for errors that need no schema.
-    public static func checkSyntax(_ source: String) throws(ExpressionError) {
-        _ = try Parser.parse(source)
-    }
-
     @inline(__always)
     public func evaluate(_ context: EvaluationContext) throws(EvaluationError) -> Value {
         try evaluator(context)

@@ -14,11 +14,6 @@ public enum JSONValue: Sendable, Equatable, Hashable {
         return nil
     }
 
-    public var stringValue: String? {
-        if case .string(let text) = self { return text }
-        return nil
-    }
-
     public var isNull: Bool {
         if case .null = self { return true }
         return false

@@ -78,7 +78,6 @@ struct DocumentReader {
             }
             result[key] = valueNode
             marks[fieldPath] = valueNode.position
-            marks["key:" + fieldPath] = keyNode.position
         }
         return result
     }
