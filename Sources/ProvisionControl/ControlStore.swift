@@ -22,6 +22,8 @@ public struct StoredProduct: Sendable, Equatable, Codable {
     public var status: ProductStatus
     /// Set while the product is being deleted, so a crash mid-delete finishes the job on restart.
     public var deleting: Bool
+    /// A paused product keeps its output and checkpoint but reads nothing until resumed.
+    public var paused: Bool
     /// The spec of the output to remove before the next build starts, if a rebuild is pending.
     public var pendingCleanup: DataProductSpec?
 }

@@ -9,6 +9,7 @@ public struct ProductLifecycle: Sendable, Equatable {
         case provisioning
         case running(caughtUp: Bool)
         case failing(reason: String, message: String)
+        case paused
     }
 
     public enum Action: Sendable, Equatable {
@@ -49,12 +50,19 @@ public struct ProductLifecycle: Sendable, Equatable {
         return .retry(after: backoff.delay(attempt: failures, unitRandom: unitRandom))
     }
 
+    /// The product was paused by request: its pipeline is stopped, its output kept.
+    public mutating func pausedByRequest(now: TimestampMilliseconds) {
+        failures = 0
+        move(to: .paused, now: now)
+    }
+
     public var phase: ProductPhase {
         switch state {
         case .pending: return .pending
         case .provisioning: return .provisioning
         case .running(let caughtUp): return caughtUp ? .live : .backfilling
         case .failing: return .failed
+        case .paused: return .paused
         }
     }
 
@@ -78,6 +86,10 @@ public struct ProductLifecycle: Sendable, Equatable {
             return [Condition(type: "Ready", status: false, reason: "Backfilling", message: "writing history", lastTransitionTime: time),
                     Condition(type: "Reconciling", status: true, reason: "Backfilling", message: "writing history", lastTransitionTime: time),
                     Condition(type: "Stalled", status: false, reason: "Backfilling", message: "", lastTransitionTime: time)]
+        case .paused:
+            return [Condition(type: "Ready", status: false, reason: "Paused", message: "paused by request; resume to continue from the checkpoint", lastTransitionTime: time),
+                    Condition(type: "Reconciling", status: false, reason: "Paused", message: "", lastTransitionTime: time),
+                    Condition(type: "Stalled", status: false, reason: "Paused", message: "", lastTransitionTime: time)]
         case .failing(let reason, let message):
             let retrying = "\(message) (attempt \(failures); retrying with backoff)"
             return [Condition(type: "Ready", status: false, reason: reason, message: retrying, lastTransitionTime: time),

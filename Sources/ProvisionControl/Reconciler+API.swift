@@ -53,7 +53,7 @@ extension Reconciler {
                 } else {
                     next.products[product.name] = StoredProduct(product: product, generation: 1, createdAt: now, build: 1,
                                                                 buildStartedAt: now, status: ProductStatus(), deleting: false,
-                                                                pendingCleanup: nil)
+                                                                paused: false, pendingCleanup: nil)
                     changes.append(PlannedChange(kind: .dataProduct, name: product.name, action: .create))
                 }
             }
@@ -111,6 +111,18 @@ extension Reconciler {
     public func deleteProduct(_ name: String) -> Bool {
         guard var stored = currentState.products[name] else { return false }
         stored.deleting = true
+        var next = currentState
+        next.products[name] = stored
+        replaceState(next)
+        requestReconcile(name)
+        return true
+    }
+
+    /// Stops or restarts a product's pipeline, keeping its output and checkpoint. Returns
+    /// false if it does not exist.
+    public func setPaused(_ name: String, _ paused: Bool) -> Bool {
+        guard var stored = currentState.products[name], !stored.deleting else { return false }
+        stored.paused = paused
         var next = currentState
         next.products[name] = stored
         replaceState(next)

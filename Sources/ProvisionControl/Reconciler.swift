@@ -153,6 +153,24 @@ public actor Reconciler: Service {
             await finishDeletion(stored)
             return
         }
+        if stored.paused {
+            if let run = runs.removeValue(forKey: name) {
+                run.task.cancel()
+                await run.task.value
+            }
+            if stored.status.phase != .paused {
+                let now = clock()
+                var lifecycle = ProductLifecycle(now: now, backoff: configuration.backoff)
+                lifecycle.pausedByRequest(now: now)
+                updateStatus(name) { status in
+                    status.phase = lifecycle.phase
+                    status.conditions = lifecycle.conditions(now: now)
+                    status.observedGeneration = stored.generation
+                }
+                save()
+            }
+            return
+        }
         if let run = runs[name] {
             if run.build == stored.build {
                 if state.products[name]?.status.observedGeneration != stored.generation {

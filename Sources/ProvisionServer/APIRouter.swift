@@ -37,6 +37,15 @@ public struct APIRouter: Sendable {
             }
             return Self.json(["deleted": name], status: .accepted)
         }
+        for (action, paused) in [("pause", true), ("resume", false)] {
+            router.post("/v1/products/:name/\(action)") { _, context in
+                let name = try context.parameters.require("name")
+                guard await self.reconciler.setPaused(name, paused) else {
+                    return Self.error(.notFound, code: "NotFound", message: "product '\(name)' does not exist")
+                }
+                return Self.json([action == "pause" ? "paused" : "resumed": name], status: .accepted)
+            }
+        }
         router.get("/v1/datasets") { _, _ in Self.json(try await self.reconciler.datasets()) }
         router.get("/v1/datasets/:name") { _, context in
             let name = try context.parameters.require("name")

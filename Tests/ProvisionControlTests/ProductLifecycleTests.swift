@@ -35,6 +35,15 @@ import ProvisionModel
         #expect(ready?.lastTransitionTime == Timestamp.format(30))
     }
 
+    @Test func pausingIsNotAFailure() {
+        var lifecycle = ProductLifecycle(now: 0)
+        _ = lifecycle.failed(reason: "SinkUnavailable", message: "x", now: 1, unitRandom: 0)
+        lifecycle.pausedByRequest(now: 2)
+        #expect(lifecycle.phase == .paused)
+        #expect(lifecycle.failures == 0)
+        #expect(lifecycle.conditions(now: 2).allSatisfy { !$0.isTrue })
+    }
+
     @Test func failuresStallWithTheReasonAndBackOffUntilProgressRecovers() {
         var lifecycle = ProductLifecycle(now: 0, backoff: RetryBackoff(initial: .seconds(1), cap: .seconds(8)))
         lifecycle.provisioningStarted(now: 0)

@@ -133,6 +133,26 @@ private struct Harness {
         #expect(try await harness.reconciler.datasets().isEmpty)
     }
 
+    @Test func pauseKeepsTheOutputAndResumeContinuesFromTheCheckpoint() async throws {
+        let harness = try Harness()
+        let running = Task { try await harness.reconciler.run() }
+        defer { running.cancel() }
+        _ = try await harness.apply(catalog, productSpec(where: "amount >= 50"))
+        try await harness.produce(0..<200)
+        try await harness.waitFor { $0?.status.phase == .live && $0?.status.recordsWritten == 100 }
+        #expect(await harness.reconciler.setPaused("big-orders", true))
+        try await harness.waitFor { $0?.status.phase == .paused }
+        try await harness.produce(200..<400)
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(try harness.lines().count == 100)
+        #expect(await harness.reconciler.product("big-orders")?.status.condition("Ready")?.reason == "Paused")
+        #expect(await harness.reconciler.setPaused("big-orders", false))
+        try await harness.waitFor { $0?.status.phase == .live && $0?.status.recordsWritten == 200 }
+        let ids = try harness.lines().map { $0.split(separator: "\"")[3] }
+        #expect(ids.count == 200 && Set(ids).count == 200)
+        #expect(await harness.reconciler.setPaused("absent", true) == false)
+    }
+
     @Test func twoProductsCannotShareAnOutput() async throws {
         let harness = try Harness()
         _ = try await harness.apply(catalog, productSpec(where: "amount >= 50"))
