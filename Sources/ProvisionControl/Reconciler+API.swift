@@ -58,6 +58,7 @@ extension Reconciler {
                 }
             }
         }
+        try rebuildProductsOfChangedDatasets(in: &next, changes: &changes, documents: result.documents, now: now)
         if request.prune {
             for name in next.products.keys.sorted() where !appliedProducts.contains(name) && next.products[name]?.deleting == false {
                 next.products[name]?.deleting = true
@@ -75,6 +76,43 @@ extension Reconciler {
             requestReconcile(change.name)
         }
         return ApplyResponse(dryRun: false, changes: changes)
+    }
+
+    /// A changed dataset changes what its products read: every product on it must still
+    /// compile against the new version (or the apply is rejected at the dataset), and its
+    /// output is rebuilt.
+    private func rebuildProductsOfChangedDatasets(in next: inout ControlState, changes: inout [PlannedChange],
+                                                  documents: [SpecDocument], now: TimestampMilliseconds) throws
+    {
+        var locations: [String: SourceLocation] = [:]
+        for case .dataset(let dataset, let location) in documents { locations[dataset.name] = location }
+        let changed = Set(changes.filter { $0.kind == .dataset && $0.action == .update }.map(\.name))
+        guard !changed.isEmpty else { return }
+        let datasets = next.datasets.mapValues(\.dataset)
+        var errors: [SpecError] = []
+        for name in next.products.keys.sorted() {
+            guard var stored = next.products[name], !stored.deleting, changed.contains(stored.product.spec.from) else { continue }
+            let dataset = stored.product.spec.from
+            do {
+                _ = try ProductPlan.compile(stored.product, datasets: datasets)
+            } catch {
+                let location = locations[dataset] ?? SourceLocation(file: "?", line: 1, column: 1)
+                errors.append(SpecError(file: location.file, line: location.line, column: location.column, path: "spec",
+                                        message: "this change to dataset '\(dataset)' breaks product '\(name)': \(error.summary)"))
+                continue
+            }
+            let index = changes.firstIndex { $0.kind == .dataProduct && $0.name == name }
+            if let index, [.create, .updateRebuild].contains(changes[index].action) { continue }
+            stored.pendingCleanup = stored.pendingCleanup ?? stored.product.spec
+            stored.build += 1
+            stored.buildStartedAt = now
+            stored.status = ProductStatus(observedGeneration: stored.status.observedGeneration)
+            next.products[name] = stored
+            let change = PlannedChange(kind: .dataProduct, name: name, action: .updateRebuild,
+                                       detail: "dataset '\(dataset)' changed; the output is rebuilt from the start of the backfill")
+            if let index { changes[index] = change } else { changes.append(change) }
+        }
+        if !errors.isEmpty { throw ApplyRejected(errors: errors) }
     }
 
     /// Two products writing one output would corrupt each other: each output belongs to one

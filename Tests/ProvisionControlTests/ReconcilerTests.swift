@@ -153,6 +153,34 @@ private struct Harness {
         #expect(await harness.reconciler.setPaused("absent", true) == false)
     }
 
+    @Test func aDatasetChangeRebuildsItsProductsOrIsRejectedIfItBreaksThem() async throws {
+        let harness = try Harness()
+        let running = Task { try await harness.reconciler.run() }
+        defer { running.cancel() }
+        _ = try await harness.apply(catalog, productSpec(where: "amount >= 50"))
+        try await harness.produce(0..<200)
+        try await harness.waitFor { $0?.status.phase == .live && $0?.status.recordsWritten == 100 }
+
+        // Dropping a field the product reads is rejected at the dataset, and nothing changes.
+        let breaking = catalog.replacingOccurrences(of: "amount: decimal, ", with: "")
+        do {
+            _ = try await harness.reconciler.apply(ApplyRequest(files: [SpecFile(name: "catalog.yaml", content: breaking)], dryRun: false))
+            Issue.record("the apply was accepted")
+        } catch let rejected as ApplyRejected {
+            #expect(rejected.errors.map(\.description) == [
+                "catalog.yaml:1:1: spec: this change to dataset 'orders' breaks product 'big-orders': spec.where: unknown field 'amount' in dataset 'orders'",
+            ])
+        }
+        #expect(try await harness.reconciler.dataset("orders")?.spec.schema.field(named: "amount") != nil)
+
+        // A compatible change (a new field) rebuilds the product from scratch.
+        let widened = catalog.replacingOccurrences(of: "region: string", with: "region: string, channel: string")
+        let changes = try await harness.reconciler.apply(ApplyRequest(files: [SpecFile(name: "catalog.yaml", content: widened)], dryRun: false)).changes
+        #expect(changes.map(\.action) == [.update, .updateRebuild])
+        try await harness.waitFor { $0?.status.phase == .live && $0?.status.recordsWritten == 100 && $0?.metadata.generation == 1 }
+        #expect(try harness.lines().count == 100)
+    }
+
     @Test func twoProductsCannotShareAnOutput() async throws {
         let harness = try Harness()
         _ = try await harness.apply(catalog, productSpec(where: "amount >= 50"))

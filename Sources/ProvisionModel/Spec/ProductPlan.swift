@@ -26,6 +26,15 @@ public struct ProductPlan: Sendable {
         case unknownDataset(String)
         case expression(path: String, ExpressionError)
         case key(String)
+
+        /// One line: the field path and what is wrong there.
+        public var summary: String {
+            switch self {
+            case .unknownDataset(let name): return "spec.from: unknown dataset '\(name)'"
+            case .expression(let path, let error): return "\(path): \(error.message)"
+            case .key(let message): return "spec.key: \(message)"
+            }
+        }
     }
 
     public static func compile(_ product: DataProduct, datasets: [String: Dataset]) throws(Failure) -> ProductPlan {
