@@ -79,6 +79,13 @@ let package = Package(
         .testTarget(name: "ProvisionPipelineTests", dependencies: ["ProvisionPipeline", "ProvisionSinks"]),
         .testTarget(name: "ProvisionControlTests", dependencies: ["ProvisionControl"]),
         .testTarget(
+            name: "ProvisionServerTests",
+            dependencies: [
+                "ProvisionServer", "ProvisionControl",
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+            ]
+        ),
+        .testTarget(
             name: "ProvisionIntegrationTests",
             dependencies: ["ProvisionModel", "ProvisionLog"]
         ),

@@ -80,6 +80,11 @@ begin=$(now_seconds)
 "$bin" produce orders --file "$work/orders.jsonl" --key order_id --time placed_at --server "$server" >/dev/null
 produce_seconds=$(elapsed "$begin" "$(now_seconds)")
 stop_server
+# Peer: the same bytes copied to a file and synced once, the disk's ceiling for a durable write.
+begin=$(now_seconds)
+dd if="$work/orders.jsonl" of="$work/copy.jsonl" bs=8M conv=fsync status=none
+copy_seconds=$(elapsed "$begin" "$(now_seconds)")
+rm -f "$work/copy.jsonl"
 
 # 2. backfill through where + select into a file
 read -r backfill_seconds backfill_rss < <(backfill_run "$work/data" "$records")
@@ -122,9 +127,11 @@ echo
 echo "records: $records ($provision_lines match the filter), release build, $(nproc) cores"
 printf '%-44s %12s %12s\n' "measure" "records/s" "seconds"
 printf '%-44s %12s %12.2f\n' "provisionctl produce (durable)" "$(rate "$records" "$produce_seconds")" "$produce_seconds"
+printf '%-44s %12s %12.2f\n' "dd conv=fsync of the same JSON Lines" "$(rate "$records" "$copy_seconds")" "$copy_seconds"
 printf '%-44s %12s %12.2f\n' "provision backfill where+select -> file" "$(rate "$records" "$backfill_seconds")" "$backfill_seconds"
 printf '%-44s %12s %12.2f\n' "jq -c 'select(...) | {...}'" "$(rate "$records" "$jq_seconds")" "$jq_seconds"
 printf '%-44s %12s %12.2f\n' "duckdb COPY (SELECT ... WHERE ...)" "$(rate "$records" "$duckdb_seconds")" "$duckdb_seconds"
+printf 'ratio produce / dd:        %.2fx\n' "$(echo "$copy_seconds / $produce_seconds" | bc -l)"
 printf 'ratio provision / jq:      %.2fx\n' "$(echo "$jq_seconds / $backfill_seconds" | bc -l)"
 printf 'ratio provision / duckdb:  %.2fx\n' "$(echo "$duckdb_seconds / $backfill_seconds" | bc -l)"
 printf 'peak RSS of serve backfilling %d events: %s MiB; %d events: %s MiB (%.2fx)\n' \

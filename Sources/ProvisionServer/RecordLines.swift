@@ -20,6 +20,7 @@ public enum RecordLines {
                              now: TimestampMilliseconds) throws(LineError) -> [LogRecord]
     {
         var records: [LogRecord] = []
+        let names = JSONFieldNames([keyField ?? "", timeField ?? ""])
         var lineNumber = 0
         var lineStart = 0
         let count = bytes.count
@@ -32,35 +33,50 @@ public enum RecordLines {
             defer { lineStart = lineEnd + 1 }
             let line = Array(bytes[lineStart..<contentEnd])
             if line.allSatisfy({ $0 == 0x20 || $0 == 0x09 }) { continue }
-            let value: JSONValue
-            do {
-                value = try JSONParser.parse(line)
-            } catch {
-                throw LineError(line: lineNumber, message: "invalid JSON: \(error)")
+            if envelope {
+                let value: JSONValue
+                do {
+                    value = try JSONParser.parse(line)
+                } catch {
+                    throw LineError(line: lineNumber, message: "invalid JSON: \(error)")
+                }
+                guard case .object(let object) = value else {
+                    throw LineError(line: lineNumber, message: "expected a JSON object, found \(value.typeName)")
+                }
+                records.append(try envelopeRecord(object, line: lineNumber, now: now))
+            } else {
+                // The value is stored as sent: check it is one JSON object and read only the key
+                // and time fields, without building the rest.
+                var fields: [JSONValue?] = [nil, nil]
+                do {
+                    try line.withUnsafeBufferPointer { buffer throws(JSONParseError) in
+                        try JSONParser.scanObject(buffer, names: names, into: &fields)
+                    }
+                } catch {
+                    let first = line.first { $0 != 0x20 && $0 != 0x09 }
+                    throw LineError(line: lineNumber, message: first == UInt8(ascii: "{") || first == nil
+                        ? "invalid JSON: \(error)" : "expected a JSON object: \(error)")
+                }
+                records.append(try plainRecord(key: fields[0], time: fields[1], raw: line, keyField: keyField,
+                                               timeField: timeField, line: lineNumber, now: now))
             }
-            guard case .object(let object) = value else {
-                throw LineError(line: lineNumber, message: "expected a JSON object, found \(value.typeName)")
-            }
-            records.append(envelope
-                ? try envelopeRecord(object, line: lineNumber, now: now)
-                : try plainRecord(object, raw: line, keyField: keyField, timeField: timeField, line: lineNumber, now: now))
         }
         return records
     }
 
-    private static func plainRecord(_ object: JSONObject, raw: [UInt8], keyField: String?, timeField: String?, line: Int,
-                                    now: TimestampMilliseconds) throws(LineError) -> LogRecord
+    private static func plainRecord(key keyValue: JSONValue?, time timeValue: JSONValue?, raw: [UInt8], keyField: String?,
+                                    timeField: String?, line: Int, now: TimestampMilliseconds) throws(LineError) -> LogRecord
     {
         var key: [UInt8]?
         if let keyField {
-            guard let keyValue = object[keyField], !keyValue.isNull else {
+            guard let keyValue, !keyValue.isNull else {
                 throw LineError(line: line, message: "the key field '\(keyField)' is missing")
             }
             key = keyBytes(keyValue)
         }
         var timestamp = now
         if let timeField {
-            guard let timeValue = object[timeField], !timeValue.isNull else {
+            guard let timeValue, !timeValue.isNull else {
                 throw LineError(line: line, message: "the time field '\(timeField)' is missing")
             }
             guard let parsed = time(timeValue) else {

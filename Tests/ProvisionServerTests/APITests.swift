@@ -1,0 +1,152 @@
+import Foundation
+import Hummingbird
+import HummingbirdTesting
+import Logging
+import Testing
+import ProvisionControl
+import ProvisionLog
+import ProvisionModel
+import ProvisionPipeline
+@testable import ProvisionServer
+
+private func makeApplication() throws -> some ApplicationProtocol {
+    let directory = NSTemporaryDirectory() + "provision-api-\(UUID().uuidString)"
+    let log = try EmbeddedEventLog(directory: directory + "/log")
+    let reconciler = try Reconciler(
+        log: log, store: FileControlStore(directory: directory + "/control"),
+        sinks: SinkFactory(fileRoot: directory + "/files", checkpoints: FileCheckpointStore(directory: directory + "/checkpoints")),
+        logger: Logger(label: "test"))
+    return Application(router: APIRouter(reconciler: reconciler, log: log).build())
+}
+
+private func json(_ buffer: ByteBuffer) throws -> [String: Any] {
+    try JSONSerialization.jsonObject(with: Data(buffer: buffer)) as? [String: Any] ?? [:]
+}
+
+private func applyBody(_ content: String, dryRun: Bool = false) throws -> ByteBuffer {
+    ByteBuffer(data: try JSONEncoder().encode(ApplyRequest(files: [SpecFile(name: "specs/eu.yaml", content: content)], dryRun: dryRun)))
+}
+
+private let dataset = """
+    apiVersion: provision/v1
+    kind: Dataset
+    metadata: {name: orders}
+    spec:
+      schema: {order_id: string, amount: decimal}
+    """
+
+@Suite struct APITests {
+    @Test func healthz() async throws {
+        try await makeApplication().test(.router) { client in
+            try await client.execute(uri: "/healthz", method: .get) { response in
+                #expect(response.status == .ok)
+            }
+        }
+    }
+
+    @Test func aBadSpecIsA422WithLocatedDetails() async throws {
+        let bad = dataset + "\n---\napiVersion: provision/v1\nkind: DataProduct\nmetadata: {name: p}\nspec:\n  from: orders\n  where: amout > 1\n  sink: {file: {path: p.jsonl}}\n"
+        try await makeApplication().test(.router) { client in
+            try await client.execute(uri: "/v1/apply", method: .post, body: try applyBody(bad)) { response in
+                #expect(response.status == .unprocessableContent)
+                let error = try json(response.body)["error"] as? [String: Any]
+                #expect(error?["code"] as? String == "InvalidSpec")
+                #expect(error?["message"] as? String == "1 error in the specs; nothing was applied")
+                let detail = (error?["details"] as? [[String: Any]])?.first
+                #expect(detail?["file"] as? String == "specs/eu.yaml")
+                #expect(detail?["line"] as? Int == 12)
+                #expect(detail?["column"] as? Int == 10)
+                #expect(detail?["path"] as? String == "spec.where")
+            }
+            // Nothing was applied, not even the valid dataset.
+            try await client.execute(uri: "/v1/datasets", method: .get) { response in
+                #expect(String(buffer: response.body) == "[]")
+            }
+        }
+    }
+
+    @Test func errorsHaveStableCodes() async throws {
+        try await makeApplication().test(.router) { client in
+            try await client.execute(uri: "/v1/apply", method: .post, body: ByteBuffer(string: "{not json")) { response in
+                #expect(response.status == .badRequest)
+                let error = try json(response.body)["error"] as? [String: Any]
+                #expect(error?["code"] as? String == "InvalidRequest")
+            }
+            for (method, uri) in [(HTTPRequest.Method.get, "/v1/products/absent"), (.delete, "/v1/products/absent"),
+                                  (.post, "/v1/products/absent/pause"), (.get, "/v1/datasets/absent"),
+                                  (.get, "/v1/topics/absent/records")] {
+                try await client.execute(uri: uri, method: method) { response in
+                    #expect(response.status == .notFound, "\(method) \(uri)")
+                    let error = try json(response.body)["error"] as? [String: Any]
+                    #expect(error?["code"] as? String == "NotFound")
+                }
+            }
+            try await client.execute(uri: "/v1/topics/orders/records?key=id", method: .post,
+                                     body: ByteBuffer(string: "{\"id\":\"a\"}\n{\"id\":\n")) { response in
+                #expect(response.status == .badRequest)
+                let error = try json(response.body)["error"] as? [String: Any]
+                #expect(error?["code"] as? String == "InvalidRecord")
+                #expect((error?["message"] as? String)?.hasPrefix("line 2: invalid JSON") == true)
+            }
+        }
+    }
+
+    @Test func produceThenReadBack() async throws {
+        try await makeApplication().test(.router) { client in
+            let lines = "{\"id\":\"a\",\"t\":\"2026-01-01T00:00:00Z\"}\n{\"id\":\"b\",\"t\":1000}\n"
+            try await client.execute(uri: "/v1/topics/orders/records?key=id&time=t", method: .post, body: ByteBuffer(string: lines)) { response in
+                #expect(response.status == .ok)
+                let body = try json(response.body)
+                #expect(body["firstOffset"] as? Int == 0)
+                #expect(body["count"] as? Int == 2)
+            }
+            try await client.execute(uri: "/v1/topics/orders/records?from=0&limit=10", method: .get) { response in
+                let records = try json(response.body)["records"] as? [[String: Any]] ?? []
+                #expect(records.map { $0["key"] as? String } == ["a", "b"])
+                #expect(records.map { $0["time"] as? String } == ["2026-01-01T00:00:00Z", "1970-01-01T00:00:01Z"])
+            }
+        }
+    }
+}
+
+@Suite struct RecordLinesTests {
+    @Test func takesKeyAndTimeFromFields() throws {
+        let lines = Array("{\"id\":\"o-1\",\"at\":\"2026-01-01T00:00:00Z\",\"x\":[1]}\n\n{\"id\":7,\"at\":5}\r\n".utf8)
+        let records = try RecordLines.parse(lines, keyField: "id", timeField: "at", envelope: false, now: 99)
+        #expect(records.map(\.key) == [Array("o-1".utf8), Array("7".utf8)])
+        #expect(records.map(\.timestamp) == [1_767_225_600_000, 5])
+        #expect(records[0].value == Array("{\"id\":\"o-1\",\"at\":\"2026-01-01T00:00:00Z\",\"x\":[1]}".utf8))
+    }
+
+    @Test(arguments: [
+        ("{\"id\":1}\n[1]\n", "line 2: expected a JSON object"),
+        ("{\"id\":1}\n{\"id\":2,}\n", "line 2: invalid JSON"),
+        ("{\"x\":1}\n", "line 1: the key field 'id' is missing"),
+        ("{\"id\":1,\"at\":\"soon\"}\n", "line 1: the time field 'at' is not an RFC 3339 timestamp or epoch milliseconds"),
+    ])
+    func reportsTheFirstBadLine(_ input: String, _ message: String) {
+        do {
+            _ = try RecordLines.parse(Array(input.utf8), keyField: "id", timeField: input.contains("at") ? "at" : nil,
+                                      envelope: false, now: 0)
+            Issue.record("accepted")
+        } catch {
+            #expect(error.description.hasPrefix(message), "\(error)")
+        }
+    }
+
+    @Test func envelopesCarryTombstonesAndHeaders() throws {
+        let lines = Array(#"""
+            {"key":"k","value":{"a":1},"time":"2026-01-01T00:00:00Z","headers":{"h":"v"}}
+            {"key":"k","value":null}
+            """#.utf8)
+        let records = try RecordLines.parse(lines, keyField: nil, timeField: nil, envelope: true, now: 42)
+        #expect(records.count == 2)
+        #expect(records[0].value == Array(#"{"a":1}"#.utf8))
+        #expect(records[0].headers == [LogHeader(name: "h", text: "v")])
+        #expect(records[1].value == nil)
+        #expect(records[1].timestamp == 42)
+        #expect(throws: RecordLines.LineError.self) {
+            try RecordLines.parse(Array(#"{"value":null}"#.utf8), keyField: nil, timeField: nil, envelope: true, now: 0)
+        }
+    }
+}
