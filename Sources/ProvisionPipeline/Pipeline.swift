@@ -104,7 +104,9 @@ public struct Pipeline: Sendable {
             }
             await report(PipelineProgress(checkpoint: checkpoint, endOffsets: endOffsets, caughtUp: caughtUp))
             if !wroteSomething {
-                // Caught up with the log: wait for an append (no polling), or report again after idleWait.
+                // Caught up with the log: wait for an append (no polling), or report again after
+                // idleWait. The embedded log has one partition per topic; waiting on several
+                // comes with the Kafka-backed log.
                 let source = TopicPartition(topic: sourceTopic, partition: 0)
                 try await log.waitForRecords(in: source, at: checkpoint.offsets[0]!, timeout: limits.idleWait)
             }
