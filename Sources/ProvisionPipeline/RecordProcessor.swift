@@ -86,9 +86,9 @@ public struct RecordProcessor: Sendable {
             guard isInWindow(eventTime) else { return .skipped }
         }
         do {
-            if let filter = plan.filter,
-                try !filter.matches(EvaluationContext(slots: slots, eventTime: eventTime, now: now))
-            {
+            // Optional chaining borrows the filter; binding it with `if let` would copy the
+            // expression, and its references, for every event.
+            if try plan.filter?.matches(EvaluationContext(slots: slots, eventTime: eventTime, now: now)) == false {
                 return .skipped
             }
         } catch {

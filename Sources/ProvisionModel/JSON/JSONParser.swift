@@ -472,10 +472,11 @@ public struct JSONFieldNames: Sendable, Equatable {
         }
         self.bytes = bytes
         self.ranges = ranges
+        matchesNothing = ranges.allSatisfy(\.isEmpty)
     }
 
     public var count: Int { ranges.count }
 
     /// True when no name is looked for.
-    public var matchesNothing: Bool { ranges.allSatisfy(\.isEmpty) }
+    public let matchesNothing: Bool
 }
