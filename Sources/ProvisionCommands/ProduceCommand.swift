@@ -15,10 +15,10 @@ struct ProduceCommand: AsyncParsableCommand {
     @Option(name: .long, help: "A file of JSON lines, or - for standard input.")
     var file: String
 
-    @Option(name: .long, help: "The field whose value is the record key.")
+    @Option(name: .long, help: "The field whose value is the record key (default: the key of the dataset on this topic).")
     var key: String?
 
-    @Option(name: .long, help: "The field whose value (RFC 3339 or epoch milliseconds) is the record time.")
+    @Option(name: .long, help: "The field whose value (RFC 3339 or epoch milliseconds) is the record time (default: the dataset's time field, else now).")
     var time: String?
 
     @Option(name: .long, help: "plain (default): each line is the value; envelope: {\"key\", \"value\", \"time\", \"headers\"}, a null value is a tombstone.")
@@ -44,6 +44,15 @@ struct ProduceCommand: AsyncParsableCommand {
             data = contents
         }
         let bytes = [UInt8](data)
+        // A dataset on this topic says which fields are the key and the event time.
+        var key = self.key, time = self.time
+        if format == "plain", key == nil || time == nil,
+            let dataset = try await options.client.call(.GET, "/v1/datasets", as: [DatasetResource].self)
+                .first(where: { $0.spec.topic == topic })
+        {
+            key = key ?? dataset.spec.key
+            time = time ?? dataset.spec.time
+        }
         // Check every line before sending any, so a bad line appends nothing.
         do {
             _ = try RecordLines.parse(bytes, keyField: key, timeField: time, envelope: format == "envelope", now: 0)

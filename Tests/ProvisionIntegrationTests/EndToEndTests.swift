@@ -222,6 +222,19 @@ func outputRows(_ path: String) throws -> [NSDictionary] {
         #expect(record["offset"] as? Int == 0)
     }
 
+    @Test func produceDefaultsToTheDatasetsKeyAndTimeFields() async throws {
+        let server = ServerProcess()
+        try await server.start()
+        defer { server.stop() }
+        #expect(try server.ctl(["apply", "-f", try writeSpecs(catalogSpec, to: server.dataDirectory + "-specs")]).status == 0)
+        let line = TestOrder(id: "o-42", customer: "c-1", amountCents: 100, region: "EU",
+                             placedAt: Date(timeIntervalSince1970: 1_767_225_600)).jsonLine
+        #expect(try server.ctl(["produce", "orders", "--file", "-"], input: Data(line.utf8)).status == 0)
+        let record = try JSONSerialization.jsonObject(with: Data(try server.ctl(["tail", "orders", "--from-beginning"]).output.utf8)) as! [String: Any]
+        #expect(record["key"] as? String == "o-42")
+        #expect(record["time"] as? String == "2026-01-01T00:00:00Z")
+    }
+
     @Test func envelopeTombstonesAndDeleteWithPolicy() async throws {
         let server = ServerProcess()
         try await server.start()
