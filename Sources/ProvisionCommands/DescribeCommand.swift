@@ -6,20 +6,11 @@ struct DescribeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "describe", abstract: "Show a product's spec, status and conditions: what it is doing and why.")
 
-    @Argument(help: "product")
-    var kind: String
-
-    @Argument(help: "The product's name.")
-    var name: String
-
+    @OptionGroup var reference: ProductReference
     @OptionGroup var options: ClientOptions
 
-    func validate() throws {
-        guard kind == "product" else { throw ValidationError("only 'describe product NAME' is supported") }
-    }
-
     func run() async throws {
-        let product = try await options.client.call(.GET, "/v1/products/\(name.urlComponentEncoded)", as: ProductResource.self)
+        let product = try await options.client.call(.GET, reference.path, as: ProductResource.self)
         print(Self.render(product), terminator: "")
     }
 

@@ -1,29 +1,41 @@
 import ArgumentParser
+import NIOHTTP1
 import ProvisionModel
 
-struct DeleteCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "delete", abstract: "Delete a product; its deletionPolicy says whether the output stays.")
-
+/// `product NAME`, the way the product commands name their object.
+struct ProductReference: ParsableArguments {
     @Argument(help: "product")
     var kind: String
 
     @Argument(help: "The product's name.")
     var name: String
 
-    @OptionGroup var options: ClientOptions
-
     func validate() throws {
-        guard kind == "product" else { throw ValidationError("only 'delete product NAME' is supported") }
+        guard kind == "product" else { throw ValidationError("expected 'product NAME', found '\(kind)'") }
     }
 
+    var path: String { "/v1/products/\(name.urlComponentEncoded)" }
+}
+
+/// Sends a request about one product that the server accepts with 202, and prints the result.
+private func sendProductAction(_ method: HTTPMethod, _ path: String, done: String, client: APIClient) async throws {
+    let reply = try await client.send(method, path)
+    guard reply.status == 202 else {
+        printError(reply.errorMessage)
+        throw ExitCode(1)
+    }
+    print(done)
+}
+
+struct DeleteCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "delete", abstract: "Delete a product; its deletionPolicy says whether the output stays.")
+
+    @OptionGroup var product: ProductReference
+    @OptionGroup var options: ClientOptions
+
     func run() async throws {
-        let reply = try await options.client.send(.DELETE, "/v1/products/\(name.urlComponentEncoded)")
-        guard reply.status == 202 else {
-            printError(reply.errorMessage)
-            throw ExitCode(1)
-        }
-        print("product/\(name) deleted")
+        try await sendProductAction(.DELETE, product.path, done: "product/\(product.name) deleted", client: options.client)
     }
 }
 
@@ -31,29 +43,11 @@ struct PauseCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pause", abstract: "Stop a product's pipeline, keeping its output and checkpoint.")
 
-    @Argument(help: "product")
-    var kind: String
-
-    @Argument(help: "The product's name.")
-    var name: String
-
+    @OptionGroup var product: ProductReference
     @OptionGroup var options: ClientOptions
 
-    func validate() throws {
-        guard kind == "product" else { throw ValidationError("only 'pause product NAME' is supported") }
-    }
-
     func run() async throws {
-        try await PauseCommand.send("pause", name: name, client: options.client)
-    }
-
-    static func send(_ action: String, name: String, client: APIClient) async throws {
-        let reply = try await client.send(.POST, "/v1/products/\(name.urlComponentEncoded)/\(action)")
-        guard reply.status == 202 else {
-            printError(reply.errorMessage)
-            throw ExitCode(1)
-        }
-        print("product/\(name) \(action == "pause" ? "paused" : "resumed")")
+        try await sendProductAction(.POST, product.path + "/pause", done: "product/\(product.name) paused", client: options.client)
     }
 }
 
@@ -61,19 +55,10 @@ struct ResumeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "resume", abstract: "Restart a paused product from its checkpoint.")
 
-    @Argument(help: "product")
-    var kind: String
-
-    @Argument(help: "The product's name.")
-    var name: String
-
+    @OptionGroup var product: ProductReference
     @OptionGroup var options: ClientOptions
 
-    func validate() throws {
-        guard kind == "product" else { throw ValidationError("only 'resume product NAME' is supported") }
-    }
-
     func run() async throws {
-        try await PauseCommand.send("resume", name: name, client: options.client)
+        try await sendProductAction(.POST, product.path + "/resume", done: "product/\(product.name) resumed", client: options.client)
     }
 }

@@ -147,20 +147,20 @@ extension Reconciler {
     /// Marks the product for deletion and returns at once; the reconciler stops it and
     /// applies its deletion policy. Returns false if it does not exist.
     public func deleteProduct(_ name: String) -> Bool {
-        guard var stored = currentState.products[name] else { return false }
-        stored.deleting = true
-        var next = currentState
-        next.products[name] = stored
-        replaceState(next)
-        requestReconcile(name)
-        return true
+        changeProduct(name) { $0.deleting = true }
     }
 
     /// Stops or restarts a product's pipeline, keeping its output and checkpoint. Returns
     /// false if it does not exist.
     public func setPaused(_ name: String, _ paused: Bool) -> Bool {
+        changeProduct(name) { $0.paused = paused }
+    }
+
+    /// Records a change to a product that is not being deleted, saves it and asks for its
+    /// reconciliation.
+    private func changeProduct(_ name: String, _ change: (inout StoredProduct) -> Void) -> Bool {
         guard var stored = currentState.products[name], !stored.deleting else { return false }
-        stored.paused = paused
+        change(&stored)
         var next = currentState
         next.products[name] = stored
         replaceState(next)
