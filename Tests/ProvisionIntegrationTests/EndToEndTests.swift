@@ -142,22 +142,24 @@ func outputRows(_ path: String) throws -> [NSDictionary] {
         #expect(server.stop(signal: SIGTERM) == 0)
     }
 
+    /// Writes orders straight into the embedded log of a server that is not running yet.
+    private func seedLog(_ server: ServerProcess, _ orders: [TestOrder]) async throws {
+        let log = try EmbeddedEventLog(directory: server.dataDirectory + "/log")
+        try await log.createTopic("orders", partitions: 1)
+        for chunk in stride(from: 0, to: orders.count, by: 50_000) {
+            let records = orders[chunk..<min(chunk + 50_000, orders.count)].map { order in
+                LogRecord(key: Array(order.id.utf8), value: Array(order.jsonLine.utf8),
+                          timestamp: Int64(order.placedAt.timeIntervalSince1970 * 1000))
+            }
+            try await log.append(records, to: TopicPartition(topic: "orders", partition: 0))
+        }
+    }
+
     @Test func killedMidBackfillResumesWithExactlyTheExpectedLines() async throws {
         let server = ServerProcess()
         // A million orders straight into the embedded log before the server starts.
-        let now = Date()
-        let orders = TestOrder.generate(count: 1_000_000, end: now, days: 360, seed: 11)
-        do {
-            let log = try EmbeddedEventLog(directory: server.dataDirectory + "/log")
-            try await log.createTopic("orders", partitions: 1)
-            for chunk in stride(from: 0, to: orders.count, by: 50_000) {
-                let records = orders[chunk..<min(chunk + 50_000, orders.count)].map { order in
-                    LogRecord(key: Array(order.id.utf8), value: Array(order.jsonLine.utf8),
-                              timestamp: Int64(order.placedAt.timeIntervalSince1970 * 1000))
-                }
-                try await log.append(records, to: TopicPartition(topic: "orders", partition: 0))
-            }
-        }
+        let orders = TestOrder.generate(count: 1_000_000, end: Date(), days: 360, seed: 11)
+        try await seedLog(server, orders)
         let expected = orders.compactMap { $0.expectedRow(since: .distantPast) }.map { $0 as NSDictionary }
         try await server.start()
         let specs = try writeSpecs(catalogSpec, productSpec(backfill: "all"), to: server.dataDirectory + "-specs")
@@ -179,6 +181,32 @@ func outputRows(_ path: String) throws -> [NSDictionary] {
         #expect(rows == expected)
         #expect(product.recordsWritten == expected.count)
         #expect((product.status["checkpoint"] as? [String: Any])?["0"] as? Int == orders.count)
+        server.stop()
+    }
+
+    @Test func sigtermMidBackfillCommitsWhatItWroteAndExitsZero() async throws {
+        let server = ServerProcess()
+        let orders = TestOrder.generate(count: 400_000, end: Date(), days: 360, seed: 12)
+        try await seedLog(server, orders)
+        let expected = orders.compactMap { $0.expectedRow(since: .distantPast) }.map { $0 as NSDictionary }
+        try await server.start()
+        #expect(try server.ctl(["apply", "-f", try writeSpecs(catalogSpec, productSpec(backfill: "all"), to: server.dataDirectory + "-specs")]).status == 0)
+        let midway = try await server.waitForProduct("eu-large-orders") { $0.recordsWritten > 0 || $0.phase == "Live" }
+        #expect(midway.phase == "Backfilling", "the backfill finished before the signal; the test proves nothing")
+        #expect(server.stop(signal: SIGTERM) == 0)
+
+        // The drained batch was committed: the file ends exactly at the checkpointed length.
+        let outputPath = server.fileRoot + "/risk/eu-large-orders.jsonl"
+        let checkpointData = try Data(contentsOf: URL(fileURLWithPath: server.dataDirectory + "/checkpoints/eu-large-orders.json"))
+        let checkpoint = try JSONSerialization.jsonObject(with: checkpointData) as! [String: Any]
+        let fileBytes = try FileManager.default.attributesOfItem(atPath: outputPath)[.size] as! Int
+        #expect(checkpoint["sinkPosition"] as? Int == fileBytes)
+        let rowsAtStop = try outputRows(outputPath)
+        #expect(rowsAtStop == Array(expected.prefix(rowsAtStop.count)))
+
+        try await server.start()
+        _ = try await server.waitForProduct("eu-large-orders") { $0.phase == "Live" }
+        #expect(try outputRows(outputPath) == expected)
         server.stop()
     }
 
