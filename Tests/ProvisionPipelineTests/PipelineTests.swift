@@ -140,6 +140,19 @@ private func order(_ index: Int, amount: Double, region: String = "EU", time: In
         #expect(lines.map { $0.contains("\"o-\(lines.firstIndex(of: $0)!)\"") }.allSatisfy { $0 })
     }
 
+    @Test func aFileRemovedBehindProvisionsBackIsRebuiltFromTheStart() async throws {
+        let directory = temporaryDirectory()
+        let checkpoints = try FileCheckpointStore(directory: directory + "/checkpoints")
+        let path = directory + "/a.jsonl"
+        let sink = FileSink(path: path, format: .jsonl, outputSchema: schema, product: "p", checkpoints: checkpoints)
+        _ = try await sink.open()
+        try await sink.write(rows(0..<2), checkpoint: Checkpoint(offsets: [0: 2], recordsWritten: 2))
+        try FileManager.default.removeItem(atPath: path)
+        let reopened = FileSink(path: path, format: .jsonl, outputSchema: schema, product: "p", checkpoints: checkpoints)
+        #expect(try await reopened.open() == nil)  // start over rather than pad the file
+        #expect(try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int == 0)
+    }
+
     @Test func writesCSVWithAHeaderAndQuoting() async throws {
         let directory = temporaryDirectory()
         let checkpoints = try FileCheckpointStore(directory: directory)

@@ -51,7 +51,13 @@ public final class FileSink: Sink, @unchecked Sendable {
         guard descriptor >= 0 else { throw posixFailure("cannot open \(path)") }
         var info = stat()
         guard fstat(descriptor, &info) == 0 else { throw posixFailure("cannot stat \(path)") }
-        let checkpoint = try checkpoints.load(product)
+        var checkpoint = try checkpoints.load(product)
+        if let committed = checkpoint, Int(info.st_size) < Int(committed.sinkPosition) {
+            // The file is shorter than what was committed: it was removed or cut outside
+            // Provision. Padding it would write garbage, so the output is rebuilt instead.
+            try checkpoints.remove(product)
+            checkpoint = nil
+        }
         let committedBytes = Int(checkpoint?.sinkPosition ?? 0)
         if Int(info.st_size) != committedBytes {
             // Bytes past the checkpoint were written by a batch whose checkpoint never landed:
