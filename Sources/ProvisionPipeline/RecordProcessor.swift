@@ -47,7 +47,7 @@ public struct RecordProcessor: Sendable {
     public func process(_ batch: RecordBatch, range: Range<Int>, partition: Int, now: TimestampMilliseconds) -> [Outcome] {
         var outcomes: [Outcome] = []
         outcomes.reserveCapacity(range.count)
-        var slots = [JSONValue?](repeating: nil, count: plan.slotNames.count)
+        var slots = [JSONValue?](repeating: nil, count: plan.slots.names.count)
         for index in range {
             for slot in slots.indices { slots[slot] = nil }
             outcomes.append(process(batch, index: index, partition: partition, now: now, slots: &slots))

@@ -11,8 +11,6 @@ public struct ProductPlan: Sendable {
     public let keyField: String?
     /// The top-level event fields the product reads; nothing else is decoded.
     public let slots: FieldSlots
-    /// `slots` as UTF-8, for matching keys without building Strings.
-    public let slotNames: JSONFieldNames
     /// The slot of the dataset's event-time field; always the first slot.
     public let timeSlot: Int?
     /// Slots below this one are all the filter (and the event time) needs, so an event the
@@ -89,7 +87,7 @@ public struct ProductPlan: Sendable {
         }
         return ProductPlan(product: product, dataset: dataset, filter: filter, projection: projection,
                            outputSchema: outputSchema, keyField: keyField, slots: slots,
-                           slotNames: JSONFieldNames(slots.names), timeSlot: timeSlot,
+                           timeSlot: timeSlot,
                            filterSlotCount: filterSlotCount, passthroughSlots: passthroughSlots)
     }
 }
