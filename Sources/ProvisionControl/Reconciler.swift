@@ -195,7 +195,7 @@ public actor Reconciler: Service {
     private func removeOutput(of spec: DataProductSpec, product: String, destroyFile: Bool) async {
         if destroyFile {
             do {
-                try await sinks.makeSink(for: spec, product: product, outputSchema: Schema()).destroy()
+                try await sinks.makeSink(for: spec, product: product, outputSchema: Schema(), keyField: spec.key).destroy()
             } catch {
                 logger.error("cannot remove output", metadata: ["product": "\(product)", "error": "\(error)"])
             }
@@ -250,7 +250,7 @@ public actor Reconciler: Service {
             status.deadLetterTopic = DeadLetters.topic(for: name)
         }
         save()
-        let sink = sinks.makeSink(for: stored.product.spec, product: name, outputSchema: plan.outputSchema)
+        let sink = sinks.makeSink(for: stored.product.spec, product: name, outputSchema: plan.outputSchema, keyField: plan.keyField)
         let pipeline = Pipeline(processor: processor, log: log, sink: sink, limits: configuration.pipelineLimits,
                                 logger: logger, clock: clock) { [weak self] progress in
             await self?.pipelineProgressed(name, build: build, progress)

@@ -1,3 +1,5 @@
+import Foundation
+import Logging
 import ProvisionModel
 import ProvisionPipeline
 import ProvisionSinks
@@ -6,24 +8,36 @@ import ProvisionSinks
 public struct SinkFactory: Sendable {
     public let fileRoot: String
     public let checkpoints: any CheckpointStore
+    /// Where `${env:NAME}` references in sink specs are resolved.
+    public let environment: [String: String]
+    public let logger: Logger
 
-    public init(fileRoot: String, checkpoints: any CheckpointStore) {
+    public init(fileRoot: String, checkpoints: any CheckpointStore,
+                environment: [String: String] = ProcessInfo.processInfo.environment, logger: Logger = Logger(label: "provision.sink"))
+    {
         self.fileRoot = fileRoot
         self.checkpoints = checkpoints
+        self.environment = environment
+        self.logger = logger
     }
 
-    public func makeSink(for spec: DataProductSpec, product: String, outputSchema: Schema) -> any Sink {
+    /// - Parameter keyField: the output field that identifies a record; table sinks need one.
+    public func makeSink(for spec: DataProductSpec, product: String, outputSchema: Schema, keyField: String?) -> any Sink {
         switch spec.sink {
         case .file(let file):
             return FileSink(path: resolve(file.path), format: file.format, outputSchema: outputSchema, product: product,
                             checkpoints: checkpoints)
+        case .postgres(let postgres):
+            return PostgresSink(spec: postgres, environment: environment, product: product, outputSchema: outputSchema,
+                                keyField: keyField ?? spec.key ?? "", logger: logger)
         }
     }
 
-    /// Where the output of `spec` lives, for status.
+    /// Where the output of `spec` lives, for status; never with a password.
     public func location(of spec: DataProductSpec) -> String {
         switch spec.sink {
         case .file(let file): return "file://\(resolve(file.path))"
+        case .postgres(let postgres): return "\(postgres.redactedURL) \(postgres.schema).\(postgres.table)"
         }
     }
 

@@ -41,7 +41,8 @@ public struct ProvisionServerRuntime: Sendable {
         let checkpoints = try FileCheckpointStore(directory: "\(options.dataDirectory)/checkpoints")
         let store = try FileControlStore(directory: "\(options.dataDirectory)/control")
         try FileManager.default.createDirectory(atPath: options.fileRoot, withIntermediateDirectories: true)
-        reconciler = try Reconciler(log: log, store: store, sinks: SinkFactory(fileRoot: options.fileRoot, checkpoints: checkpoints),
+        reconciler = try Reconciler(log: log, store: store,
+                                    sinks: SinkFactory(fileRoot: options.fileRoot, checkpoints: checkpoints, logger: logger),
                                     logger: logger)
     }
 

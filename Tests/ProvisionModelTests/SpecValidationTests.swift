@@ -123,7 +123,7 @@ private let invalidCases: [InvalidSpecCase] = [
           expected: "7:8: spec.key: key 'order_id' is not an output field"),
     .init(name: "unknown sink kind",
           yaml: product("  from: orders\n  sink: {s3: {bucket: x}}\n"),
-          expected: "6:10: spec.sink.s3: unknown sink 's3' (supported: file)"),
+          expected: "6:10: spec.sink.s3: unknown sink 's3' (supported: file, postgres)"),
     .init(name: "two sink kinds",
           yaml: product("  from: orders\n  sink: {file: {path: a.jsonl}, webhook: {url: x}}\n"),
           expected: "6:9: spec.sink: a sink has exactly one kind, found file, webhook"),
@@ -157,6 +157,15 @@ private let invalidCases: [InvalidSpecCase] = [
     .init(name: "string concatenation with plus",
           yaml: product("  from: orders\n  select: {label: region + order_id}\n" + validSink),
           expected: "6:26: spec.select.label: '+' does not join strings; use concat(a, b)"),
+    .init(name: "postgres sink without a key",
+          yaml: product("  from: orders\n  select: {id: order_id}\n  sink: {postgres: {url: \"${env:PG_URL}\", table: eu_orders}}\n"),
+          expected: "7:20: spec.sink.postgres: a table needs a primary key: set spec.key to an output field"),
+    .init(name: "postgres password in the spec",
+          yaml: product("  from: orders\n  key: order_id\n  sink: {postgres: {url: \"postgres://app:secret@db/x\", table: t}}\n"),
+          expected: "7:26: spec.sink.postgres.url: a password does not belong in a spec; use '${env:NAME}'"),
+    .init(name: "postgres table name",
+          yaml: product("  from: orders\n  key: order_id\n  sink: {postgres: {url: \"${env:PG}\", table: Orders}}\n"),
+          expected: "7:46: spec.sink.postgres.table: 'Orders' must be 1-63 lowercase letters, digits or '_', not starting with a digit"),
     .init(name: "invalid YAML",
           yaml: "apiVersion: provision/v1\nkind: Dataset\nmetadata: {name: x\nspec: {}\n",
           expected: "4:5: invalid YAML: did not find expected ',' or '}'"),
@@ -241,5 +250,25 @@ private let invalidCases: [InvalidSpecCase] = [
         retained.deletionPolicy = .delete
         #expect(base.changesOutput(comparedTo: filtered))
         #expect(!base.changesOutput(comparedTo: retained))
+    }
+}
+
+@Suite struct PostgresURLTests {
+    @Test func parsesTheParts() {
+        #expect(PostgresURL.parse("postgres://app:s%40cret@db.internal:6543/sales?sslmode=disable")
+            == PostgresURL.Parts(user: "app", password: "s@cret", host: "db.internal", port: 6543, database: "sales"))
+        #expect(PostgresURL.parse("postgresql://db")
+            == PostgresURL.Parts(user: "postgres", password: nil, host: "db", port: 5432, database: nil))
+        #expect(PostgresURL.parse("mysql://db") == nil)
+        #expect(PostgresURL.parse("postgres://db:notaport/x") == nil)
+    }
+
+    @Test func redactsThePasswordOnly() {
+        #expect(PostgresURL.redact("postgres://app:secret@db:5432/x") == "postgres://app:***@db:5432/x")
+        #expect(PostgresURL.redact("postgres://app@db/x") == "postgres://app@db/x")
+        #expect(PostgresURL.redact("${env:PG_URL}") == "${env:PG_URL}")
+        let spec = PostgresSinkSpec(url: "postgres://app:secret@db/x", table: "t")
+        let encoded = String(decoding: try! JSONEncoder().encode(spec), as: UTF8.self)
+        #expect(!encoded.contains("secret"))
     }
 }

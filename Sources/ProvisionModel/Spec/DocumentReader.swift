@@ -124,6 +124,18 @@ struct DocumentReader {
         return text
     }
 
+    /// Table and schema names: lowercase, so that they need no quoting in the reader's SQL.
+    private mutating func sqlIdentifier(_ node: Node?, at path: String) -> String? {
+        guard let text = string(node, at: path) else { return nil }
+        guard let first = text.first, first == "_" || (first.isASCII && first.isLowercase), text.count <= 63,
+            text.allSatisfy({ $0 == "_" || ($0.isASCII && ($0.isLowercase || $0.isNumber)) })
+        else {
+            fail(node, path, "'\(text)' must be 1-63 lowercase letters, digits or '_', not starting with a digit")
+            return nil
+        }
+        return text
+    }
+
     private mutating func identifier(_ node: Node?, at path: String) -> String? {
         guard let text = string(node, at: path) else { return nil }
         guard let first = text.first, first == "_" || first.isLetter,
@@ -402,7 +414,7 @@ struct DocumentReader {
     }
 
     private mutating func readSink(_ node: Node) -> SinkSpec? {
-        let known = SinkSpec.kinds + ["postgres", "elasticsearch", "webhook"]
+        let known = SinkSpec.kinds + ["elasticsearch", "webhook"]
         if case .mapping(let mapping) = node {
             var unknown = false
             for (keyNode, _) in mapping {
@@ -439,6 +451,30 @@ struct DocumentReader {
                 format = parsed
             }
             return .file(FileSinkSpec(path: path, format: format))
+        case "postgres":
+            guard let postgresFields = self.fields(of: sinkNode, at: "spec.sink.postgres", allowed: ["url", "table", "schema"]) else {
+                return nil
+            }
+            guard let urlNode = required(postgresFields, "url", in: sinkNode, at: "spec.sink.postgres"),
+                let url = string(urlNode, at: "spec.sink.postgres.url"),
+                let tableNode = required(postgresFields, "table", in: sinkNode, at: "spec.sink.postgres"),
+                let table = sqlIdentifier(tableNode, at: "spec.sink.postgres.table")
+            else { return nil }
+            let isReference = url.hasPrefix("${env:") && url.hasSuffix("}") && url.count > 7
+            guard isReference || PostgresURL.parse(url) != nil else {
+                fail(urlNode, "spec.sink.postgres.url", "expected '${env:NAME}' or a postgres:// URL")
+                return nil
+            }
+            if !isReference, PostgresURL.parse(url)?.password != nil {
+                fail(urlNode, "spec.sink.postgres.url", "a password does not belong in a spec; use '${env:NAME}'")
+                return nil
+            }
+            var schema = "public"
+            if let schemaNode = postgresFields["schema"] {
+                guard let parsed = sqlIdentifier(schemaNode, at: "spec.sink.postgres.schema") else { return nil }
+                schema = parsed
+            }
+            return .postgres(PostgresSinkSpec(url: url, table: table, schema: schema))
         default:
             fail(sinkNode, "spec.sink.\(kind)", "sink '\(kind)' is not supported by this server version (supported: \(SinkSpec.kinds.joined(separator: ", ")))")
             return nil

@@ -101,7 +101,10 @@ struct ProductValidator {
 
     func validate() -> [SpecError] {
         do {
-            _ = try ProductPlan.compile(product, datasets: datasets)
+            let plan = try ProductPlan.compile(product, datasets: datasets)
+            if case .postgres = product.spec.sink, plan.keyField == nil {
+                return [located("spec.sink.postgres", "a table needs a primary key: set spec.key to an output field")]
+            }
             return []
         } catch {
             switch error {

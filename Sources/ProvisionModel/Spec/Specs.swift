@@ -1,3 +1,5 @@
+import Foundation
+
 /// The kinds of document a spec file may hold.
 public enum SpecKind: String, Sendable, Codable, CaseIterable {
     case dataset = "Dataset"
@@ -171,27 +173,119 @@ public enum DeletionPolicy: String, Sendable, Equatable, Codable {
 /// Where a product's output goes. One case per sink kind.
 public enum SinkSpec: Sendable, Equatable, Codable {
     case file(FileSinkSpec)
+    case postgres(PostgresSinkSpec)
 
-    public static let kinds = ["file"]
+    public static let kinds = ["file", "postgres"]
 
     public var kind: String {
         switch self {
         case .file: return "file"
+        case .postgres: return "postgres"
         }
     }
 
-    private enum CodingKeys: String, CodingKey { case file }
+    private enum CodingKeys: String, CodingKey { case file, postgres }
 
     public init(from decoder: Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
-        self = .file(try container.decode(FileSinkSpec.self, forKey: .file))
+        if let postgres = try container.decodeIfPresent(PostgresSinkSpec.self, forKey: .postgres) {
+            self = .postgres(postgres)
+        } else {
+            self = .file(try container.decode(FileSinkSpec.self, forKey: .file))
+        }
     }
 
     public func encode(to encoder: Encoder) throws {
         var container = encoder.container(keyedBy: CodingKeys.self)
         switch self {
         case .file(let file): try container.encode(file, forKey: .file)
+        case .postgres(let postgres): try container.encode(postgres, forKey: .postgres)
         }
+    }
+}
+
+/// A table in a PostgreSQL database. The URL is either `${env:NAME}`, resolved by the server
+/// so that credentials never sit in a spec, or a `postgres://` URL.
+public struct PostgresSinkSpec: Sendable, Equatable, Codable {
+    public var url: String
+    public var table: String
+    public var schema: String
+
+    public init(url: String, table: String, schema: String = "public") {
+        self.url = url
+        self.table = table
+        self.schema = schema
+    }
+
+    /// The name of the environment variable the URL comes from, if it is a reference.
+    public var environmentVariable: String? {
+        guard url.hasPrefix("${env:"), url.hasSuffix("}") else { return nil }
+        return String(url.dropFirst(6).dropLast())
+    }
+
+    /// The URL as written, with any password replaced, for status, logs and API output.
+    public var redactedURL: String { PostgresURL.redact(url) }
+
+    public func encode(to encoder: Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(redactedURL == url ? url : redactedURL, forKey: .url)
+        try container.encode(table, forKey: .table)
+        try container.encode(schema, forKey: .schema)
+    }
+
+    private enum CodingKeys: String, CodingKey { case url, table, schema }
+}
+
+/// Parsing and redaction of `postgres://user:password@host:port/database` URLs.
+public enum PostgresURL {
+    public struct Parts: Sendable, Equatable {
+        public var user: String
+        public var password: String?
+        public var host: String
+        public var port: Int
+        public var database: String?
+    }
+
+    public static func parse(_ text: String) -> Parts? {
+        guard text.hasPrefix("postgres://") || text.hasPrefix("postgresql://") else { return nil }
+        var rest = Substring(text[text.range(of: "://")!.upperBound...])
+        if let query = rest.firstIndex(of: "?") { rest = rest[..<query] }
+        var userInfo: Substring = ""
+        if let at = rest.lastIndex(of: "@") {
+            userInfo = rest[..<at]
+            rest = rest[rest.index(after: at)...]
+        }
+        var database: String?
+        if let slash = rest.firstIndex(of: "/") {
+            let name = rest[rest.index(after: slash)...]
+            database = name.isEmpty ? nil : String(name).removingPercentEncoding
+            rest = rest[..<slash]
+        }
+        var host = String(rest), port = 5432
+        if let colon = rest.lastIndex(of: ":") {
+            guard let parsed = Int(rest[rest.index(after: colon)...]) else { return nil }
+            host = String(rest[..<colon])
+            port = parsed
+        }
+        guard !host.isEmpty else { return nil }
+        var user = "postgres", password: String?
+        if !userInfo.isEmpty {
+            if let colon = userInfo.firstIndex(of: ":") {
+                user = String(userInfo[..<colon]).removingPercentEncoding ?? ""
+                password = String(userInfo[userInfo.index(after: colon)...]).removingPercentEncoding
+            } else {
+                user = String(userInfo).removingPercentEncoding ?? ""
+            }
+        }
+        return Parts(user: user, password: password, host: host, port: port, database: database)
+    }
+
+    /// `postgres://app:secret@db:5432/x` → `postgres://app:***@db:5432/x`.
+    public static func redact(_ text: String) -> String {
+        guard let scheme = text.range(of: "://"), let at = text[scheme.upperBound...].lastIndex(of: "@") else { return text }
+        let userInfo = text[scheme.upperBound..<at]
+        guard let colon = userInfo.firstIndex(of: ":") else { return text }
+        return String(text[..<colon]) + ":***" + String(text[at...])
     }
 }
 

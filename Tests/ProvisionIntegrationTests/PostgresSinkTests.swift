@@ -1,0 +1,114 @@
+import Foundation
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The server `scripts/test` starts for these tests.
+let postgresURL = ProcessInfo.processInfo.environment["PROVISION_TEST_POSTGRES_URL"]
+
+/// Runs a query with psql and returns its rows, fields split on tabs.
+func psqlRows(_ sql: String) throws -> [[String]] {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    process.arguments = ["psql", postgresURL!, "-X", "-A", "-t", "-F", "\t", "-v", "ON_ERROR_STOP=1", "-c", sql]
+    let output = Pipe()
+    process.standardOutput = output
+    process.standardError = FileHandle.nullDevice
+    try process.run()
+    let data = output.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    guard process.terminationStatus == 0 else { throw Failure("psql failed for: \(sql)") }
+    return String(decoding: data, as: UTF8.self).split(separator: "\n").map { $0.split(separator: "\t", omittingEmptySubsequences: false).map(String.init) }
+}
+
+@Suite(.serialized, .enabled(if: postgresURL != nil, "needs the PostgreSQL server scripts/test starts"))
+struct PostgresSinkTests {
+    @Test func upsertsDeletesAndFiltersIntoATable() async throws {
+        let server = ServerProcess()
+        try await server.start()
+        defer { server.stop() }
+        let table = "orders_\(UUID().uuidString.prefix(8).lowercased())"
+
+        // Orders, then updates of some of them, then tombstones for others: as envelopes.
+        let orders = TestOrder.generate(count: 20_000, end: Date(), days: 30, seed: 21)
+        var lines: [String] = []
+        var events: [(id: String, order: TestOrder?)] = []
+        func add(_ order: TestOrder) {
+            lines.append(#"{"key":"\#(order.id)","value":\#(order.jsonLine),"time":"\#(TestOrder.formatter.string(from: order.placedAt))"}"#)
+            events.append((order.id, order))
+        }
+        orders.forEach(add)
+        for index in stride(from: 0, to: 20_000, by: 7) {
+            var update = orders[index]
+            update.amountCents += 250_000  // most of them now pass the filter
+            add(update)
+        }
+        for index in stride(from: 3, to: 20_000, by: 11) {
+            lines.append(#"{"key":"\#(orders[index].id)","value":null}"#)
+            events.append((orders[index].id, nil))
+        }
+        let input = server.dataDirectory + "-events.jsonl"
+        try lines.joined(separator: "\n").write(toFile: input, atomically: true, encoding: .utf8)
+        #expect(try server.ctl(["produce", "orders", "--file", input, "--format", "envelope"]).status == 0)
+
+        // Expected, independently: the last accepted version of each key, unless deleted later.
+        var expected: [String: TestOrder] = [:]
+        for event in events {
+            if let order = event.order {
+                if order.amount > 1000, order.region == "EU" { expected[event.id] = order }
+            } else {
+                expected[event.id] = nil
+            }
+        }
+
+        let spec = productSpec(backfill: "all").replacingOccurrences(
+            of: "  sink: {file: {path: risk/eu-large-orders.jsonl}}",
+            with: "  sink: {postgres: {url: \"${env:PROVISION_TEST_POSTGRES_URL}\", table: \(table)}}\n  deletionPolicy: Delete")
+        let applied = try server.ctl(["apply", "-f", try writeSpecs(catalogSpec, spec, to: server.dataDirectory + "-specs")])
+        #expect(applied.status == 0, "\(applied.errorOutput)")
+        let product = try await server.waitForProduct("eu-large-orders", timeout: .seconds(120)) {
+            $0.phase == "Live" && $0.lag == 0 && ($0.status["checkpoint"] as? [String: Any])?["0"] as? Int == events.count
+        }
+        #expect((product.status["output"] as? String)?.contains("public.\(table)") == true)
+
+        let rows = try psqlRows("SELECT order_id, amount::text, customer, to_char(placed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM \(table) ORDER BY order_id")
+        let wanted = expected.values.sorted { $0.id < $1.id }.map { order in
+            [order.id, String(order.amount), order.customer.uppercased(), TestOrder.formatter.string(from: order.placedAt)]
+        }
+        #expect(rows.count == wanted.count)
+        // numeric prints as written ("1234.50"); compare the numbers, not their text.
+        #expect(rows.map { [$0[0], Double($0[1]).map { String($0) } ?? $0[1], $0[2], $0[3]] } == wanted)
+        // The checkpoint is in the database, in the same transactions as the rows.
+        let checkpoint = try psqlRows("SELECT checkpoint->'offsets'->>'0' FROM provision_checkpoints WHERE product = 'eu-large-orders'")
+        #expect(checkpoint == [[String(events.count)]])
+
+        // Deleting the product with Delete drops the table.
+        #expect(try server.ctl(["delete", "product", "eu-large-orders"]).status == 0)
+        let deadline = ContinuousClock.now + .seconds(30)
+        while try psqlRows("SELECT count(*) FROM information_schema.tables WHERE table_name = '\(table)'") != [["0"]],
+            ContinuousClock.now < deadline
+        {
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(try psqlRows("SELECT count(*) FROM information_schema.tables WHERE table_name = '\(table)'") == [["0"]])
+    }
+
+    @Test func anIncompatibleTableStallsWithTheReasonAndIsNotAltered() async throws {
+        let server = ServerProcess()
+        try await server.start()
+        defer { server.stop() }
+        let table = "taken_\(UUID().uuidString.prefix(8).lowercased())"
+        _ = try psqlRows("CREATE TABLE \(table) (order_id integer PRIMARY KEY, note text)")
+        let spec = productSpec(backfill: "all").replacingOccurrences(
+            of: "  sink: {file: {path: risk/eu-large-orders.jsonl}}",
+            with: "  sink: {postgres: {url: \"${env:PROVISION_TEST_POSTGRES_URL}\", table: \(table)}}")
+        #expect(try server.ctl(["apply", "-f", try writeSpecs(catalogSpec, spec, to: server.dataDirectory + "-specs")]).status == 0)
+        let product = try await server.waitForProduct("eu-large-orders", timeout: .seconds(60)) { $0.phase == "Failed" }
+        let stalled = (product.status["conditions"] as? [[String: Any]])?.first { $0["type"] as? String == "Stalled" }
+        #expect(stalled?["status"] as? String == "True")
+        #expect(stalled?["reason"] as? String == "IncompatibleTable")
+        #expect((stalled?["message"] as? String)?.contains("Provision does not alter it") == true)
+        #expect(try psqlRows("SELECT column_name FROM information_schema.columns WHERE table_name = '\(table)' ORDER BY 1") == [["note"], ["order_id"]])
+    }
+}
