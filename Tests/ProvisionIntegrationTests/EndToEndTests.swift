@@ -89,6 +89,20 @@ func outputRows(_ path: String) throws -> [NSDictionary] {
     return try text.split(separator: "\n").map { try JSONSerialization.jsonObject(with: Data($0.utf8)) as! NSDictionary }
 }
 
+/// Writes orders straight into the embedded log of a server that is not running yet.
+func seedLog(_ server: ServerProcess, _ orders: [TestOrder]) async throws {
+    let log = try EmbeddedEventLog(directory: server.dataDirectory + "/log")
+    try await log.createTopic("orders", partitions: 1)
+    for chunk in stride(from: 0, to: orders.count, by: 50_000) {
+        let records = orders[chunk..<min(chunk + 50_000, orders.count)].map { order in
+            LogRecord(key: Array(order.id.utf8), value: Array(order.jsonLine.utf8),
+                      timestamp: Int64(order.placedAt.timeIntervalSince1970 * 1000))
+        }
+        try await log.append(records, to: TopicPartition(topic: "orders", partition: 0))
+    }
+}
+
+
 @Suite(.serialized) struct EndToEndTests {
     @Test func produceApplyBackfillThenFollowLive() async throws {
         let server = ServerProcess()
@@ -140,19 +154,6 @@ func outputRows(_ path: String) throws -> [NSDictionary] {
 
         // SIGTERM drains and exits 0.
         #expect(server.stop(signal: SIGTERM) == 0)
-    }
-
-    /// Writes orders straight into the embedded log of a server that is not running yet.
-    private func seedLog(_ server: ServerProcess, _ orders: [TestOrder]) async throws {
-        let log = try EmbeddedEventLog(directory: server.dataDirectory + "/log")
-        try await log.createTopic("orders", partitions: 1)
-        for chunk in stride(from: 0, to: orders.count, by: 50_000) {
-            let records = orders[chunk..<min(chunk + 50_000, orders.count)].map { order in
-                LogRecord(key: Array(order.id.utf8), value: Array(order.jsonLine.utf8),
-                          timestamp: Int64(order.placedAt.timeIntervalSince1970 * 1000))
-            }
-            try await log.append(records, to: TopicPartition(topic: "orders", partition: 0))
-        }
     }
 
     @Test func killedMidBackfillResumesWithExactlyTheExpectedLines() async throws {
