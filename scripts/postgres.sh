@@ -22,6 +22,9 @@ start_test_postgres() {
     -o "-p $port -k $PROVISION_TEST_POSTGRES_DIR -c listen_addresses=127.0.0.1" start >/dev/null
   PROVISION_TEST_POSTGRES_STOP=("${as[@]}" "$bin/pg_ctl" -D "$PROVISION_TEST_POSTGRES_DIR/data" -m fast stop)
   export PROVISION_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$port/postgres"
+  # What a test needs to stop and start this server itself (an outage test).
+  export PROVISION_TEST_POSTGRES_CTL="${as[*]} $bin/pg_ctl -D $PROVISION_TEST_POSTGRES_DIR/data -l $PROVISION_TEST_POSTGRES_DIR/server.log"
+  export PROVISION_TEST_POSTGRES_OPTIONS="-p $port -k $PROVISION_TEST_POSTGRES_DIR -c listen_addresses=127.0.0.1"
   echo "PostgreSQL for the tests at $PROVISION_TEST_POSTGRES_URL" >&2
 }
 

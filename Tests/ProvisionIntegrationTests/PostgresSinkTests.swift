@@ -124,6 +124,56 @@ struct PostgresSinkTests {
         server.stop()
     }
 
+    /// Stops or starts the test server with pg_ctl, as scripts/test describes it.
+    private func postgresControl(_ action: String) throws {
+        let environment = ProcessInfo.processInfo.environment
+        guard let control = environment["PROVISION_TEST_POSTGRES_CTL"], let options = environment["PROVISION_TEST_POSTGRES_OPTIONS"] else {
+            throw Failure("PROVISION_TEST_POSTGRES_CTL is not set")
+        }
+        let extra = action == "start" ? "-w -o '\(options)'" : "-m fast -w"
+        // system(3) rather than Process: Process.waitUntilExit missed the exit of pg_ctl run
+        // through runuser and waited forever.
+        let status = system("\(control) \(extra) \(action) >/dev/null 2>&1")
+        guard status == 0 else { throw Failure("pg_ctl \(action) failed with status \(status)") }
+    }
+
+    @Test func aPostgresOutageStallsAndRecoversWithNothingLost() async throws {
+        let server = ServerProcess()
+        try await server.start()
+        defer { server.stop() }
+        let table = "outage_\(UUID().uuidString.prefix(8).lowercased())"
+        let spec = productSpec(backfill: "all").replacingOccurrences(
+            of: "  sink: {file: {path: risk/eu-large-orders.jsonl}}",
+            with: "  sink: {postgres: {url: \"${env:PROVISION_TEST_POSTGRES_URL}\", table: \(table)}}")
+        #expect(try server.ctl(["apply", "-f", try writeSpecs(catalogSpec, spec, to: server.dataDirectory + "-specs")]).status == 0)
+        let first = TestOrder.generate(count: 5_000, end: Date(), days: 2, seed: 41)
+        let second = TestOrder.generate(count: 5_000, startIndex: 5_000, end: Date(), days: 1, seed: 42)
+        func produce(_ orders: [TestOrder]) throws {
+            let path = server.dataDirectory + "-\(orders[0].id).jsonl"
+            try orders.map(\.jsonLine).joined(separator: "\n").write(toFile: path, atomically: true, encoding: .utf8)
+            #expect(try server.ctl(["produce", "orders", "--file", path]).status == 0)
+        }
+        try produce(first)
+        _ = try await server.waitForProduct("eu-large-orders") { $0.phase == "Live" && ($0.status["checkpoint"] as? [String: Any])?["0"] as? Int == 5_000 }
+
+        try postgresControl("stop")
+        do {
+            try produce(second)
+            let stalled = try await server.waitForProduct("eu-large-orders", timeout: .seconds(60)) { $0.phase == "Failed" }
+            let condition = (stalled.status["conditions"] as? [[String: Any]])?.first { $0["type"] as? String == "Stalled" }
+            #expect(condition?["reason"] as? String == "SinkUnavailable")
+            #expect((condition?["message"] as? String)?.contains("${env:PROVISION_TEST_POSTGRES_URL}") == true)
+            try await Task.sleep(for: .seconds(10))
+        }
+        try postgresControl("start")
+
+        _ = try await server.waitForProduct("eu-large-orders", timeout: .seconds(120)) {
+            $0.phase == "Live" && ($0.status["checkpoint"] as? [String: Any])?["0"] as? Int == 10_000
+        }
+        let expected = (first + second).filter { $0.amount > 1000 && $0.region == "EU" }.map(\.id).sorted()
+        #expect(try psqlRows("SELECT order_id FROM \(table) ORDER BY order_id").map { $0[0] } == expected)
+    }
+
     @Test func anIncompatibleTableStallsWithTheReasonAndIsNotAltered() async throws {
         let server = ServerProcess()
         try await server.start()
