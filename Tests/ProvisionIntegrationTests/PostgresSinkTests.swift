@@ -80,7 +80,7 @@ struct PostgresSinkTests {
         // numeric prints as written ("1234.50"); compare the numbers, not their text.
         #expect(rows.map { [$0[0], Double($0[1]).map { String($0) } ?? $0[1], $0[2], $0[3]] } == wanted)
         // The checkpoint is in the database, in the same transactions as the rows.
-        let checkpoint = try psqlRows("SELECT checkpoint->'offsets'->>'0' FROM provision_checkpoints WHERE product = 'eu-large-orders'")
+        let checkpoint = try psqlRows("SELECT checkpoint->'offsets'->>'0' FROM provision_checkpoints WHERE output_table = 'public.\(table)'")
         #expect(checkpoint == [[String(events.count)]])
 
         // Deleting the product with Delete drops the table.
@@ -109,7 +109,7 @@ struct PostgresSinkTests {
         #expect(midway.phase == "Backfilling", "the backfill finished before the kill; the test proves nothing")
         server.stop(signal: SIGKILL)
         // What was committed is consistent: the rows are exactly those up to the checkpoint.
-        let committed = Int(try psqlRows("SELECT checkpoint->'offsets'->>'0' FROM provision_checkpoints WHERE product = 'eu-large-orders'").first?.first ?? "0") ?? 0
+        let committed = Int(try psqlRows("SELECT checkpoint->'offsets'->>'0' FROM provision_checkpoints WHERE output_table = 'public.\(table)'").first?.first ?? "0") ?? 0
         #expect(committed < orders.count)
         let committedExpected = orders.prefix(committed).filter { $0.amount > 1000 && $0.region == "EU" }.map(\.id).sorted()
         #expect(try psqlRows("SELECT order_id FROM \(table) ORDER BY order_id").map { $0[0] } == committedExpected)
@@ -119,7 +119,7 @@ struct PostgresSinkTests {
             $0.phase == "Live" && ($0.status["checkpoint"] as? [String: Any])?["0"] as? Int == orders.count
         }
         #expect(try psqlRows("SELECT order_id FROM \(table) ORDER BY order_id").map { $0[0] } == expected)
-        #expect(try psqlRows("SELECT checkpoint->'offsets'->>'0' FROM provision_checkpoints WHERE product = 'eu-large-orders'")
+        #expect(try psqlRows("SELECT checkpoint->'offsets'->>'0' FROM provision_checkpoints WHERE output_table = 'public.\(table)'")
             == [[String(orders.count)]])
         server.stop()
     }
@@ -131,10 +131,25 @@ struct PostgresSinkTests {
             throw Failure("PROVISION_TEST_POSTGRES_CTL is not set")
         }
         let extra = action == "start" ? "-w -o '\(options)'" : "-m fast -w"
-        // system(3) rather than Process: Process.waitUntilExit missed the exit of pg_ctl run
-        // through runuser and waited forever.
-        let status = system("\(control) \(extra) \(action) >/dev/null 2>&1")
+        let status = try runShell("\(control) \(extra) \(action) >/dev/null 2>&1")
         guard status == 0 else { throw Failure("pg_ctl \(action) failed with status \(status)") }
+    }
+
+    /// Runs a shell command with posix_spawn and waitpid. Foundation's Process missed the exit
+    /// of pg_ctl run through runuser and waited forever, and system(3) changes signal handling
+    /// for the whole test process while it runs.
+    private func runShell(_ command: String) throws -> Int32 {
+        var pid: pid_t = 0
+        let arguments = ["/bin/sh", "-c", command]
+        var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
+        defer { for pointer in argv { free(pointer) } }
+        let spawned = posix_spawn(&pid, "/bin/sh", nil, nil, &argv, environ)
+        guard spawned == 0 else { throw Failure("posix_spawn failed: \(spawned)") }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 {
+            guard errno == EINTR else { throw Failure("waitpid failed: \(errno)") }
+        }
+        return (status >> 8) & 0xFF
     }
 
     @Test func aPostgresOutageStallsAndRecoversWithNothingLost() async throws {

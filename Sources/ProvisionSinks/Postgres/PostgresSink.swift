@@ -65,12 +65,17 @@ public final class PostgresSink: Sink, @unchecked Sendable {
         try await run("CREATE SCHEMA IF NOT EXISTS \(quoted(spec.schema))", on: connection)
         try await run("""
             CREATE TABLE IF NOT EXISTS \(qualifiedCheckpoints) (
-              product text PRIMARY KEY, checkpoint jsonb NOT NULL, updated_at timestamptz NOT NULL DEFAULT now())
+              output_table text PRIMARY KEY, product text NOT NULL, checkpoint jsonb NOT NULL,
+              updated_at timestamptz NOT NULL DEFAULT now())
             """, on: connection)
-        try await provisionTable(on: connection)
+        if try await provisionTable(on: connection) {
+            // A new table starts from nothing, whatever an earlier table of that name reached.
+            try await connection.query(PostgresQuery(unsafeSQL: "DELETE FROM \(qualifiedCheckpoints) WHERE output_table = $1",
+                                                     binds: try bindings([.string(checkpointKey)])), logger: logger)
+        }
         let rows = try await connection.query(
-            PostgresQuery(unsafeSQL: "SELECT checkpoint::text FROM \(qualifiedCheckpoints) WHERE product = $1",
-                          binds: try bindings([.string(product)])),
+            PostgresQuery(unsafeSQL: "SELECT checkpoint::text FROM \(qualifiedCheckpoints) WHERE output_table = $1",
+                          binds: try bindings([.string(checkpointKey)])),
             logger: logger)
         for try await (text) in rows.decode(String.self) {
             return try JSONDecoder().decode(Checkpoint.self, from: Data(text.utf8))
@@ -101,9 +106,11 @@ public final class PostgresSink: Sink, @unchecked Sendable {
                 try await self.upsert(upserts, on: connection)
                 if !deletes.isEmpty { try await self.delete(deletes, on: connection) }
                 try await connection.query(PostgresQuery(unsafeSQL: """
-                    INSERT INTO \(self.qualifiedCheckpoints) (product, checkpoint) VALUES ($1, $2::jsonb)
-                    ON CONFLICT (product) DO UPDATE SET checkpoint = EXCLUDED.checkpoint, updated_at = now()
-                    """, binds: try self.bindings([.string(self.product), .string(checkpointJSON)])), logger: self.logger)
+                    INSERT INTO \(self.qualifiedCheckpoints) (output_table, product, checkpoint) VALUES ($1, $2, $3::jsonb)
+                    ON CONFLICT (output_table) DO UPDATE
+                    SET product = EXCLUDED.product, checkpoint = EXCLUDED.checkpoint, updated_at = now()
+                    """, binds: try self.bindings([.string(self.checkpointKey), .string(self.product), .string(checkpointJSON)])),
+                    logger: self.logger)
             }
         } catch {
             throw failure(error, doing: "write a batch")
@@ -121,24 +128,28 @@ public final class PostgresSink: Sink, @unchecked Sendable {
         let connection = try await connect()
         try await run("DROP TABLE IF EXISTS \(qualifiedTable)", on: connection)
         if try await tableExists(spec.schema, Self.checkpointTable, on: connection) {
-            try await connection.query(PostgresQuery(unsafeSQL: "DELETE FROM \(qualifiedCheckpoints) WHERE product = $1",
-                                                     binds: try bindings([.string(product)])), logger: logger)
+            try await connection.query(PostgresQuery(unsafeSQL: "DELETE FROM \(qualifiedCheckpoints) WHERE output_table = $1",
+                                                     binds: try bindings([.string(checkpointKey)])), logger: logger)
         }
         await close()
     }
 
     // MARK: Provisioning
 
-    /// Creates the table from the output schema, or adopts an existing one whose columns fit.
-    /// An incompatible table is reported, never altered.
-    private func provisionTable(on connection: PostgresConnection) async throws {
+    /// A checkpoint belongs to the table it describes: two products, or two servers, never
+    /// share one, and a table created anew never inherits one.
+    private var checkpointKey: String { "\(spec.schema).\(spec.table)" }
+
+    /// Creates the table from the output schema, or adopts an existing one whose columns fit;
+    /// returns true if it created it. An incompatible table is reported, never altered.
+    private func provisionTable(on connection: PostgresConnection) async throws -> Bool {
         let columns = try await existingColumns(on: connection)
         guard !columns.isEmpty else {
             var definitions = outputSchema.fields.map { "\(quoted($0.name)) \(Self.columnType($0.type))" }
             definitions.append("\(quoted(Self.offsetColumn)) bigint NOT NULL")
             definitions.append("PRIMARY KEY (\(quoted(keyField)))")
             try await run("CREATE TABLE IF NOT EXISTS \(qualifiedTable) (\(definitions.joined(separator: ", ")))", on: connection)
-            return
+            return true
         }
         var problems: [String] = []
         for field in outputSchema.fields {
@@ -154,6 +165,7 @@ public final class PostgresSink: Sink, @unchecked Sendable {
             throw SinkError(reason: "IncompatibleTable",
                             message: "\(spec.schema).\(spec.table) exists with another shape (\(problems.joined(separator: "; "))); Provision does not alter it")
         }
+        return false
     }
 
     private func existingColumns(on connection: PostgresConnection) async throws -> [String: String] {
