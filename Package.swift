@@ -95,7 +95,10 @@ let package = Package(
         ),
         .testTarget(
             name: "ProvisionIntegrationTests",
-            dependencies: ["ProvisionModel", "ProvisionLog"]
+            dependencies: [
+                "ProvisionModel", "ProvisionLog", "ProvisionPipeline", "ProvisionSinks",
+                .product(name: "Logging", package: "swift-log"),
+            ]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -1,4 +1,8 @@
 import Foundation
+import Logging
+import ProvisionModel
+import ProvisionPipeline
+import ProvisionSinks
 import Testing
 #if canImport(Glibc)
 import Glibc
@@ -122,6 +126,27 @@ struct PostgresSinkTests {
         #expect(try psqlRows("SELECT checkpoint->'offsets'->>'0' FROM provision_checkpoints WHERE output_table = 'public.\(table)'")
             == [[String(orders.count)]])
         server.stop()
+    }
+
+    @Test func aStaleWriteDoesNotOverwriteANewerRow() async throws {
+        let table = "stale_\(UUID().uuidString.prefix(8).lowercased())"
+        let schema = Schema(fields: [.init(name: "id", type: .string), .init(name: "amount", type: .decimal)])
+        let sink = PostgresSink(spec: PostgresSinkSpec(url: "${env:PROVISION_TEST_POSTGRES_URL}", table: table),
+                                environment: ProcessInfo.processInfo.environment, product: "stale", outputSchema: schema,
+                                keyField: "id", logger: Logger(label: "test"))
+        func row(_ amount: Double, offset: Int64) -> OutputRecord {
+            OutputRecord(key: .string("k"), body: .row([.string("k"), .decimal(amount)]), partition: 0, offset: offset, eventTime: 0)
+        }
+        #expect(try await sink.open() == nil)
+        try await sink.write([row(10, offset: 10)], checkpoint: Checkpoint(offsets: [0: 11]))
+        // A replay of an older position, as after a restore from an old checkpoint, must lose.
+        try await sink.write([row(5, offset: 5)], checkpoint: Checkpoint(offsets: [0: 11]))
+        #expect(try psqlRows("SELECT amount::float8::text, _provision_offset FROM \(table)") == [["10", "10"]])
+        try await sink.write([row(11, offset: 11)], checkpoint: Checkpoint(offsets: [0: 12]))
+        #expect(try psqlRows("SELECT amount::float8::text, _provision_offset FROM \(table)") == [["11", "11"]])
+        #expect(try await sink.open()?.offsets == [0: 12])
+        try await sink.destroy()
+        #expect(try psqlRows("SELECT count(*) FROM information_schema.tables WHERE table_name = '\(table)'") == [["0"]])
     }
 
     /// Stops or starts the test server with pg_ctl, as scripts/test describes it.
