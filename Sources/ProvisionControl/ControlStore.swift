@@ -19,6 +19,8 @@ public struct StoredProduct: Sendable, Equatable, Codable {
     public var build: Int
     /// When the current build began; `since` is measured from here, so restarts do not move it.
     public var buildStartedAt: TimestampMilliseconds
+    /// How the current build relates to the output of the previous one (nil: fresh).
+    public var buildKind: SinkBuild.Kind? = nil
     public var status: ProductStatus
     /// Set while the product is being deleted, so a crash mid-delete finishes the job on restart.
     public var deleting: Bool

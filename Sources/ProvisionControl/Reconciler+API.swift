@@ -38,18 +38,14 @@ extension Reconciler {
                         changes.append(PlannedChange(kind: .dataProduct, name: product.name, action: .unchanged))
                         continue
                     }
-                    let rebuild = existing.product.spec.changesOutput(comparedTo: product.spec)
-                    if rebuild {
-                        existing.pendingCleanup = existing.pendingCleanup ?? existing.product.spec
-                        existing.build += 1
-                        existing.buildStartedAt = now
-                        existing.status = ProductStatus(observedGeneration: existing.status.observedGeneration)
-                    }
+                    let change = existing.product.spec.outputChange(to: product.spec)
+                    let rebuild = change != .none
+                    if rebuild { beginBuild(of: &existing, as: product.spec, change: change, now: now) }
                     existing.product = product
                     existing.generation += 1
                     next.products[product.name] = existing
                     changes.append(PlannedChange(kind: .dataProduct, name: product.name, action: rebuild ? .updateRebuild : .update,
-                                                 detail: rebuild ? "the output changes; it is rebuilt from the start of the backfill" : nil))
+                                                 detail: rebuild ? rebuildDetail(existing) : nil))
                 } else {
                     next.products[product.name] = StoredProduct(product: product, generation: 1, createdAt: now, build: 1,
                                                                 buildStartedAt: now, status: ProductStatus(), deleting: false,
@@ -103,16 +99,40 @@ extension Reconciler {
             }
             let index = changes.firstIndex { $0.kind == .dataProduct && $0.name == name }
             if let index, [.create, .updateRebuild].contains(changes[index].action) { continue }
-            stored.pendingCleanup = stored.pendingCleanup ?? stored.product.spec
-            stored.build += 1
-            stored.buildStartedAt = now
-            stored.status = ProductStatus(observedGeneration: stored.status.observedGeneration)
+            beginBuild(of: &stored, as: stored.product.spec, change: .rebuild, now: now)
             next.products[name] = stored
             let change = PlannedChange(kind: .dataProduct, name: name, action: .updateRebuild,
                                        detail: "dataset '\(dataset)' changed; the output is rebuilt from the start of the backfill")
             if let index { changes[index] = change } else { changes.append(change) }
         }
         if !errors.isEmpty { throw ApplyRejected(errors: errors) }
+    }
+
+    /// Starts a new build of a product's output. Sinks that can build beside the current
+    /// output (or extend it) keep it serving until the new build has caught up; others
+    /// remove it first.
+    private func beginBuild(of stored: inout StoredProduct, as spec: DataProductSpec, change: OutputChange,
+                            now: TimestampMilliseconds)
+    {
+        let sameOutput = sinkLocation(of: stored.product.spec) == sinkLocation(of: spec)
+        if sameOutput, rebuildsInPlace(spec), stored.pendingCleanup == nil {
+            stored.buildKind = change == .addsFields ? .widening : .replacement
+        } else {
+            stored.pendingCleanup = stored.pendingCleanup ?? stored.product.spec
+            stored.buildKind = .fresh
+        }
+        // An extension refills the rows already there, so its window must not move.
+        if stored.buildKind != .widening { stored.buildStartedAt = now }
+        stored.build += 1
+        stored.status = ProductStatus(observedGeneration: stored.status.observedGeneration)
+    }
+
+    private func rebuildDetail(_ stored: StoredProduct) -> String {
+        switch stored.buildKind ?? .fresh {
+        case .fresh: return "the output changes; it is rebuilt from the start of the backfill"
+        case .replacement: return "the output changes; a new one is built beside it from the start of the backfill and swapped in when it has caught up"
+        case .widening: return "the output gains fields; they are added and filled from the start of the backfill"
+        }
     }
 
     /// Two products writing one output would corrupt each other: each output belongs to one

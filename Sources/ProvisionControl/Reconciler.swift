@@ -131,6 +131,10 @@ public actor Reconciler: Service {
         sinks.location(of: spec)
     }
 
+    nonisolated func rebuildsInPlace(_ spec: DataProductSpec) -> Bool {
+        sinks.rebuildsInPlace(spec)
+    }
+
     func requestReconcile(_ name: String) {
         requestContinuation.yield(name)
     }
@@ -192,13 +196,13 @@ public actor Reconciler: Service {
         start(stored)
     }
 
+    /// Destroys an output, or detaches it (it stays, unmaintained).
     private func removeOutput(of spec: DataProductSpec, product: String, destroyFile: Bool) async {
-        if destroyFile {
-            do {
-                try await sinks.makeSink(for: spec, product: product, outputSchema: Schema(), keyField: spec.key).destroy()
-            } catch {
-                logger.error("cannot remove output", metadata: ["product": "\(product)", "error": "\(error)"])
-            }
+        let sink = sinks.makeSink(for: spec, product: product, outputSchema: Schema(), keyField: spec.key)
+        do {
+            if destroyFile { try await sink.destroy() } else { try await sink.detach() }
+        } catch {
+            logger.error("cannot remove output", metadata: ["product": "\(product)", "error": "\(error)"])
         }
         try? sinks.checkpoints.remove(product)
     }
@@ -250,7 +254,8 @@ public actor Reconciler: Service {
             status.deadLetterTopic = DeadLetters.topic(for: name)
         }
         save()
-        let sink = sinks.makeSink(for: stored.product.spec, product: name, outputSchema: plan.outputSchema, keyField: plan.keyField)
+        let sink = sinks.makeSink(for: stored.product.spec, product: name, outputSchema: plan.outputSchema, keyField: plan.keyField,
+                                  build: SinkBuild(number: stored.build, kind: stored.buildKind ?? .fresh))
         let pipeline = Pipeline(processor: processor, log: log, sink: sink, limits: configuration.pipelineLimits,
                                 logger: logger, clock: clock) { [weak self] progress in
             await self?.pipelineProgressed(name, build: build, progress)

@@ -22,14 +22,24 @@ public struct SinkFactory: Sendable {
     }
 
     /// - Parameter keyField: the output field that identifies a record; table sinks need one.
-    public func makeSink(for spec: DataProductSpec, product: String, outputSchema: Schema, keyField: String?) -> any Sink {
+    public func makeSink(for spec: DataProductSpec, product: String, outputSchema: Schema, keyField: String?,
+                         build: SinkBuild = SinkBuild(number: 1, kind: .fresh)) -> any Sink {
         switch spec.sink {
         case .file(let file):
             return FileSink(path: resolve(file.path), format: file.format, outputSchema: outputSchema, product: product,
                             checkpoints: checkpoints)
         case .postgres(let postgres):
             return PostgresSink(spec: postgres, environment: environment, product: product, outputSchema: outputSchema,
-                                keyField: keyField ?? spec.key ?? "", logger: logger)
+                                keyField: keyField ?? spec.key ?? "", build: build, logger: logger)
+        }
+    }
+
+    /// True when the sink builds a changed output beside the current one and swaps it in
+    /// (or extends it in place), so the old output must not be removed first.
+    public func rebuildsInPlace(_ spec: DataProductSpec) -> Bool {
+        switch spec.sink {
+        case .file: return false
+        case .postgres: return true
         }
     }
 

@@ -80,6 +80,16 @@ public struct RecordBatch: Sendable {
         entries[index].value.map { Array(bytes[$0]) }
     }
 
+    /// The index of the record at `offset` (entries are in offset order), or nil.
+    public func index(ofOffset offset: Int64) -> Int? {
+        var low = 0, high = entries.count
+        while low < high {
+            let middle = (low + high) / 2
+            if entries[middle].offset < offset { low = middle + 1 } else { high = middle }
+        }
+        return low < entries.count && entries[low].offset == offset ? low : nil
+    }
+
     /// The record with its own copies of key, value and headers.
     public func record(at index: Int) -> StoredRecord {
         let entry = entries[index]

@@ -65,8 +65,21 @@ public struct Pipeline: Sendable {
     private var product: String { processor.plan.product.name }
     private var sourceTopic: String { processor.plan.dataset.spec.topic }
 
+    /// A batch read and processed, waiting to be written.
+    private struct ProcessedBatch: Sendable {
+        var source: TopicPartition
+        var batch: RecordBatch
+        var outputs: [OutputRecord]
+        var deadLetters: [LogRecord]
+        var lastOffset: Int64
+    }
+
     /// Runs until cancelled. Throws when the sink or the log fails; the caller retries with
     /// backoff, and the next run resumes from the committed checkpoint.
+    ///
+    /// The next batch is read and processed while the sink writes the current one, so the
+    /// destination and the processing cores work side by side; writes and their checkpoints
+    /// stay strictly in order.
     public func run() async throws {
         try await log.createTopic(sourceTopic, partitions: 1)
         let partitionCount = try await log.partitionCount(of: sourceTopic) ?? 1
@@ -82,18 +95,30 @@ public struct Pipeline: Sendable {
         logger.info("pipeline started", metadata: ["product": "\(product)", "sink": "\(sink.location)",
                                                    "from": "\(checkpoint.offsets)", "liveBoundary": "\(liveBoundary)"])
         var caughtUp = liveBoundary.allSatisfy { checkpoint.offsets[$0.key]! >= $0.value }
+        if caughtUp { try await sink.promote() }
         await report(PipelineProgress(checkpoint: checkpoint, endOffsets: liveBoundary, caughtUp: caughtUp))
         defer { logger.info("pipeline stopped", metadata: ["product": "\(product)"]) }
 
+        var readPositions = checkpoint.offsets
+        var nextPartition = 0
+        var prefetch: Task<ProcessedBatch?, Error>?
+        defer { prefetch?.cancel() }
         while !Task.isCancelled {
-            var wroteSomething = false
-            for partition in 0..<partitionCount {
-                let source = TopicPartition(topic: sourceTopic, partition: partition)
-                let batch = try await log.readBatch(source, from: checkpoint.offsets[partition]!,
-                                                    maxRecords: limits.batchRecordsMax, maxBytes: limits.batchBytesMax)
-                guard let last = batch.entries.last else { continue }
-                try await process(batch, from: source, through: last.offset, checkpoint: &checkpoint)
-                wroteSomething = true
+            let processed: ProcessedBatch?
+            if let pending = prefetch {
+                prefetch = nil
+                processed = try await pending.value
+            } else {
+                processed = try await readAndProcess(from: readPositions, partitionCount: partitionCount, startingAt: nextPartition)
+            }
+            if let processed {
+                readPositions[processed.source.partition] = processed.lastOffset + 1
+                nextPartition = (processed.source.partition + 1) % partitionCount
+                let positions = readPositions, partition = nextPartition
+                prefetch = Task {
+                    try await readAndProcess(from: positions, partitionCount: partitionCount, startingAt: partition)
+                }
+                try await commit(processed, checkpoint: &checkpoint)
             }
             var endOffsets: [Int: Int64] = [:]
             for partition in 0..<partitionCount {
@@ -101,17 +126,46 @@ public struct Pipeline: Sendable {
             }
             if !caughtUp {
                 caughtUp = liveBoundary.allSatisfy { checkpoint.offsets[$0.key]! >= $0.value }
+                if caughtUp { try await sink.promote() }
             }
             await report(PipelineProgress(checkpoint: checkpoint, endOffsets: endOffsets, caughtUp: caughtUp))
-            if !wroteSomething {
+            if processed == nil {
                 // Caught up with the log: wait for an append (no polling), or report again after
                 // idleWait. The embedded log has one partition per topic; waiting on several
                 // comes with the Kafka-backed log.
                 let source = TopicPartition(topic: sourceTopic, partition: 0)
-                try await log.waitForRecords(in: source, at: checkpoint.offsets[0]!, timeout: limits.idleWait)
+                try await log.waitForRecords(in: source, at: readPositions[0]!, timeout: limits.idleWait)
             }
         }
         await sink.close()
+    }
+
+    /// Reads the next batch from the first partition, in rotation, that has records, and
+    /// processes it; nil when every partition is at its end.
+    private func readAndProcess(from positions: [Int: Int64], partitionCount: Int, startingAt first: Int) async throws
+        -> ProcessedBatch?
+    {
+        for step in 0..<partitionCount {
+            let partition = (first + step) % partitionCount
+            let source = TopicPartition(topic: sourceTopic, partition: partition)
+            let batch = try await log.readBatch(source, from: positions[partition]!,
+                                                maxRecords: limits.batchRecordsMax, maxBytes: limits.batchBytesMax)
+            guard let last = batch.entries.last else { continue }
+            let outcomes = await processInParallel(batch, partition: partition, now: clock())
+            var outputs: [OutputRecord] = []
+            outputs.reserveCapacity(batch.count)
+            var deadLetters: [LogRecord] = []
+            for (index, outcome) in outcomes.enumerated() {
+                switch outcome {
+                case .output(let output): outputs.append(output)
+                case .skipped: continue
+                case .deadLetter(let reason):
+                    deadLetters.append(DeadLetters.record(for: batch.record(at: index), from: source, reason: reason))
+                }
+            }
+            return ProcessedBatch(source: source, batch: batch, outputs: outputs, deadLetters: deadLetters, lastOffset: last.offset)
+        }
+        return nil
     }
 
     /// Processing is pure, so a large batch is split across the cores and put back in order.
@@ -144,32 +198,33 @@ public struct Pipeline: Sendable {
         return try await log.startOffset(of: source)
     }
 
-    private func process(_ batch: RecordBatch, from source: TopicPartition, through lastOffset: Int64,
-                         checkpoint: inout Checkpoint) async throws
-    {
-        let now = clock()
-        let outcomes = await processInParallel(batch, partition: source.partition, now: now)
-        var outputs: [OutputRecord] = []
-        outputs.reserveCapacity(batch.count)
-        var deadLetters: [LogRecord] = []
-        for (index, outcome) in outcomes.enumerated() {
-            switch outcome {
-            case .output(let output): outputs.append(output)
-            case .skipped: continue
-            case .deadLetter(let reason):
-                deadLetters.append(DeadLetters.record(for: batch.record(at: index), from: source, reason: reason))
-            }
-        }
-        if !deadLetters.isEmpty {
+    /// Writes a processed batch and its checkpoint; dead letters are durable first.
+    private func commit(_ processed: ProcessedBatch, checkpoint: inout Checkpoint) async throws {
+        if !processed.deadLetters.isEmpty {
             // Dead letters are durable before the checkpoint passes them: none is lost, and a
             // replay after a crash may repeat some (at least once).
-            let topic = DeadLetters.topic(for: product)
-            try await log.createTopic(topic, partitions: 1)
-            try await log.append(deadLetters, to: TopicPartition(topic: topic, partition: 0))
+            try await appendDeadLetters(processed.deadLetters)
         }
-        checkpoint.offsets[source.partition] = lastOffset + 1
-        checkpoint.recordsWritten += Int64(outputs.count)
-        checkpoint.deadLettered += Int64(deadLetters.count)
-        try await sink.write(outputs, checkpoint: checkpoint)
+        var next = checkpoint
+        next.offsets[processed.source.partition] = processed.lastOffset + 1
+        next.recordsWritten += Int64(processed.outputs.count)
+        next.deadLettered += Int64(processed.deadLetters.count)
+        let source = processed.source, batch = processed.batch
+        let sinkBatch = SinkBatch(records: processed.outputs, checkpoint: next) { [self] rejections in
+            try await appendDeadLetters(rejections.compactMap { rejection in
+                guard rejection.partition == source.partition, let index = batch.index(ofOffset: rejection.offset) else {
+                    return nil
+                }
+                return DeadLetters.record(for: batch.record(at: index), from: source, reason: rejection.reason)
+            })
+        }
+        checkpoint = try await sink.write(sinkBatch)
+    }
+
+    private func appendDeadLetters(_ records: [LogRecord]) async throws {
+        guard !records.isEmpty else { return }
+        let topic = DeadLetters.topic(for: product)
+        try await log.createTopic(topic, partitions: 1)
+        try await log.append(records, to: TopicPartition(topic: topic, partition: 0))
     }
 }

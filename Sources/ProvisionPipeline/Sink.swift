@@ -27,6 +27,70 @@ public struct OutputRecord: Sendable {
     }
 }
 
+/// Which build of a product's output a sink writes. A product is built again from its
+/// history when its output changes; sinks that can build the new output beside the one
+/// readers use (a table, an index behind an alias) swap it in when it has caught up.
+public struct SinkBuild: Sendable, Equatable {
+    public enum Kind: String, Sendable, Equatable, Codable {
+        /// The output is new, or its old contents were removed first.
+        case fresh
+        /// The output changes shape: build it beside the current one, then swap.
+        case replacement
+        /// The output only gains fields: keep it, add them, and fill them from history.
+        case widening
+    }
+
+    /// Increases with every rebuild of the product's output.
+    public var number: Int
+    public var kind: Kind
+
+    public init(number: Int, kind: Kind) {
+        self.number = number
+        self.kind = kind
+    }
+}
+
+/// A record the destination refused (a value out of range, a mapping conflict): it goes to
+/// the product's dead-letter topic with the destination's own words, and the rest proceed.
+public struct SinkRejection: Sendable, Equatable {
+    public var partition: Int
+    public var offset: Int64
+    public var reason: String
+
+    public init(partition: Int, offset: Int64, reason: String) {
+        self.partition = partition
+        self.offset = offset
+        self.reason = reason
+    }
+}
+
+/// One batch for a sink: the records, the checkpoint to commit with them, and where to send
+/// the records the destination refuses.
+public struct SinkBatch: Sendable {
+    public var records: [OutputRecord]
+    public var checkpoint: Checkpoint
+    /// Makes rejected records durable in the dead-letter topic. A sink calls it before it
+    /// commits the checkpoint that passes them, so none is lost (a crash in between
+    /// dead-letters them again: at least once).
+    public var deadLetter: @Sendable ([SinkRejection]) async throws -> Void
+
+    public init(records: [OutputRecord], checkpoint: Checkpoint,
+                deadLetter: @escaping @Sendable ([SinkRejection]) async throws -> Void)
+    {
+        self.records = records
+        self.checkpoint = checkpoint
+        self.deadLetter = deadLetter
+    }
+
+    /// The checkpoint to commit once `rejected` records went to the dead-letter topic.
+    public func checkpoint(rejecting rejected: Int) -> Checkpoint {
+        var committed = checkpoint
+        committed.recordsWritten -= Int64(rejected)
+        committed.deadLettered += Int64(rejected)
+        return committed
+    }
+}
+
 /// A destination for a product's output. Every sink (file, PostgreSQL, Elasticsearch,
 /// webhook) implements this one protocol; the pipeline knows no other.
 ///
@@ -41,14 +105,28 @@ public protocol Sink: Sendable {
     /// the output is new).
     func open() async throws -> Checkpoint?
 
-    /// Writes the records and commits `checkpoint` with them.
-    func write(_ records: [OutputRecord], checkpoint: Checkpoint) async throws
+    /// Writes the records and commits the batch's checkpoint with them; returns the
+    /// checkpoint committed (its counts include records the destination refused).
+    func write(_ batch: SinkBatch) async throws -> Checkpoint
+
+    /// Called each time the pipeline has caught up with the log: a build written beside the
+    /// output readers use takes its place here, atomically. Idempotent.
+    func promote() async throws
 
     func close() async
+
+    /// The product is deleted with `Retain`: the output stays as it is, but it is no longer
+    /// maintained, and a product that takes it over later starts from the beginning.
+    func detach() async throws
 
     /// Removes the output and its checkpoint: the product was deleted with `Delete`, or its
     /// output is rebuilt from scratch.
     func destroy() async throws
+}
+
+extension Sink {
+    public func promote() async throws {}
+    public func detach() async throws {}
 }
 
 /// A sink failure with a reason fit for status (`SinkUnavailable`, `OutputConflict`…).

@@ -84,7 +84,7 @@ struct PostgresSinkTests {
         // numeric prints as written ("1234.50"); compare the numbers, not their text.
         #expect(rows.map { [$0[0], Double($0[1]).map { String($0) } ?? $0[1], $0[2], $0[3]] } == wanted)
         // The checkpoint is in the database, in the same transactions as the rows.
-        let checkpoint = try psqlRows("SELECT checkpoint->'offsets'->>'0' FROM provision_checkpoints WHERE output_table = 'public.\(table)'")
+        let checkpoint = try psqlRows("SELECT checkpoint->'offsets'->>'0' FROM provision_checkpoints WHERE output_table = '\(table)'")
         #expect(checkpoint == [[String(events.count)]])
 
         // Deleting the product with Delete drops the table.
@@ -113,7 +113,7 @@ struct PostgresSinkTests {
         #expect(midway.phase == "Backfilling", "the backfill finished before the kill; the test proves nothing")
         server.stop(signal: SIGKILL)
         // What was committed is consistent: the rows are exactly those up to the checkpoint.
-        let committed = Int(try psqlRows("SELECT checkpoint->'offsets'->>'0' FROM provision_checkpoints WHERE output_table = 'public.\(table)'").first?.first ?? "0") ?? 0
+        let committed = Int(try psqlRows("SELECT checkpoint->'offsets'->>'0' FROM provision_checkpoints WHERE output_table = '\(table)'").first?.first ?? "0") ?? 0
         #expect(committed < orders.count)
         let committedExpected = orders.prefix(committed).filter { $0.amount > 1000 && $0.region == "EU" }.map(\.id).sorted()
         #expect(try psqlRows("SELECT order_id FROM \(table) ORDER BY order_id").map { $0[0] } == committedExpected)
@@ -123,7 +123,7 @@ struct PostgresSinkTests {
             $0.phase == "Live" && ($0.status["checkpoint"] as? [String: Any])?["0"] as? Int == orders.count
         }
         #expect(try psqlRows("SELECT order_id FROM \(table) ORDER BY order_id").map { $0[0] } == expected)
-        #expect(try psqlRows("SELECT checkpoint->'offsets'->>'0' FROM provision_checkpoints WHERE output_table = 'public.\(table)'")
+        #expect(try psqlRows("SELECT checkpoint->'offsets'->>'0' FROM provision_checkpoints WHERE output_table = '\(table)'")
             == [[String(orders.count)]])
         server.stop()
     }
@@ -230,5 +230,15 @@ struct PostgresSinkTests {
         #expect(stalled?["reason"] as? String == "IncompatibleTable")
         #expect((stalled?["message"] as? String)?.contains("Provision does not alter it") == true)
         #expect(try psqlRows("SELECT column_name FROM information_schema.columns WHERE table_name = '\(table)' ORDER BY 1") == [["note"], ["order_id"]])
+    }
+}
+
+extension Sink {
+    /// Writes a batch whose records the destination may not refuse.
+    @discardableResult
+    func write(_ records: [OutputRecord], checkpoint: Checkpoint) async throws -> Checkpoint {
+        try await write(SinkBatch(records: records, checkpoint: checkpoint) { rejections in
+            Issue.record("unexpected rejections: \(rejections)")
+        })
     }
 }

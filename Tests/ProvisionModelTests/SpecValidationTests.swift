@@ -248,15 +248,34 @@ private let invalidCases: [InvalidSpecCase] = [
         filtered.filter = "amount > 2"
         var retained = base
         retained.deletionPolicy = .delete
-        #expect(base.changesOutput(comparedTo: filtered))
-        #expect(!base.changesOutput(comparedTo: retained))
+        #expect(base.outputChange(to: filtered) == .rebuild)
+        #expect(base.outputChange(to: retained) == .none)
+    }
+
+    @Test func onlyNewSelectFieldsExtendTheOutput() {
+        let id = SelectField(name: "id", expression: "id"), amount = SelectField(name: "amount", expression: "amount")
+        let base = DataProductSpec(from: "orders", select: [id, amount], key: "id",
+                                   sink: .file(.init(path: "a.jsonl", format: .jsonl)))
+        var added = base
+        added.select = [id, SelectField(name: "country", expression: "country"), amount]
+        var retyped = base
+        retyped.select = [id, SelectField(name: "amount", expression: "amount * 100")]
+        var addedAndFiltered = added
+        addedAndFiltered.filter = "amount > 1"
+        var removed = base
+        removed.select = [id]
+        #expect(base.outputChange(to: added) == .addsFields)
+        #expect(base.outputChange(to: retyped) == .rebuild)
+        #expect(base.outputChange(to: addedAndFiltered) == .rebuild)
+        #expect(base.outputChange(to: removed) == .rebuild)
     }
 }
 
 @Suite struct PostgresURLTests {
     @Test func parsesTheParts() {
         #expect(PostgresURL.parse("postgres://app:s%40cret@db.internal:6543/sales?sslmode=disable")
-            == PostgresURL.Parts(user: "app", password: "s@cret", host: "db.internal", port: 6543, database: "sales"))
+            == PostgresURL.Parts(user: "app", password: "s@cret", host: "db.internal", port: 6543, database: "sales",
+                                 sslMode: "disable"))
         #expect(PostgresURL.parse("postgresql://db")
             == PostgresURL.Parts(user: "postgres", password: nil, host: "db", port: 5432, database: nil))
         #expect(PostgresURL.parse("mysql://db") == nil)

@@ -235,3 +235,13 @@ actor ProgressRecorder {
         throw CancellationError()
     }
 }
+
+extension Sink {
+    /// Writes a batch whose records the destination may not refuse.
+    @discardableResult
+    func write(_ records: [OutputRecord], checkpoint: Checkpoint) async throws -> Checkpoint {
+        try await write(SinkBatch(records: records, checkpoint: checkpoint) { rejections in
+            Issue.record("unexpected rejections: \(rejections)")
+        })
+    }
+}

@@ -91,11 +91,29 @@ public struct DataProductSpec: Sendable, Equatable, Codable {
         case from, backfill, filter = "where", select, key, sink, deletionPolicy
     }
 
-    /// True when `other` writes different output, so the output must be rebuilt from scratch.
-    public func changesOutput(comparedTo other: DataProductSpec) -> Bool {
-        from != other.from || backfill != other.backfill || filter != other.filter || select != other.select
-            || key != other.key || sink != other.sink
+    /// How the output must change when this spec is replaced by `next`.
+    public func outputChange(to next: DataProductSpec) -> OutputChange {
+        guard from != next.from || backfill != next.backfill || filter != next.filter || select != next.select
+            || key != next.key || sink != next.sink
+        else { return .none }
+        if from == next.from, backfill == next.backfill, filter == next.filter, key == next.key, sink == next.sink,
+           let select, let nextSelect = next.select, nextSelect.count > select.count,
+           select.allSatisfy(nextSelect.contains)
+        {
+            return .addsFields
+        }
+        return .rebuild
     }
+}
+
+/// What a spec change does to a product's output.
+public enum OutputChange: Sendable, Equatable {
+    /// Same records, same fields (a policy change, say).
+    case none
+    /// Same records and fields, plus new fields: existing output can be extended in place.
+    case addsFields
+    /// Different records or different fields: the output is built again from history.
+    case rebuild
 }
 
 public struct SelectField: Sendable, Equatable, Codable {
@@ -244,12 +262,22 @@ public enum PostgresURL {
         public var host: String
         public var port: Int
         public var database: String?
+        /// `sslmode` from the query string, as libpq spells it (`disable`, `prefer`,
+        /// `require`, `verify-ca`, `verify-full`); nil when absent.
+        public var sslMode: String?
     }
 
     public static func parse(_ text: String) -> Parts? {
         guard text.hasPrefix("postgres://") || text.hasPrefix("postgresql://") else { return nil }
         var rest = Substring(text[text.range(of: "://")!.upperBound...])
-        if let query = rest.firstIndex(of: "?") { rest = rest[..<query] }
+        var sslMode: String?
+        if let query = rest.firstIndex(of: "?") {
+            for parameter in rest[rest.index(after: query)...].split(separator: "&") {
+                let pair = parameter.split(separator: "=", maxSplits: 1)
+                if pair.count == 2, pair[0] == "sslmode" { sslMode = String(pair[1]) }
+            }
+            rest = rest[..<query]
+        }
         var userInfo: Substring = ""
         if let at = rest.lastIndex(of: "@") {
             userInfo = rest[..<at]
@@ -277,7 +305,7 @@ public enum PostgresURL {
                 user = String(userInfo).removingPercentEncoding ?? ""
             }
         }
-        return Parts(user: user, password: password, host: host, port: port, database: database)
+        return Parts(user: user, password: password, host: host, port: port, database: database, sslMode: sslMode)
     }
 
     /// `postgres://app:secret@db:5432/x` → `postgres://app:***@db:5432/x`.

@@ -82,7 +82,8 @@ public final class FileSink: Sink, @unchecked Sendable {
         return checkpoint
     }
 
-    public func write(_ records: [OutputRecord], checkpoint: Checkpoint) async throws {
+    public func write(_ batch: SinkBatch) async throws -> Checkpoint {
+        let records = batch.records
         var buffer: [UInt8] = []
         buffer.reserveCapacity(records.count * 128)
         for record in records {
@@ -92,9 +93,10 @@ public final class FileSink: Sink, @unchecked Sendable {
             }
         }
         if !buffer.isEmpty { try writeAndSync(buffer) }
-        var committed = checkpoint
+        var committed = batch.checkpoint
         committed.sinkPosition = Int64(sizeBytes)
         try checkpoints.save(committed, for: product)
+        return committed
     }
 
     public func close() async {

@@ -9,6 +9,11 @@ import ProvisionPipeline
 /// checkpoint written in the same transaction as the rows, so the table and the checkpoint
 /// never disagree (exactly once).
 ///
+/// A rebuild that changes the table's shape is written to a table beside it and renamed
+/// into place in one transaction once it has caught up; a rebuild that only adds columns
+/// adds them and refills existing rows from history. Readers never see an empty or
+/// half-filled table.
+///
 /// Not thread-safe: one pipeline owns it, and calls it from one task at a time.
 public final class PostgresSink: Sink, @unchecked Sendable {
     private let spec: PostgresSinkSpec
@@ -16,8 +21,14 @@ public final class PostgresSink: Sink, @unchecked Sendable {
     private let product: String
     private let outputSchema: Schema
     private let keyField: String
+    private let build: SinkBuild
     private let logger: Logger
     private var connection: PostgresConnection?
+    /// The table being written: the one readers use, or its replacement being built.
+    private var target: String
+    /// While an extension refills existing rows: per partition, the offset below which a
+    /// record only refreshes the row it is the current version of.
+    private var refreshUntil: [Int: Int64]?
 
     /// The column Provision keeps beside the output: the source offset of the row's newest
     /// write, so a stale write never wins.
@@ -25,96 +36,167 @@ public final class PostgresSink: Sink, @unchecked Sendable {
     static let checkpointTable = "provision_checkpoints"
     /// PostgreSQL takes at most 65,535 parameters in one statement.
     static let parametersMax = 65_535
+    /// From this many rows on, a batch goes through COPY and a merge; fewer go as one INSERT.
+    static let copyRowsMin = 256
+    /// How much COPY data is sent per message.
+    static let copyChunkBytes = 1 << 20
 
     /// - Parameter environment: where `${env:NAME}` URLs are looked up.
     public init(spec: PostgresSinkSpec, environment: [String: String], product: String, outputSchema: Schema, keyField: String,
-                logger: Logger)
+                build: SinkBuild = SinkBuild(number: 1, kind: .fresh), logger: Logger)
     {
         self.spec = spec
         self.environment = environment
         self.product = product
         self.outputSchema = outputSchema
         self.keyField = keyField
+        self.build = build
         self.logger = logger
+        target = spec.table
     }
 
     public var location: String { "\(spec.redactedURL) \(spec.schema).\(spec.table)" }
 
-    private var qualifiedTable: String { "\(quoted(spec.schema)).\(quoted(spec.table))" }
-    private var qualifiedCheckpoints: String { "\(quoted(spec.schema)).\(quoted(Self.checkpointTable))" }
+    /// The name of the table a replacement is built in.
+    var replacementTable: String { PostgresText.identifier(spec.table, suffix: "_build\(build.number)") }
 
-    /// The server to write to, with the URL reference resolved.
-    private func resolve() throws -> PostgresURL.Parts {
-        var url = spec.url
-        if let variable = spec.environmentVariable {
-            guard let value = environment[variable], !value.isEmpty else {
-                throw SinkError(reason: "SinkUnavailable", message: "the environment variable \(variable) is not set on the server")
-            }
-            url = value
-        }
-        guard let parts = PostgresURL.parse(url) else {
-            throw SinkError(reason: "SinkUnavailable", message: "\(spec.redactedURL) is not a postgres:// URL")
-        }
-        return parts
-    }
+    private var columnNames: [String] { outputSchema.fields.map(\.name) + [Self.offsetColumn] }
+    private var columnTypes: [String] { outputSchema.fields.map { PostgresText.columnType($0.type) } + ["bigint"] }
+
+    private func qualified(_ table: String) -> String { "\(quoted(spec.schema)).\(quoted(table))" }
+    private var checkpoints: String { qualified(Self.checkpointTable) }
 
     // MARK: Sink
 
     public func open() async throws -> Checkpoint? {
         let connection = try await connect()
         try await run("CREATE SCHEMA IF NOT EXISTS \(quoted(spec.schema))", on: connection)
+        // One row per table Provision writes in this schema; `serves` names the table readers
+        // use, which differs from `output_table` while a replacement is being built.
         try await run("""
-            CREATE TABLE IF NOT EXISTS \(qualifiedCheckpoints) (
-              output_table text PRIMARY KEY, product text NOT NULL, checkpoint jsonb NOT NULL,
-              updated_at timestamptz NOT NULL DEFAULT now())
+            CREATE TABLE IF NOT EXISTS \(checkpoints) (
+              output_table text PRIMARY KEY, serves text NOT NULL, product text NOT NULL, build bigint NOT NULL,
+              checkpoint jsonb, refresh_until jsonb, updated_at timestamptz NOT NULL DEFAULT now())
             """, on: connection)
-        if try await provisionTable(on: connection) {
-            // A new table starts from nothing, whatever an earlier table of that name reached.
-            try await connection.query(PostgresQuery(unsafeSQL: "DELETE FROM \(qualifiedCheckpoints) WHERE output_table = $1",
-                                                     binds: try bindings([.string(checkpointKey)])), logger: logger)
+        let served = spec.table
+        let servedShape = try await shape(of: served, on: connection)
+        let servedRow = try await checkpointRow(served, on: connection)
+        refreshUntil = nil
+
+        guard let servedShape else {
+            try await dropReplacements(keeping: nil, on: connection)
+            try await createTable(served, on: connection)
+            try await claim(served, on: connection)
+            target = served
+            return nil
         }
-        let rows = try await connection.query(
-            PostgresQuery(unsafeSQL: "SELECT checkpoint::text FROM \(qualifiedCheckpoints) WHERE output_table = $1",
-                          binds: try bindings([.string(checkpointKey)])),
-            logger: logger)
-        for try await (text) in rows.decode(String.self) {
-            return try JSONDecoder().decode(Checkpoint.self, from: Data(text.utf8))
+        if let row = servedRow, row.product == product, row.build == build.number {
+            if let problems = problems(with: servedShape) { throw incompatible(served, problems) }
+            target = served
+            refreshUntil = row.refreshUntil
+            return row.checkpoint
         }
+        guard let row = servedRow, row.product == product, build.kind != .fresh else {
+            // A table Provision does not maintain: adopted if its shape fits, never altered.
+            if let problems = problems(with: servedShape) { throw incompatible(served, problems) }
+            try await claim(served, on: connection)
+            target = served
+            return nil
+        }
+        if build.kind == .widening, let missing = missingColumns(in: servedShape) {
+            // Rows written before this build are refreshed up to where the old build had got;
+            // an extension over an unfinished one keeps the further boundary.
+            var boundary = row.refreshUntil ?? [:]
+            for (partition, offset) in row.checkpoint?.offsets ?? [:] { boundary[partition] = max(boundary[partition] ?? 0, offset) }
+            try await transaction(on: connection) { connection in
+                for field in missing {
+                    try await connection.query(PostgresQuery(unsafeSQL: """
+                        ALTER TABLE \(self.qualified(served)) ADD COLUMN \(self.quoted(field.name)) \(PostgresText.columnType(field.type))
+                        """), logger: self.logger)
+                }
+                try await self.claim(served, refreshUntil: boundary.isEmpty ? nil : boundary, on: connection)
+            }
+            logger.info("columns added", metadata: ["table": "\(spec.schema).\(served)", "columns": "\(missing.map(\.name))"])
+            target = served
+            refreshUntil = boundary.isEmpty ? nil : boundary
+            return nil
+        }
+        let replacement = replacementTable
+        try await dropReplacements(keeping: replacement, on: connection)
+        if let row = try await checkpointRow(replacement, on: connection), row.product == product, row.build == build.number,
+           try await shape(of: replacement, on: connection) != nil
+        {
+            target = replacement
+            return row.checkpoint
+        }
+        try await run("DROP TABLE IF EXISTS \(qualified(replacement))", on: connection)
+        try await createTable(replacement, on: connection)
+        try await claim(replacement, on: connection)
+        logger.info("building a replacement table", metadata: ["table": "\(spec.schema).\(served)", "replacement": "\(replacement)"])
+        target = replacement
         return nil
     }
 
-    public func write(_ records: [OutputRecord], checkpoint: Checkpoint) async throws {
+    public func write(_ batch: SinkBatch) async throws -> Checkpoint {
         let connection = try await connect()
-        // The newest write per key wins within a batch; earlier ones would be overwritten anyway,
-        // and one INSERT may not touch a row twice.
-        var latest: [String: Int] = [:]
-        var order: [String] = []
-        for (index, record) in records.enumerated() {
-            guard let key = record.key, !key.isNull else { continue }
-            let text = key.text
-            if latest.updateValue(index, forKey: text) == nil { order.append(text) }
+        let changes = Changes(batch.records, refreshUntil: refreshUntil)
+        let nextRefresh = refreshUntil.flatMap { boundary in
+            boundary.contains { batch.checkpoint.offsets[$0.key] ?? 0 < $0.value } ? boundary : nil
         }
-        var upserts: [OutputRecord] = []
-        var deletes: [String] = []
-        for key in order {
-            let record = records[latest[key]!]
-            if case .tombstone = record.body { deletes.append(key) } else { upserts.append(record) }
-        }
-        let checkpointJSON = String(decoding: try JSONEncoder().encode(checkpoint), as: UTF8.self)
         do {
-            try await connection.withTransaction(logger: logger) { connection in
-                try await self.upsert(upserts, on: connection)
-                if !deletes.isEmpty { try await self.delete(deletes, on: connection) }
-                try await connection.query(PostgresQuery(unsafeSQL: """
-                    INSERT INTO \(self.qualifiedCheckpoints) (output_table, product, checkpoint) VALUES ($1, $2, $3::jsonb)
-                    ON CONFLICT (output_table) DO UPDATE
-                    SET product = EXCLUDED.product, checkpoint = EXCLUDED.checkpoint, updated_at = now()
-                    """, binds: try self.bindings([.string(self.checkpointKey), .string(self.product), .string(checkpointJSON)])),
-                    logger: self.logger)
+            try await transaction(on: connection) { connection in
+                try await self.apply(changes.all[...], on: connection)
+                try await self.saveCheckpoint(batch.checkpoint, refreshUntil: nextRefresh, on: connection)
             }
+            refreshUntil = nextRefresh
+            return batch.checkpoint
+        } catch where Self.isRowError(error) {
+            // Some rows are refused: find them by halving, each try behind a savepoint, so the
+            // rest of the batch commits with the checkpoint.
         } catch {
             throw failure(error, doing: "write a batch")
         }
+        do {
+            let committed = try await transaction(on: connection) { connection in
+                let rejections = try await self.isolateRejections(changes.all[...], on: connection)
+                try await batch.deadLetter(rejections)
+                let committed = batch.checkpoint(rejecting: rejections.count)
+                try await self.saveCheckpoint(committed, refreshUntil: nextRefresh, on: connection)
+                if !rejections.isEmpty {
+                    self.logger.warning("rows refused", metadata: ["table": "\(self.spec.schema).\(self.target)",
+                                                                  "count": "\(rejections.count)",
+                                                                  "first": "\(rejections[0].reason)"])
+                }
+                return committed
+            }
+            refreshUntil = nextRefresh
+            return committed
+        } catch {
+            throw failure(error, doing: "write a batch")
+        }
+    }
+
+    public func promote() async throws {
+        let served = spec.table, replacement = target
+        guard replacement != served else { return }
+        let connection = try await connect()
+        do {
+            try await transaction(on: connection) { connection in
+                try await connection.query(PostgresQuery(unsafeSQL: "DROP TABLE IF EXISTS \(self.qualified(served))"), logger: self.logger)
+                try await connection.query(PostgresQuery(unsafeSQL: """
+                    ALTER TABLE \(self.qualified(replacement)) RENAME TO \(self.quoted(served))
+                    """), logger: self.logger)
+                try await connection.query(PostgresQuery(unsafeSQL: "DELETE FROM \(self.checkpoints) WHERE output_table = $1",
+                                                         binds: try self.bindings([.string(served)])), logger: self.logger)
+                try await connection.query(PostgresQuery(unsafeSQL: """
+                    UPDATE \(self.checkpoints) SET output_table = $1, updated_at = now() WHERE output_table = $2
+                    """, binds: try self.bindings([.string(served), .string(replacement)])), logger: self.logger)
+            }
+        } catch {
+            throw failure(error, doing: "swap in the rebuilt table")
+        }
+        logger.info("rebuilt table swapped in", metadata: ["table": "\(spec.schema).\(served)", "from": "\(replacement)"])
+        target = served
     }
 
     public func close() async {
@@ -126,125 +208,330 @@ public final class PostgresSink: Sink, @unchecked Sendable {
 
     public func destroy() async throws {
         let connection = try await connect()
-        try await run("DROP TABLE IF EXISTS \(qualifiedTable)", on: connection)
-        if try await tableExists(spec.schema, Self.checkpointTable, on: connection) {
-            try await connection.query(PostgresQuery(unsafeSQL: "DELETE FROM \(qualifiedCheckpoints) WHERE output_table = $1",
-                                                     binds: try bindings([.string(checkpointKey)])), logger: logger)
+        try await run("DROP TABLE IF EXISTS \(qualified(spec.table))", on: connection)
+        if try await shape(of: Self.checkpointTable, on: connection) != nil {
+            try await dropReplacements(keeping: nil, on: connection)
+            try await connection.query(PostgresQuery(unsafeSQL: "DELETE FROM \(checkpoints) WHERE output_table = $1",
+                                                     binds: try bindings([.string(spec.table)])), logger: logger)
+        }
+        await close()
+    }
+
+    /// The product is gone but its table stays: Provision stops maintaining it, and a
+    /// product that takes it over later starts from the beginning.
+    public func detach() async throws {
+        let connection = try await connect()
+        if try await shape(of: Self.checkpointTable, on: connection) != nil {
+            try await dropReplacements(keeping: nil, on: connection)
+            try await connection.query(PostgresQuery(unsafeSQL: "DELETE FROM \(checkpoints) WHERE output_table = $1",
+                                                     binds: try bindings([.string(spec.table)])), logger: logger)
         }
         await close()
     }
 
     // MARK: Provisioning
 
-    /// A checkpoint belongs to the table it describes: two products, or two servers, never
-    /// share one, and a table created anew never inherits one.
-    private var checkpointKey: String { "\(spec.schema).\(spec.table)" }
-
-    /// Creates the table from the output schema, or adopts an existing one whose columns fit;
-    /// returns true if it created it. An incompatible table is reported, never altered.
-    private func provisionTable(on connection: PostgresConnection) async throws -> Bool {
-        let columns = try await existingColumns(on: connection)
-        guard !columns.isEmpty else {
-            var definitions = outputSchema.fields.map { "\(quoted($0.name)) \(Self.columnType($0.type))" }
-            definitions.append("\(quoted(Self.offsetColumn)) bigint NOT NULL")
-            definitions.append("PRIMARY KEY (\(quoted(keyField)))")
-            try await run("CREATE TABLE IF NOT EXISTS \(qualifiedTable) (\(definitions.joined(separator: ", ")))", on: connection)
-            return true
-        }
-        var problems: [String] = []
-        for field in outputSchema.fields {
-            let wanted = Self.columnType(field.type)
-            guard let actual = columns[field.name] else {
-                problems.append("column \(field.name) is missing")
-                continue
-            }
-            if Self.catalogTypeName(wanted) != actual { problems.append("column \(field.name) is \(actual), not \(wanted)") }
-        }
-        if columns[Self.offsetColumn] != "bigint" { problems.append("column \(Self.offsetColumn) is missing") }
-        guard problems.isEmpty else {
-            throw SinkError(reason: "IncompatibleTable",
-                            message: "\(spec.schema).\(spec.table) exists with another shape (\(problems.joined(separator: "; "))); Provision does not alter it")
-        }
-        return false
+    private struct CheckpointRow {
+        var product: String
+        var build: Int
+        var checkpoint: Checkpoint?
+        var refreshUntil: [Int: Int64]?
     }
 
-    private func existingColumns(on connection: PostgresConnection) async throws -> [String: String] {
+    /// A table's columns (name → catalog type) and primary key, or nil if it does not exist.
+    private struct TableShape: Equatable {
+        var columns: [String: String]
+        var primaryKey: [String]
+    }
+
+    private func checkpointRow(_ table: String, on connection: PostgresConnection) async throws -> CheckpointRow? {
+        let rows = try await connection.query(PostgresQuery(unsafeSQL: """
+            SELECT product, build, checkpoint::text, refresh_until::text FROM \(checkpoints) WHERE output_table = $1
+            """, binds: try bindings([.string(table)])), logger: logger)
+        for try await (product, build, checkpoint, refreshUntil) in rows.decode((String, Int64, String?, String?).self) {
+            let decoder = JSONDecoder()
+            return CheckpointRow(
+                product: product, build: Int(build),
+                checkpoint: try checkpoint.map { try decoder.decode(Checkpoint.self, from: Data($0.utf8)) },
+                refreshUntil: try refreshUntil.map { try decoder.decode([Int: Int64].self, from: Data($0.utf8)) })
+        }
+        return nil
+    }
+
+    /// Makes `table` this build's output, starting from nothing.
+    private func claim(_ table: String, refreshUntil: [Int: Int64]? = nil, on connection: PostgresConnection) async throws {
+        let boundary = try refreshUntil.map { String(decoding: try JSONEncoder().encode($0), as: UTF8.self) }
+        try await connection.query(PostgresQuery(unsafeSQL: """
+            INSERT INTO \(checkpoints) (output_table, serves, product, build, checkpoint, refresh_until)
+            VALUES ($1, $2, $3, $4::bigint, NULL, $5::jsonb)
+            ON CONFLICT (output_table) DO UPDATE SET serves = EXCLUDED.serves, product = EXCLUDED.product,
+              build = EXCLUDED.build, checkpoint = NULL, refresh_until = EXCLUDED.refresh_until, updated_at = now()
+            """, binds: try bindings([.string(table), .string(spec.table), .string(product), .integer(Int64(build.number)),
+                                      boundary.map(Value.string)])), logger: logger)
+    }
+
+    private func saveCheckpoint(_ checkpoint: Checkpoint, refreshUntil: [Int: Int64]?, on connection: PostgresConnection) async throws {
+        let encoder = JSONEncoder()
+        let checkpointJSON = String(decoding: try encoder.encode(checkpoint), as: UTF8.self)
+        let boundary = try refreshUntil.map { String(decoding: try encoder.encode($0), as: UTF8.self) }
+        try await connection.query(PostgresQuery(unsafeSQL: """
+            UPDATE \(checkpoints) SET checkpoint = $2::jsonb, refresh_until = $3::jsonb, updated_at = now()
+            WHERE output_table = $1
+            """, binds: try bindings([.string(target), .string(checkpointJSON), boundary.map(Value.string)])), logger: logger)
+    }
+
+    /// Drops replacements of the served table left by earlier builds (a rebuild that was
+    /// itself replaced, or a product deleted mid-rebuild).
+    private func dropReplacements(keeping kept: String?, on connection: PostgresConnection) async throws {
+        let rows = try await connection.query(PostgresQuery(unsafeSQL: """
+            SELECT output_table FROM \(checkpoints) WHERE serves = $1 AND output_table <> $1
+            """, binds: try bindings([.string(spec.table)])), logger: logger)
+        var stale: [String] = []
+        for try await (table) in rows.decode(String.self) where table != kept { stale.append(table) }
+        for table in stale {
+            try await run("DROP TABLE IF EXISTS \(qualified(table))", on: connection)
+            try await connection.query(PostgresQuery(unsafeSQL: "DELETE FROM \(checkpoints) WHERE output_table = $1",
+                                                     binds: try bindings([.string(table)])), logger: logger)
+        }
+    }
+
+    private func createTable(_ table: String, on connection: PostgresConnection) async throws {
+        var definitions = zip(columnNames, columnTypes).map { "\(quoted($0)) \($1)" }
+        definitions[definitions.count - 1] += " NOT NULL"
+        definitions.append("PRIMARY KEY (\(quoted(keyField)))")
+        try await run("CREATE TABLE IF NOT EXISTS \(qualified(table)) (\(definitions.joined(separator: ", ")))", on: connection)
+    }
+
+    private func shape(of table: String, on connection: PostgresConnection) async throws -> TableShape? {
         let rows = try await connection.query(PostgresQuery(unsafeSQL: """
             SELECT column_name::text, data_type::text FROM information_schema.columns
             WHERE table_schema = $1 AND table_name = $2
-            """, binds: try bindings([.string(spec.schema), .string(spec.table)])), logger: logger)
+            """, binds: try bindings([.string(spec.schema), .string(table)])), logger: logger)
         var columns: [String: String] = [:]
         for try await (name, type) in rows.decode((String, String).self) { columns[name] = type }
-        return columns
+        guard !columns.isEmpty else { return nil }
+        let keys = try await connection.query(PostgresQuery(unsafeSQL: """
+            SELECT a.attname::text FROM pg_index i
+            JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+            WHERE i.indrelid = to_regclass($1) AND i.indisprimary ORDER BY a.attnum
+            """, binds: try bindings([.string(qualified(table))])), logger: logger)
+        var primaryKey: [String] = []
+        for try await (name) in keys.decode(String.self) { primaryKey.append(name) }
+        return TableShape(columns: columns, primaryKey: primaryKey)
     }
 
-    private func tableExists(_ schema: String, _ table: String, on connection: PostgresConnection) async throws -> Bool {
-        let rows = try await connection.query(PostgresQuery(unsafeSQL: """
-            SELECT count(*)::bigint FROM information_schema.tables WHERE table_schema = $1 AND table_name = $2
-            """, binds: try bindings([.string(schema), .string(table)])), logger: logger)
-        for try await (count) in rows.decode(Int64.self) { return count > 0 }
-        return false
-    }
-
-    static func columnType(_ type: ValueType) -> String {
-        switch type {
-        case .string, .duration: return "text"
-        case .integer: return "bigint"
-        case .decimal: return "numeric"
-        case .boolean: return "boolean"
-        case .timestamp: return "timestamptz"
-        case .json, .null, .object: return "jsonb"
+    /// Why an existing table cannot hold this output, or nil if it can.
+    private func problems(with shape: TableShape) -> [String]? {
+        var problems: [String] = []
+        for field in outputSchema.fields {
+            let wanted = PostgresText.columnType(field.type)
+            guard let actual = shape.columns[field.name] else {
+                problems.append("column \(field.name) is missing")
+                continue
+            }
+            if PostgresText.catalogTypeName(wanted) != actual { problems.append("column \(field.name) is \(actual), not \(wanted)") }
         }
+        if shape.columns[Self.offsetColumn] != "bigint" { problems.append("column \(Self.offsetColumn) is missing") }
+        if shape.primaryKey != [keyField] {
+            problems.append("the primary key is (\(shape.primaryKey.joined(separator: ", "))), not (\(keyField))")
+        }
+        return problems.isEmpty ? nil : problems
     }
 
-    /// How information_schema names a column type.
-    static func catalogTypeName(_ columnType: String) -> String {
-        columnType == "timestamptz" ? "timestamp with time zone" : columnType
+    /// The output fields the table lacks, if adding them is all it takes to fit; nil if a
+    /// column has another type or the key differs.
+    private func missingColumns(in shape: TableShape) -> [Schema.Field]? {
+        guard shape.primaryKey == [keyField], shape.columns[Self.offsetColumn] == "bigint" else { return nil }
+        var missing: [Schema.Field] = []
+        for field in outputSchema.fields {
+            guard let actual = shape.columns[field.name] else {
+                missing.append(field)
+                continue
+            }
+            if PostgresText.catalogTypeName(PostgresText.columnType(field.type)) != actual { return nil }
+        }
+        return missing
+    }
+
+    private func incompatible(_ table: String, _ problems: [String]) -> SinkError {
+        SinkError(reason: "IncompatibleTable",
+                  message: "\(spec.schema).\(table) exists with another shape (\(problems.joined(separator: "; "))); Provision does not alter it")
     }
 
     // MARK: Writes
 
-    private func upsert(_ records: [OutputRecord], on connection: PostgresConnection) async throws {
-        guard !records.isEmpty else { return }
-        let names = outputSchema.fields.map(\.name) + [Self.offsetColumn]
-        let types = outputSchema.fields.map { Self.columnType($0.type) } + ["bigint"]
+    /// A batch reduced to what the table must do: the newest record per key wins.
+    struct Changes {
+        enum Kind { case upsert, delete, refresh }
+        struct Change {
+            var kind: Kind
+            var record: OutputRecord
+            var keyText: String
+        }
+
+        var all: [Change] = []
+
+        init(_ records: [OutputRecord], refreshUntil: [Int: Int64]?) {
+            // One statement may not touch a row twice, and an earlier write to a key would be
+            // overwritten within the same transaction anyway.
+            var latest: [String: Int] = [:]
+            var latestRefresh: [String: Int] = [:]
+            latest.reserveCapacity(records.count)
+            for (index, record) in records.enumerated() {
+                guard let key = record.key, !key.isNull else { continue }
+                if let boundary = refreshUntil?[record.partition], record.offset < boundary {
+                    // Below the boundary a record only refreshes the row it is the current
+                    // version of: a tombstone there has nothing left to do.
+                    if case .tombstone = record.body { continue }
+                    latestRefresh[key.text] = index
+                } else {
+                    latest[key.text] = index
+                }
+            }
+            for (key, index) in latestRefresh.sorted(by: { $0.value < $1.value }) {
+                all.append(Change(kind: .refresh, record: records[index], keyText: key))
+            }
+            for (key, index) in latest.sorted(by: { $0.value < $1.value }) {
+                let record = records[index]
+                if case .tombstone = record.body {
+                    all.append(Change(kind: .delete, record: record, keyText: key))
+                } else {
+                    all.append(Change(kind: .upsert, record: record, keyText: key))
+                }
+            }
+        }
+    }
+
+    private func apply(_ range: ArraySlice<Changes.Change>, on connection: PostgresConnection) async throws {
+        var upserts: [OutputRecord] = [], deletes: [String] = [], refreshes: [OutputRecord] = []
+        for change in range {
+            switch change.kind {
+            case .upsert: upserts.append(change.record)
+            case .delete: deletes.append(change.keyText)
+            case .refresh: refreshes.append(change.record)
+            }
+        }
+        let assignments = columnNames.filter { $0 != keyField }
+        if !refreshes.isEmpty {
+            let staging = try await stage(refreshes, as: "provision_refresh", on: connection)
+            // Only the row's current version refreshes it: older versions and rows since
+            // deleted are left alone, so readers see no row come back or go stale.
+            try await connection.query(PostgresQuery(unsafeSQL: """
+                UPDATE \(qualified(target)) AS t SET \(assignments.map { "\(quoted($0)) = s.\(quoted($0))" }.joined(separator: ", "))
+                FROM \(staging) AS s
+                WHERE t.\(quoted(keyField)) = s.\(quoted(keyField)) AND t.\(quoted(Self.offsetColumn)) = s.\(quoted(Self.offsetColumn))
+                """), logger: logger)
+        }
+        if upserts.count >= Self.copyRowsMin {
+            let staging = try await stage(upserts, as: "provision_upserts", on: connection)
+            let names = columnNames.map(quoted).joined(separator: ", ")
+            try await connection.query(PostgresQuery(unsafeSQL: """
+                INSERT INTO \(qualified(target)) (\(names)) SELECT \(names) FROM \(staging)
+                ON CONFLICT (\(quoted(keyField))) DO UPDATE SET \(assignments.map { "\(quoted($0)) = EXCLUDED.\(quoted($0))" }.joined(separator: ", "))
+                WHERE \(qualified(target)).\(quoted(Self.offsetColumn)) <= EXCLUDED.\(quoted(Self.offsetColumn))
+                """), logger: logger)
+        } else if !upserts.isEmpty {
+            try await insert(upserts, on: connection)
+        }
+        if !deletes.isEmpty {
+            let keyType = PostgresText.columnType(outputSchema.field(named: keyField)?.type ?? .string)
+            var bindings = PostgresBindings()
+            bindings.append(deletes)
+            try await connection.query(PostgresQuery(unsafeSQL: """
+                DELETE FROM \(qualified(target)) WHERE \(quoted(keyField)) = ANY($1::text[]::\(keyType)[])
+                """, binds: bindings), logger: logger)
+        }
+    }
+
+    /// Copies rows into a temporary table that lives until the transaction ends; returns its
+    /// name. COPY parses and loads far faster than parameterised INSERTs.
+    private func stage(_ records: [OutputRecord], as name: String, on connection: PostgresConnection) async throws -> String {
+        let definitions = zip(columnNames, columnTypes).map { "\(quoted($0)) \($1)" }.joined(separator: ", ")
+        try await connection.query(PostgresQuery(unsafeSQL: """
+            CREATE TEMPORARY TABLE IF NOT EXISTS \(name) (\(definitions)) ON COMMIT DROP
+            """), logger: logger)
+        try await connection.query(PostgresQuery(unsafeSQL: "TRUNCATE \(name)"), logger: logger)
+        let types = columnTypes
+        try await connection.copyFrom(table: name, columns: columnNames, logger: logger) { writer in
+            var buffer = ByteBuffer()
+            buffer.reserveCapacity(Self.copyChunkBytes + 64 * 1024)
+            for record in records {
+                let values = self.rowValues(record)
+                for (column, value) in values.enumerated() {
+                    PostgresText.appendCopyField(value, columnType: types[column], to: &buffer)
+                    buffer.writeInteger(UInt8(ascii: "\t"))
+                }
+                PostgresText.appendInteger(record.offset, to: &buffer)
+                buffer.writeInteger(UInt8(ascii: "\n"))
+                if buffer.readableBytes >= Self.copyChunkBytes {
+                    try await writer.write(buffer)
+                    buffer.clear()
+                }
+            }
+            if buffer.readableBytes > 0 { try await writer.write(buffer) }
+        }
+        return name
+    }
+
+    /// Upserts a few rows with one multi-row INSERT (as many statements as the parameter
+    /// limit needs).
+    private func insert(_ records: [OutputRecord], on connection: PostgresConnection) async throws {
+        let names = columnNames, types = columnTypes
         let rowsPerStatement = max(1, Self.parametersMax / names.count)
         let updates = names.filter { $0 != keyField }.map { "\(quoted($0)) = EXCLUDED.\(quoted($0))" }.joined(separator: ", ")
         var start = 0
         while start < records.count {
             let chunk = records[start..<min(start + rowsPerStatement, records.count)]
-            var values: [Value?] = []
-            values.reserveCapacity(chunk.count * names.count)
+            var texts: [String?] = []
+            texts.reserveCapacity(chunk.count * names.count)
             var tuples: [String] = []
             for record in chunk {
                 var placeholders: [String] = []
-                let row = rowValues(record)
-                for (column, value) in row.enumerated() {
-                    values.append(value)
-                    placeholders.append("$\(values.count)::\(types[column])")
+                for (column, value) in rowValues(record).enumerated() {
+                    texts.append(PostgresText.text(value, columnType: types[column]))
+                    placeholders.append("$\(texts.count)::\(types[column])")
                 }
-                values.append(.integer(record.offset))
-                placeholders.append("$\(values.count)::bigint")
+                texts.append(String(record.offset))
+                placeholders.append("$\(texts.count)::bigint")
                 tuples.append("(\(placeholders.joined(separator: ", ")))")
             }
             // A write older than the row's newest source position never wins.
             let sql = """
-                INSERT INTO \(qualifiedTable) (\(names.map(quoted).joined(separator: ", "))) VALUES \(tuples.joined(separator: ", "))
+                INSERT INTO \(qualified(target)) (\(names.map(quoted).joined(separator: ", "))) VALUES \(tuples.joined(separator: ", "))
                 ON CONFLICT (\(quoted(keyField))) DO UPDATE SET \(updates)
-                WHERE \(qualifiedTable).\(quoted(Self.offsetColumn)) <= EXCLUDED.\(quoted(Self.offsetColumn))
+                WHERE \(qualified(target)).\(quoted(Self.offsetColumn)) <= EXCLUDED.\(quoted(Self.offsetColumn))
                 """
-            try await connection.query(PostgresQuery(unsafeSQL: sql, binds: try bindings(values)), logger: logger)
+            var bindings = PostgresBindings(capacity: texts.count)
+            for text in texts {
+                if let text { bindings.append(text) } else { bindings.appendNull() }
+            }
+            try await connection.query(PostgresQuery(unsafeSQL: sql, binds: bindings), logger: logger)
             start += chunk.count
         }
     }
 
-    private func delete(_ keys: [String], on connection: PostgresConnection) async throws {
-        let keyType = Self.columnType(outputSchema.field(named: keyField)?.type ?? .string)
-        var bindings = PostgresBindings()
-        bindings.append(keys)
-        try await connection.query(PostgresQuery(unsafeSQL: """
-            DELETE FROM \(qualifiedTable) WHERE \(quoted(keyField)) = ANY($1::text[]::\(keyType)[])
-            """, binds: bindings), logger: logger)
+    /// Applies the changes, setting aside the ones the database refuses: each try runs
+    /// behind a savepoint, and a refused range is halved until the refused rows stand alone.
+    private func isolateRejections(_ range: ArraySlice<Changes.Change>, on connection: PostgresConnection) async throws -> [SinkRejection]
+    {
+        guard !range.isEmpty else { return [] }
+        try await connection.query("SAVEPOINT provision_try", logger: logger)
+        var rejections: [SinkRejection] = []
+        do {
+            try await apply(range, on: connection)
+        } catch where Self.isRowError(error) {
+            try await connection.query("ROLLBACK TO SAVEPOINT provision_try", logger: logger)
+            if range.count == 1, let change = range.first {
+                rejections.append(SinkRejection(partition: change.record.partition, offset: change.record.offset,
+                                                reason: "PostgreSQL refused the row: \(Self.serverMessage(error))"))
+            } else {
+                let middle = range.startIndex + range.count / 2
+                rejections += try await isolateRejections(range[..<middle], on: connection)
+                rejections += try await isolateRejections(range[middle...], on: connection)
+            }
+        }
+        try await connection.query("RELEASE SAVEPOINT provision_try", logger: logger)
+        return rejections
     }
 
     private func rowValues(_ record: OutputRecord) -> [Value?] {
@@ -259,30 +546,49 @@ public final class PostgresSink: Sink, @unchecked Sendable {
     private func bindings(_ values: [Value?]) throws -> PostgresBindings {
         var bindings = PostgresBindings(capacity: values.count)
         for value in values {
-            guard let value, !value.isNull else {
-                bindings.appendNull()
-                continue
-            }
-            switch value {
-            case .json(let json):
-                if case .string(let text) = json { bindings.append(text) } else { bindings.append(JSONWriter.string(json)) }
-            default:
-                bindings.append(value.text)
-            }
+            if let text = PostgresText.text(value, columnType: "text") { bindings.append(text) } else { bindings.appendNull() }
         }
         return bindings
     }
 
+    /// Errors about the data of a row rather than the server or the statement: data
+    /// exceptions (22), integrity constraints (23) and limits such as an oversized key (54).
+    static func isRowError(_ error: Error) -> Bool {
+        guard let psql = error as? PSQLError, let state = psql.serverInfo?[.sqlState] else { return false }
+        return state.hasPrefix("22") || state.hasPrefix("23") || state.hasPrefix("54")
+    }
+
+    static func serverMessage(_ error: Error) -> String {
+        guard let psql = error as? PSQLError, let message = psql.serverInfo?[.message] else { return "\(error)" }
+        var text = message
+        if let detail = psql.serverInfo?[.detail] { text += " (\(detail))" }
+        if let state = psql.serverInfo?[.sqlState] { text += " [SQLSTATE \(state)]" }
+        return text
+    }
+
     // MARK: Connection
+
+    private func transaction<Result>(on connection: PostgresConnection,
+                                     _ body: (PostgresConnection) async throws -> Result) async throws -> Result
+    {
+        try await connection.query("BEGIN", logger: logger)
+        do {
+            let result = try await body(connection)
+            try await connection.query("COMMIT", logger: logger)
+            return result
+        } catch {
+            // The original error says what went wrong; a failed rollback only means the
+            // connection is gone, and the server rolls back on its own then.
+            _ = try? await connection.query("ROLLBACK", logger: logger)
+            throw error
+        }
+    }
 
     private func connect() async throws -> PostgresConnection {
         if let connection, !connection.isClosed { return connection }
-        let target = try resolve()
-        let configuration = PostgresConnection.Configuration(
-            host: target.host, port: target.port, username: target.user, password: target.password,
-            database: target.database, tls: .disable)
+        let server = try PostgresServer.resolve(spec, environment: environment)
         do {
-            let connection = try await PostgresConnection.connect(configuration: configuration, id: 1, logger: logger)
+            let connection = try await PostgresConnection.connect(configuration: server.configuration, id: 1, logger: logger)
             self.connection = connection
             return connection
         } catch {
@@ -303,20 +609,18 @@ public final class PostgresSink: Sink, @unchecked Sendable {
         if error is SinkError { return error }
         var detail = "\(error)"
         if let psql = error as? PSQLError {
-            if let message = psql.serverInfo?[.message] {
-                detail = message
+            if psql.serverInfo?[.message] != nil {
+                detail = Self.serverMessage(error)
             } else {
                 detail = "\(psql.code)"
                 if let underlying = psql.underlying { detail += ": \(underlying)" }
             }
         }
-        if let password = (try? resolve())?.password, !password.isEmpty {
+        if let password = (try? PostgresServer.resolve(spec, environment: environment))?.password, !password.isEmpty {
             detail = detail.replacingOccurrences(of: password, with: "***")
         }
         return SinkError(reason: "SinkUnavailable", message: "cannot \(what) at \(location): \(detail)")
     }
 
-    private func quoted(_ identifier: String) -> String {
-        "\"" + identifier.replacingOccurrences(of: "\"", with: "\"\"") + "\""
-    }
+    private func quoted(_ identifier: String) -> String { PostgresText.quoted(identifier) }
 }
