@@ -22,6 +22,11 @@ public struct RecordProcessor: Sendable {
     private let filterNames: JSONFieldNames
     /// The fields only an accepted event needs: read after the filter passes.
     private let outputNames: JSONFieldNames
+    /// The projection's evaluators, apart from the plan so evaluating one borrows it
+    /// rather than copying an `Expression` (and retaining its parts) per field and event.
+    private let projection: [Expression.Evaluator]?
+    /// Where the key is among the output values.
+    private let keyIndex: Int?
 
     public init(plan: ProductPlan, startTime: TimestampMilliseconds?, endTime: TimestampMilliseconds?) {
         self.plan = plan
@@ -36,6 +41,13 @@ public struct RecordProcessor: Sendable {
         }
         outputNames = JSONFieldNames(plan.slots.names) { index in
             index >= filterSlotCount || (index == timeSlot && !windowed)
+        }
+        projection = plan.projection?.map(\.expression.evaluator)
+        if let keyField = plan.keyField {
+            keyIndex = plan.projection.map { $0.firstIndex { $0.name == keyField } }
+                ?? plan.outputSchema.fields.firstIndex { $0.name == keyField }
+        } else {
+            keyIndex = nil
         }
     }
 
@@ -111,18 +123,17 @@ public struct RecordProcessor: Sendable {
         do {
             let body: OutputRecord.Body
             var key: Value?
-            if let projection = plan.projection {
+            if let count = projection?.count {
                 var row: [Value] = []
-                row.reserveCapacity(projection.count)
-                for field in projection { row.append(try field.expression.evaluate(context)) }
-                if let keyField = plan.keyField, let index = projection.firstIndex(where: { $0.name == keyField }) {
-                    key = row[index]
-                }
+                row.reserveCapacity(count)
+                for index in 0..<count { row.append(try projection![index](context)) }
+                if let keyIndex { key = row[keyIndex] }
                 body = .row(row)
             } else {
                 let passthrough = plan.passthroughSlots ?? []
-                if let keyField = plan.keyField, let index = plan.outputSchema.fields.firstIndex(where: { $0.name == keyField }) {
-                    key = try FieldReader.read(slots[passthrough[index]], as: plan.outputSchema.fields[index].type, path: keyField)
+                if let index = keyIndex {
+                    let field = plan.outputSchema.fields[index]
+                    key = try FieldReader.read(slots[passthrough[index]], as: field.type, path: field.name)
                 }
                 body = .document(raw: batch.value(at: index) ?? [], fields: passthrough.map { slots[$0] })
             }

@@ -35,7 +35,7 @@ struct PostgresSinkTests {
         let table = "orders_\(UUID().uuidString.prefix(8).lowercased())"
 
         // Orders, then updates of some of them, then tombstones for others: as envelopes.
-        let orders = TestOrder.generate(count: 20_000, end: Date(), days: 30, seed: 21)
+        let orders = TestOrder.generate(count: 100_000, end: Date(), days: 30, seed: 21)
         var lines: [String] = []
         var events: [(id: String, order: TestOrder?)] = []
         func add(_ order: TestOrder) {
@@ -43,12 +43,12 @@ struct PostgresSinkTests {
             events.append((order.id, order))
         }
         orders.forEach(add)
-        for index in stride(from: 0, to: 20_000, by: 7) {
+        for index in stride(from: 0, to: 100_000, by: 7) {
             var update = orders[index]
             update.amountCents += 250_000  // most of them now pass the filter
             add(update)
         }
-        for index in stride(from: 3, to: 20_000, by: 11) {
+        for index in stride(from: 3, to: 100_000, by: 11) {
             lines.append(#"{"key":"\#(orders[index].id)","value":null}"#)
             events.append((orders[index].id, nil))
         }
@@ -100,7 +100,7 @@ struct PostgresSinkTests {
 
     @Test func killedMidBackfillTheTableHoldsExactlyTheExpectedRows() async throws {
         let server = ServerProcess()
-        let orders = TestOrder.generate(count: 400_000, end: Date(), days: 360, seed: 31)
+        let orders = TestOrder.generate(count: 1_000_000, end: Date(), days: 360, seed: 31)
         try await seedLog(server, orders)
         let expected = orders.filter { $0.amount > 1000 && $0.region == "EU" }.map(\.id).sorted()
         try await server.start()
@@ -212,6 +212,124 @@ struct PostgresSinkTests {
         }
         let expected = (first + second).filter { $0.amount > 1000 && $0.region == "EU" }.map(\.id).sorted()
         #expect(try psqlRows("SELECT order_id FROM \(table) ORDER BY order_id").map { $0[0] } == expected)
+    }
+
+    @Test func rowsThePostgresRefusesGoToTheDeadLetterTopicAndTheRestArrive() async throws {
+        let server = ServerProcess()
+        try await server.start()
+        defer { server.stop() }
+        // A team's own table with a constraint the product does not know about: adopted, and
+        // the rows it refuses are dead-lettered with the database's reason.
+        let table = "checked_\(UUID().uuidString.prefix(8).lowercased())"
+        _ = try psqlRows("""
+            CREATE TABLE \(table) (order_id text PRIMARY KEY, amount numeric CHECK (amount < 2900), customer text,
+              placed_at timestamptz, _provision_offset bigint NOT NULL)
+            """)
+        var orders = TestOrder.generate(count: 20_000, end: Date(), days: 30, seed: 51)
+        // A NUL character is valid JSON but PostgreSQL text cannot hold it.
+        orders[100].customer = "c-\\u0000-nul"
+        orders[100].amountCents = 150_000
+        orders[100].region = "EU"
+        let input = server.dataDirectory + "-orders.jsonl"
+        try orders.map(\.jsonLine).joined(separator: "\n").write(toFile: input, atomically: true, encoding: .utf8)
+        #expect(try server.ctl(["produce", "orders", "--file", input]).status == 0)
+
+        let spec = productSpec(backfill: "all").replacingOccurrences(
+            of: "  sink: {file: {path: risk/eu-large-orders.jsonl}}",
+            with: "  sink: {postgres: {url: \"${env:PROVISION_TEST_POSTGRES_URL}\", table: \(table)}}")
+        #expect(try server.ctl(["apply", "-f", try writeSpecs(catalogSpec, spec, to: server.dataDirectory + "-specs")]).status == 0)
+        let accepted = orders.filter { $0.amount > 1000 && $0.region == "EU" }
+        let refused = Set(accepted.filter { $0.amount >= 2900 || $0.id == orders[100].id }.map(\.id))
+        #expect(refused.count > 50)
+        let product = try await server.waitForProduct("eu-large-orders", timeout: .seconds(120)) {
+            $0.phase == "Live" && ($0.status["checkpoint"] as? [String: Any])?["0"] as? Int == orders.count
+        }
+        #expect((product.status["deadLettered"] as? NSNumber)?.intValue == refused.count)
+        #expect(product.recordsWritten == accepted.count - refused.count)
+        #expect(try psqlRows("SELECT order_id FROM \(table) ORDER BY order_id").map { $0[0] }
+            == accepted.map(\.id).filter { !refused.contains($0) }.sorted())
+
+        let tail = try server.ctl(["tail", "_deadletter.eu-large-orders", "--from-beginning"])
+        let letters = tail.output.split(separator: "\n").compactMap {
+            try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+        }
+        #expect(letters.count == refused.count)
+        #expect(Set(letters.compactMap { ($0["value"] as? [String: Any])?["order_id"] as? String }) == refused)
+        let reasons = letters.compactMap { ($0["headers"] as? [String: String])?["provision.reason"] }
+        #expect(reasons.count == refused.count)
+        #expect(reasons.filter { $0.contains("violates check constraint") }.count == refused.count - 1)
+        #expect(reasons.contains { $0.contains("PostgreSQL refused the row") && $0.contains("0x00") })
+    }
+
+    @Test func addingAColumnAndChangingATypeNeverShowReadersAnEmptyOrPartialTable() async throws {
+        let server = ServerProcess()
+        let orders = TestOrder.generate(count: 200_000, end: Date(), days: 60, seed: 61)
+        try await seedLog(server, orders)
+        try await server.start()
+        defer { server.stop() }
+        let table = "evolving_\(UUID().uuidString.prefix(8).lowercased())"
+        let accepted = orders.filter { $0.amount > 1000 && $0.region == "EU" }
+        func spec(_ select: String) -> String {
+            productSpec(backfill: "all")
+                .replacingOccurrences(of: "  sink: {file: {path: risk/eu-large-orders.jsonl}}",
+                                      with: "  sink: {postgres: {url: \"${env:PROVISION_TEST_POSTGRES_URL}\", table: \(table)}}")
+                .replacingOccurrences(of: "select: {order_id: order_id, amount: amount, customer: upper(customer_id), placed_at: placed_at}",
+                                      with: "select: {\(select)}")
+        }
+        func apply(_ select: String) throws {
+            let result = try server.ctl(["apply", "-f", try writeSpecs(catalogSpec, spec(select), to: server.dataDirectory + "-specs")])
+            #expect(result.status == 0, "\(result.errorOutput)")
+        }
+        func caughtUp() async throws {
+            _ = try await server.waitForProduct("eu-large-orders", timeout: .seconds(300)) {
+                $0.phase == "Live" && ($0.status["checkpoint"] as? [String: Any])?["0"] as? Int == orders.count
+            }
+        }
+        func tableIdentity() throws -> String { try psqlRows("SELECT '\(table)'::regclass::oid")[0][0] }
+
+        try apply("order_id: order_id, amount: amount, customer: upper(customer_id), placed_at: placed_at")
+        try await caughtUp()
+        #expect(try psqlRows("SELECT count(*) FROM \(table)") == [[String(accepted.count)]])
+        let original = try tableIdentity()
+
+        // Readers query the table in a loop for as long as both changes take.
+        let reading = Task.detached { () -> (counts: [Int], errors: [String]) in
+            var counts: [Int] = [], errors: [String] = []
+            while !Task.isCancelled {
+                do {
+                    counts.append(Int(try psqlRows("SELECT count(*) FROM \(table)")[0][0]) ?? -1)
+                } catch {
+                    errors.append("\(error)")
+                }
+            }
+            return (counts, errors)
+        }
+
+        // Adding a field adds a column to the same table and fills it from history.
+        try apply("order_id: order_id, amount: amount, customer: upper(customer_id), placed_at: placed_at, region: region")
+        try await caughtUp()
+        #expect(try tableIdentity() == original)
+        #expect(try psqlRows("SELECT count(*), count(region), count(*) FILTER (WHERE region = 'EU') FROM \(table)")
+            == [[String(accepted.count), String(accepted.count), String(accepted.count)]])
+
+        // Changing a column's type builds a new table beside it and swaps it in.
+        try apply("order_id: order_id, amount: amount, customer: length(customer_id), placed_at: placed_at, region: region")
+        let swapped = ContinuousClock.now + .seconds(300)
+        while try tableIdentity() == original, ContinuousClock.now < swapped { try await Task.sleep(for: .milliseconds(50)) }
+        try await caughtUp()
+        let (counts, errors) = await { reading.cancel(); return await reading.value }()
+
+        #expect(errors == [])
+        #expect(counts.count > 10, "the readers did not overlap the changes")
+        #expect(counts.allSatisfy { $0 == accepted.count }, "a reader saw \(Set(counts)) rows")
+        #expect(try psqlRows("""
+            SELECT data_type FROM information_schema.columns WHERE table_name = '\(table)' AND column_name = 'customer'
+            """) == [["bigint"]])
+        let lengths = try psqlRows("SELECT order_id, customer FROM \(table) ORDER BY order_id")
+        #expect(lengths == accepted.sorted { $0.id < $1.id }.map { [$0.id, String($0.customer.count)] })
+        // Only the served table is left, and its checkpoint row.
+        #expect(try psqlRows("SELECT count(*) FROM information_schema.tables WHERE table_name LIKE '\(table)%'") == [["1"]])
+        #expect(try psqlRows("SELECT output_table FROM provision_checkpoints WHERE serves = '\(table)'") == [[table]])
     }
 
     @Test func anIncompatibleTableStallsWithTheReasonAndIsNotAltered() async throws {

@@ -9,7 +9,7 @@ public struct Expression: Sendable {
     public let referencedFields: Set<String>
     /// The slots the expression was compiled against; it reads only fields in them.
     public let slots: FieldSlots
-    let evaluator: Evaluator
+    public let evaluator: Evaluator
 
     /// Parses and type-checks `source` against `scope`, giving the fields it reads slots in
     /// `slots` (shared by all expressions evaluated on one context).
