@@ -77,9 +77,9 @@ public struct Pipeline: Sendable {
     /// Runs until cancelled. Throws when the sink or the log fails; the caller retries with
     /// backoff, and the next run resumes from the committed checkpoint.
     ///
-    /// The next batch is read and processed while the sink writes the current one, so the
-    /// destination and the processing cores work side by side; writes and their checkpoints
-    /// stay strictly in order.
+    /// For a sink that waits on a server, the next batch is read and processed while the sink
+    /// writes the current one, so the server and the processing cores work side by side;
+    /// writes and their checkpoints stay strictly in order.
     public func run() async throws {
         try await log.createTopic(sourceTopic, partitions: 1)
         let partitionCount = try await log.partitionCount(of: sourceTopic) ?? 1
@@ -114,9 +114,11 @@ public struct Pipeline: Sendable {
             if let processed {
                 readPositions[processed.source.partition] = processed.lastOffset + 1
                 nextPartition = (processed.source.partition + 1) % partitionCount
-                let positions = readPositions, partition = nextPartition
-                prefetch = Task {
-                    try await readAndProcess(from: positions, partitionCount: partitionCount, startingAt: partition)
+                if sink.readsAhead {
+                    let positions = readPositions, partition = nextPartition
+                    prefetch = Task {
+                        try await readAndProcess(from: positions, partitionCount: partitionCount, startingAt: partition)
+                    }
                 }
                 try await commit(processed, checkpoint: &checkpoint)
             }

@@ -101,6 +101,11 @@ public protocol Sink: Sendable {
     /// A human description of where the output is, for status and logs (no secrets).
     var location: String { get }
 
+    /// True when writes wait on another server, so reading and processing the next batch
+    /// meanwhile pays for the second batch it holds in memory. A local file is written
+    /// faster than a batch is processed: there it would only cost memory.
+    var readsAhead: Bool { get }
+
     /// Provisions the destination if needed and returns the committed checkpoint (nil when
     /// the output is new).
     func open() async throws -> Checkpoint?
@@ -125,6 +130,7 @@ public protocol Sink: Sendable {
 }
 
 extension Sink {
+    public var readsAhead: Bool { false }
     public func promote() async throws {}
     public func detach() async throws {}
 }

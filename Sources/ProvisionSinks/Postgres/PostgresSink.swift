@@ -58,6 +58,8 @@ public final class PostgresSink: Sink, @unchecked Sendable {
 
     public var location: String { "\(spec.redactedURL) \(spec.schema).\(spec.table)" }
 
+    public var readsAhead: Bool { true }
+
     /// The name of the table a replacement is built in.
     var replacementTable: String { PostgresText.identifier(spec.table, suffix: "_build\(build.number)") }
 
