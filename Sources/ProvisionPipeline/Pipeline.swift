@@ -175,7 +175,10 @@ public struct Pipeline: Sendable {
         -> [RecordProcessor.Outcome]
     {
         let processor = self.processor
-        let chunkCount = batch.count < 4096 ? 1 : min(limits.processingConcurrency, batch.count / 2048)
+        // Reading ahead, one core stays free for the sink's write of the batch before: on a
+        // pool with one thread per core, processing on all of them would hold that write up.
+        let cores = sink.readsAhead ? max(1, limits.processingConcurrency - 1) : limits.processingConcurrency
+        let chunkCount = batch.count < 4096 ? 1 : min(cores, batch.count / 2048)
         guard chunkCount > 1 else {
             return processor.process(batch, range: 0..<batch.count, partition: partition, now: now)
         }

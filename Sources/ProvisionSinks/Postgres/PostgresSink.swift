@@ -494,16 +494,19 @@ public final class PostgresSink: Sink, @unchecked Sendable {
         try await connection.copyFrom(table: table, columns: columnNames, logger: logger) { writer in
             var buffer = ByteBuffer()
             buffer.reserveCapacity(Self.copyChunkBytes + 64 * 1024)
+            var scratch: [UInt8] = []
+            scratch.reserveCapacity(64)
             for record in records {
                 switch record.body {
                 case .row(let values):
                     for column in values.indices {
-                        PostgresText.appendCopyField(values[column], columnType: types[column], to: &buffer)
+                        PostgresText.appendCopyField(values[column], columnType: types[column], to: &buffer, scratch: &scratch)
                         buffer.writeInteger(UInt8(ascii: "\t"))
                     }
                 case .document(_, let fields):
                     for column in fields.indices {
-                        PostgresText.appendCopyField(fields[column].map(Value.json), columnType: types[column], to: &buffer)
+                        PostgresText.appendCopyField(fields[column].map(Value.json), columnType: types[column], to: &buffer,
+                                                     scratch: &scratch)
                         buffer.writeInteger(UInt8(ascii: "\t"))
                     }
                 case .tombstone:

@@ -39,17 +39,34 @@ enum PostgresText {
     }
 
     /// Appends one column of a COPY text row: `\N` for NULL, the text escaped otherwise.
-    static func appendCopyField(_ value: Value?, columnType: String, to buffer: inout ByteBuffer) {
-        if let value, case .integer(let integer) = value {
-            // The common case, without a String in between.
-            appendInteger(integer, to: &buffer)
-            return
-        }
-        guard var text = text(value, columnType: columnType) else {
+    /// The common types are written without a `String` in between; `scratch` is reused.
+    static func appendCopyField(_ value: Value?, columnType: String, to buffer: inout ByteBuffer, scratch: inout [UInt8]) {
+        guard let value, !value.isNull else {
             buffer.writeStaticString("\\N")
             return
         }
-        text.withUTF8 { appendEscaped($0, to: &buffer) }
+        switch value {
+        case .integer(let integer) where columnType != "jsonb":
+            appendInteger(integer, to: &buffer)
+        case .decimal(let number) where columnType != "jsonb" && number.isFinite:
+            scratch.removeAll(keepingCapacity: true)
+            JSONWriter.writeNumber(number, into: &scratch)
+            buffer.writeBytes(scratch)
+        case .timestamp(let milliseconds) where columnType != "jsonb":
+            scratch.removeAll(keepingCapacity: true)
+            Timestamp.write(milliseconds, into: &scratch)
+            buffer.writeBytes(scratch)
+        case .boolean(let flag) where columnType != "jsonb":
+            buffer.writeInteger(flag ? UInt8(ascii: "t") : UInt8(ascii: "f"))
+        case .string(var text) where columnType != "jsonb":
+            text.withUTF8 { appendEscaped($0, to: &buffer) }
+        default:
+            guard var text = text(value, columnType: columnType) else {
+                buffer.writeStaticString("\\N")
+                return
+            }
+            text.withUTF8 { appendEscaped($0, to: &buffer) }
+        }
     }
 
     static func appendInteger(_ integer: Int64, to buffer: inout ByteBuffer) {
