@@ -1,3 +1,4 @@
+import ProvisionPipeline
 import ProvisionModel
 
 /// The per-product lifecycle as a plain value: events go in, the phase and conditions come

@@ -31,6 +31,10 @@ public struct SinkFactory: Sendable {
         case .postgres(let postgres):
             return PostgresSink(spec: postgres, environment: environment, product: product, outputSchema: outputSchema,
                                 keyField: keyField ?? spec.key ?? "", build: build, logger: logger)
+        case .elasticsearch(let elasticsearch):
+            return ElasticsearchSink(spec: elasticsearch, environment: environment, product: product, outputSchema: outputSchema,
+                                     keyField: keyField ?? spec.key ?? "", strictMapping: spec.select != nil, build: build,
+                                     checkpoints: checkpoints, logger: logger)
         }
     }
 
@@ -39,7 +43,7 @@ public struct SinkFactory: Sendable {
     public func rebuildsInPlace(_ spec: DataProductSpec) -> Bool {
         switch spec.sink {
         case .file: return false
-        case .postgres: return true
+        case .postgres, .elasticsearch: return true
         }
     }
 
@@ -48,6 +52,7 @@ public struct SinkFactory: Sendable {
         switch spec.sink {
         case .file(let file): return "file://\(resolve(file.path))"
         case .postgres(let postgres): return "\(postgres.redactedURL) \(postgres.schema).\(postgres.table)"
+        case .elasticsearch(let elasticsearch): return "\(elasticsearch.redactedURL) index \(elasticsearch.index)"
         }
     }
 

@@ -1,5 +1,6 @@
 import Testing
 import ProvisionModel
+import ProvisionPipeline
 @testable import ProvisionControl
 
 @Suite struct RetryBackoffTests {

@@ -475,6 +475,57 @@ struct DocumentReader {
                 schema = parsed
             }
             return .postgres(PostgresSinkSpec(url: url, table: table, schema: schema))
+        case "elasticsearch":
+            let path = "spec.sink.elasticsearch"
+            guard let esFields = self.fields(of: sinkNode, at: path, allowed: ["url", "index", "auth", "text"]),
+                let urlNode = required(esFields, "url", in: sinkNode, at: path),
+                let url = string(urlNode, at: "\(path).url"),
+                let indexNode = required(esFields, "index", in: sinkNode, at: path),
+                let index = string(indexNode, at: "\(path).index")
+            else { return nil }
+            let isReference = EnvironmentReference.variable(in: url) != nil
+            guard isReference || url.hasPrefix("http://") || url.hasPrefix("https://") else {
+                fail(urlNode, "\(path).url", "expected '${env:NAME}' or an http:// or https:// URL")
+                return nil
+            }
+            if !isReference, PostgresURL.redact(url) != url {
+                fail(urlNode, "\(path).url", "a password does not belong in a spec; use auth with '${env:NAME}'")
+                return nil
+            }
+            guard let first = index.first, first.isASCII, first.isLowercase || first.isNumber, index.utf8.count <= 200,
+                index.allSatisfy({ $0.isASCII && ($0.isLowercase || $0.isNumber || $0 == "-" || $0 == "_") })
+            else {
+                fail(indexNode, "\(path).index",
+                     "'\(index)' must be lowercase letters, digits, '-' or '_', start with a letter or digit, at most 200 bytes")
+                return nil
+            }
+            var auth: ElasticsearchSinkSpec.Auth?
+            if let authNode = esFields["auth"] {
+                guard let authFields = self.fields(of: authNode, at: "\(path).auth", allowed: ["basic", "apiKey"]) else { return nil }
+                guard authFields.count == 1, let (kind, valueNode) = authFields.first,
+                    let reference = string(valueNode, at: "\(path).auth.\(kind)")
+                else {
+                    fail(authNode, "\(path).auth", "auth takes exactly one of basic, apiKey")
+                    return nil
+                }
+                guard EnvironmentReference.variable(in: reference) != nil else {
+                    fail(valueNode, "\(path).auth.\(kind)", "credentials do not belong in a spec; use '${env:NAME}'")
+                    return nil
+                }
+                auth = kind == "basic" ? .basic(reference) : .apiKey(reference)
+            }
+            var text: [String] = []
+            if let textNode = esFields["text"] {
+                guard case .sequence(let items) = textNode else {
+                    fail(textNode, "\(path).text", "expected a list of output fields")
+                    return nil
+                }
+                for item in items {
+                    guard let name = identifier(item, at: "\(path).text") else { return nil }
+                    text.append(name)
+                }
+            }
+            return .elasticsearch(ElasticsearchSinkSpec(url: url, index: index, auth: auth, text: text))
         default:
             fail(sinkNode, "spec.sink.\(kind)", "sink '\(kind)' is not supported by this server version (supported: \(SinkSpec.kinds.joined(separator: ", ")))")
             return nil

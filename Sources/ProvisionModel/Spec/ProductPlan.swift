@@ -102,10 +102,20 @@ struct ProductValidator {
     func validate() -> [SpecError] {
         do {
             let plan = try ProductPlan.compile(product, datasets: datasets)
-            if case .postgres = product.spec.sink, plan.keyField == nil {
+            switch product.spec.sink {
+            case .postgres where plan.keyField == nil:
                 return [located("spec.sink.postgres", "a table needs a primary key: set spec.key to an output field")]
+            case .elasticsearch where plan.keyField == nil:
+                return [located("spec.sink.elasticsearch", "documents need ids: set spec.key to an output field")]
+            case .elasticsearch(let elasticsearch):
+                for name in elasticsearch.text where plan.outputSchema.field(named: name)?.type != .string {
+                    let problem = plan.outputSchema.field(named: name) == nil ? "is not an output field" : "is not a string"
+                    return [located("spec.sink.elasticsearch.text", "'\(name)' \(problem); only string fields can be full text")]
+                }
+                return []
+            default:
+                return []
             }
-            return []
         } catch {
             switch error {
             case .unknownDataset(let name):

@@ -192,22 +192,26 @@ public enum DeletionPolicy: String, Sendable, Equatable, Codable {
 public enum SinkSpec: Sendable, Equatable, Codable {
     case file(FileSinkSpec)
     case postgres(PostgresSinkSpec)
+    case elasticsearch(ElasticsearchSinkSpec)
 
-    public static let kinds = ["file", "postgres"]
+    public static let kinds = ["file", "postgres", "elasticsearch"]
 
     public var kind: String {
         switch self {
         case .file: return "file"
         case .postgres: return "postgres"
+        case .elasticsearch: return "elasticsearch"
         }
     }
 
-    private enum CodingKeys: String, CodingKey { case file, postgres }
+    private enum CodingKeys: String, CodingKey { case file, postgres, elasticsearch }
 
     public init(from decoder: Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
         if let postgres = try container.decodeIfPresent(PostgresSinkSpec.self, forKey: .postgres) {
             self = .postgres(postgres)
+        } else if let elasticsearch = try container.decodeIfPresent(ElasticsearchSinkSpec.self, forKey: .elasticsearch) {
+            self = .elasticsearch(elasticsearch)
         } else {
             self = .file(try container.decode(FileSinkSpec.self, forKey: .file))
         }
@@ -218,7 +222,85 @@ public enum SinkSpec: Sendable, Equatable, Codable {
         switch self {
         case .file(let file): try container.encode(file, forKey: .file)
         case .postgres(let postgres): try container.encode(postgres, forKey: .postgres)
+        case .elasticsearch(let elasticsearch): try container.encode(elasticsearch, forKey: .elasticsearch)
         }
+    }
+}
+
+/// An Elasticsearch (or OpenSearch) index behind an alias. The URL is `${env:NAME}` or an
+/// `http(s)://` URL; credentials are always environment references.
+public struct ElasticsearchSinkSpec: Sendable, Equatable, Codable {
+    public enum Auth: Sendable, Equatable {
+        /// `${env:NAME}` holding `user:password`.
+        case basic(String)
+        /// `${env:NAME}` holding an API key (the base64 `id:key` Elasticsearch returns).
+        case apiKey(String)
+
+        public var reference: String {
+            switch self {
+            case .basic(let reference), .apiKey(let reference): return reference
+            }
+        }
+    }
+
+    public var url: String
+    /// The alias readers use; the product writes to `<index>-<build>` behind it.
+    public var index: String
+    public var auth: Auth?
+    /// String fields mapped as full text (`text`) rather than exact values (`keyword`).
+    public var text: [String]
+
+    public init(url: String, index: String, auth: Auth? = nil, text: [String] = []) {
+        self.url = url
+        self.index = index
+        self.auth = auth
+        self.text = text
+    }
+
+    /// The name of the environment variable the URL comes from, if it is a reference.
+    public var environmentVariable: String? { EnvironmentReference.variable(in: url) }
+
+    /// The URL as written, with any password replaced, for status, logs and API output.
+    public var redactedURL: String { PostgresURL.redact(url) }
+
+    private enum CodingKeys: String, CodingKey { case url, index, auth, text }
+    private enum AuthKeys: String, CodingKey { case basic, apiKey }
+
+    public init(from decoder: Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        url = try container.decode(String.self, forKey: .url)
+        index = try container.decode(String.self, forKey: .index)
+        text = try container.decodeIfPresent([String].self, forKey: .text) ?? []
+        if container.contains(.auth) {
+            let auth = try container.nestedContainer(keyedBy: AuthKeys.self, forKey: .auth)
+            if let basic = try auth.decodeIfPresent(String.self, forKey: .basic) {
+                self.auth = .basic(basic)
+            } else {
+                self.auth = .apiKey(try auth.decode(String.self, forKey: .apiKey))
+            }
+        }
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(redactedURL, forKey: .url)
+        try container.encode(index, forKey: .index)
+        if !text.isEmpty { try container.encode(text, forKey: .text) }
+        if let auth {
+            var nested = container.nestedContainer(keyedBy: AuthKeys.self, forKey: .auth)
+            switch auth {
+            case .basic(let reference): try nested.encode(reference, forKey: .basic)
+            case .apiKey(let reference): try nested.encode(reference, forKey: .apiKey)
+            }
+        }
+    }
+}
+
+/// `${env:NAME}`: a value the server reads from its environment.
+public enum EnvironmentReference {
+    public static func variable(in text: String) -> String? {
+        guard text.hasPrefix("${env:"), text.hasSuffix("}"), text.count > 7 else { return nil }
+        return String(text.dropFirst(6).dropLast())
     }
 }
 
