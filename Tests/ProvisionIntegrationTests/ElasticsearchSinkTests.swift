@@ -245,6 +245,24 @@ struct ElasticsearchSinkTests {
     }
 
     @Test(arguments: elasticsearchServers)
+    func anIndexProvisionDoesNotOwnIsReportedAndLeftAlone(_ elasticsearch: ElasticsearchServer) async throws {
+        let server = ServerProcess()
+        try await server.start()
+        defer { server.stop() }
+        let index = "taken-\(UUID().uuidString.prefix(8).lowercased())"
+        try await elasticsearch.call("PUT", "/\(index)", json: ["mappings": ["properties": ["note": ["type": "text"]]]])
+        try await elasticsearch.call("PUT", "/\(index)/_doc/mine?refresh=true", json: ["note": "a team's own document"])
+        #expect(try server.ctl(["apply", "-f", try writeSpecs(catalogSpec, elasticsearchSpec(index: index, url: elasticsearch.url),
+                                                            to: server.dataDirectory + "-specs")]).status == 0)
+        let product = try await server.waitForProduct("eu-large-orders", timeout: .seconds(60)) { $0.phase == "Failed" }
+        let stalled = (product.status["conditions"] as? [[String: Any]])?.first { $0["type"] as? String == "Stalled" }
+        #expect(stalled?["reason"] as? String == "OutputConflict")
+        #expect((stalled?["message"] as? String)?.contains("does not touch the index") == true)
+        #expect(try await elasticsearch.count(index) == 1)
+        #expect(try await elasticsearch.call("HEAD", "/\(index)-1").0 == 404)
+    }
+
+    @Test(arguments: elasticsearchServers)
     func throttlingAndServerErrorsAreRetriedWithNothingLostOrDuplicated(_ elasticsearch: ElasticsearchServer) async throws {
         // A proxy in front of the real server answers 429 and 503 to part of the bulk
         // requests for the first seconds, as an overloaded cluster does.
