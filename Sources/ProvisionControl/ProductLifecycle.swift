@@ -40,7 +40,12 @@ public struct ProductLifecycle: Sendable, Equatable {
         move(to: .provisioning, now: now)
     }
 
-    public mutating func progressed(caughtUp: Bool, now: TimestampMilliseconds) {
+    /// The pipeline reported. `advanced` says whether its checkpoint moved since the last
+    /// report; a failing product recovers only by moving (or having nothing to do): the
+    /// report a retried pipeline makes when it starts proves nothing yet, and resetting the
+    /// backoff on it would retry a broken sink as fast as it fails.
+    public mutating func progressed(caughtUp: Bool, advanced: Bool, now: TimestampMilliseconds) {
+        if case .failing = state, !advanced, !caughtUp { return }
         failures = 0
         move(to: .running(caughtUp: caughtUp), now: now)
     }

@@ -31,6 +31,8 @@ public actor Reconciler: Service {
         var build: Int
         var task: Task<Void, Never>
         var lifecycle: ProductLifecycle
+        /// The checkpoint of the last report, to tell progress from a pipeline restarting.
+        var lastOffsets: [Int: Int64]?
     }
 
     private let log: any EventLog
@@ -290,7 +292,9 @@ public actor Reconciler: Service {
         guard var run = runs[name], run.build == build else { return }
         let now = clock()
         let previousPhase = run.lifecycle.phase
-        run.lifecycle.progressed(caughtUp: progress.caughtUp, now: now)
+        let advanced = run.lastOffsets.map { $0 != progress.checkpoint.offsets } ?? false
+        run.lastOffsets = progress.checkpoint.offsets
+        run.lifecycle.progressed(caughtUp: progress.caughtUp, advanced: advanced, now: now)
         runs[name] = run
         let lifecycle = run.lifecycle
         updateStatus(name) { status in

@@ -26,10 +26,10 @@ import ProvisionPipeline
         #expect(lifecycle.phase == .pending)
         lifecycle.provisioningStarted(now: 10)
         #expect(lifecycle.phase == .provisioning)
-        lifecycle.progressed(caughtUp: false, now: 20)
+        lifecycle.progressed(caughtUp: false, advanced: false, now: 20)
         #expect(lifecycle.phase == .backfilling)
         #expect(lifecycle.conditions(now: 20).first { $0.type == "Reconciling" }?.isTrue == true)
-        lifecycle.progressed(caughtUp: true, now: 30)
+        lifecycle.progressed(caughtUp: true, advanced: true, now: 30)
         #expect(lifecycle.phase == .live)
         let ready = lifecycle.conditions(now: 30).first { $0.type == "Ready" }
         #expect(ready?.isTrue == true)
@@ -64,7 +64,11 @@ import ProvisionPipeline
         // A retry re-provisions but keeps reporting the failure until it makes progress.
         lifecycle.provisioningStarted(now: 6000)
         #expect(lifecycle.phase == .failed)
-        lifecycle.progressed(caughtUp: true, now: 7000)
+        // Its first report, before it has written anything, changes nothing either.
+        lifecycle.progressed(caughtUp: false, advanced: false, now: 6500)
+        #expect(lifecycle.phase == .failed)
+        #expect(lifecycle.failures == 5)
+        lifecycle.progressed(caughtUp: true, advanced: true, now: 7000)
         #expect(lifecycle.phase == .live)
         #expect(lifecycle.failures == 0)
         #expect(lifecycle.conditions(now: 7000).first { $0.type == "Stalled" }?.isTrue == false)

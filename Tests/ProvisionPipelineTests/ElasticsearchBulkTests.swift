@@ -4,15 +4,12 @@ import Testing
 
 @Suite struct ElasticsearchBulkTests {
     private func operation(_ id: String, bytes: Int, delete: Bool = false) -> BulkOperation {
-        BulkOperation(action: delete ? .delete : .index, id: id, version: 8, partition: 0, offset: 7,
+        BulkOperation(action: delete ? .delete : .index, id: id, partition: 0, offset: 7,
                       source: delete ? [] : Array(repeating: UInt8(ascii: "x"), count: bytes))
     }
 
     @Test func itemsAreClassifiedAsTheBulkAPIDocumentsThem() {
         #expect(BulkItemOutcome.classify(action: "index", status: 201, errorType: nil, errorReason: nil) == .done)
-        // A replay, or an older version: the document already holds this version or a newer one.
-        #expect(BulkItemOutcome.classify(action: "index", status: 409, errorType: "version_conflict_engine_exception",
-                                         errorReason: "current version [10] is higher") == .done)
         #expect(BulkItemOutcome.classify(action: "delete", status: 404, errorType: nil, errorReason: nil) == .done)
         #expect(BulkItemOutcome.classify(action: "index", status: 429, errorType: "es_rejected_execution_exception", errorReason: nil)
             == .retry("status 429 (es_rejected_execution_exception)"))
@@ -43,17 +40,21 @@ import Testing
         #expect(BulkBody.split(operations, maxOperations: 4, maxBytes: 1 << 20) == [0..<4, 4..<8, 8..<10])
         // Each operation counts its source plus about 100 bytes of action line.
         #expect(BulkBody.split(operations, maxOperations: 100, maxBytes: 450) == [0..<2, 2..<4, 4..<6, 6..<8, 8..<10])
+        // Four in flight: 10 operations in 4 requests rather than 4, 4 and 2.
+        #expect(BulkBody.split(operations, maxOperations: 4, maxBytes: 1 << 20, parallel: 4) == [0..<3, 3..<6, 6..<9, 9..<10])
+        #expect(BulkBody.split(Array(repeating: operation("k", bytes: 1), count: 65_536), maxOperations: 5_000, maxBytes: 1 << 30,
+                               parallel: 4).map(\.count) == Array(repeating: 4_096, count: 16))
         // A document larger than the limit still goes, alone.
         #expect(BulkBody.split([operation("big", bytes: 5000), operation("small", bytes: 1)], maxOperations: 100, maxBytes: 1000)
             == [0..<1, 1..<2])
     }
 
-    @Test func theBodyIsNewlineDelimitedWithExternalVersions() {
+    @Test func theBodyIsNewlineDelimited() {
         let body = BulkBody.encode([operation("a", bytes: 2), operation("b\"", bytes: 0, delete: true)][...], index: "orders-3")
         #expect(String(decoding: body, as: UTF8.self) == """
-            {"index":{"_index":"orders-3","_id":"a","version":8,"version_type":"external"}}
+            {"index":{"_index":"orders-3","_id":"a"}}
             xx
-            {"delete":{"_index":"orders-3","_id":"b\\"","version":8,"version_type":"external"}}
+            {"delete":{"_index":"orders-3","_id":"b\\""}}
 
             """)
     }
