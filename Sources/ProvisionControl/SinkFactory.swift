@@ -35,6 +35,9 @@ public struct SinkFactory: Sendable {
             return ElasticsearchSink(spec: elasticsearch, environment: environment, product: product, outputSchema: outputSchema,
                                      keyField: keyField ?? spec.key ?? "", strictMapping: spec.select != nil, build: build,
                                      checkpoints: checkpoints, logger: logger)
+        case .webhook(let webhook):
+            return WebhookSink(spec: webhook, environment: environment, product: product, outputSchema: outputSchema,
+                               checkpoints: checkpoints, logger: logger)
         }
     }
 
@@ -42,7 +45,7 @@ public struct SinkFactory: Sendable {
     /// (or extends it in place), so the old output must not be removed first.
     public func rebuildsInPlace(_ spec: DataProductSpec) -> Bool {
         switch spec.sink {
-        case .file: return false
+        case .file, .webhook: return false
         case .postgres, .elasticsearch: return true
         }
     }
@@ -53,6 +56,7 @@ public struct SinkFactory: Sendable {
         case .file(let file): return "file://\(resolve(file.path))"
         case .postgres(let postgres): return "\(postgres.redactedURL) \(postgres.schema).\(postgres.table)"
         case .elasticsearch(let elasticsearch): return "\(elasticsearch.redactedURL) index \(elasticsearch.index)"
+        case .webhook(let webhook): return webhook.redactedURL
         }
     }
 

@@ -136,6 +136,36 @@ struct DocumentReader {
         return text
     }
 
+    private mutating func positiveInteger(_ node: Node, at path: String, max: Int) -> Int? {
+        guard let text = string(node, at: path) else { return nil }
+        guard let value = Int(text), value > 0, value <= max else {
+            fail(node, path, "'\(text)' is not a whole number from 1 to \(max)")
+            return nil
+        }
+        return value
+    }
+
+    /// `512`, `64KiB`, `1MiB`: a size in bytes.
+    private mutating func byteSize(_ node: Node, at path: String) -> Int? {
+        guard let text = string(node, at: path) else { return nil }
+        let units: [(String, Int)] = [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10), ("B", 1), ("", 1)]
+        for (unit, factor) in units where text.hasSuffix(unit) {
+            if let value = Int(text.dropLast(unit.count)), value > 0 { return value * factor }
+            break
+        }
+        fail(node, path, "'\(text)' is not a size (examples: 65536, 64KiB, 1MiB)")
+        return nil
+    }
+
+    private mutating func duration(_ node: Node, at path: String, allowZero: Bool = false) -> Int64? {
+        guard let text = string(node, at: path) else { return nil }
+        guard let value = DurationText.parseMilliseconds(text), value > 0 || (allowZero && value == 0) else {
+            fail(node, path, "'\(text)' is not a duration (examples: 50ms, 10s, 2m)")
+            return nil
+        }
+        return value
+    }
+
     private mutating func identifier(_ node: Node?, at path: String) -> String? {
         guard let text = string(node, at: path) else { return nil }
         guard let first = text.first, first == "_" || first.isLetter,
@@ -526,6 +556,79 @@ struct DocumentReader {
                 }
             }
             return .elasticsearch(ElasticsearchSinkSpec(url: url, index: index, auth: auth, text: text))
+        case "webhook":
+            let path = "spec.sink.webhook"
+            guard let hookFields = self.fields(of: sinkNode, at: path, allowed: ["url", "batch", "timeout", "retry", "secret", "headers"]),
+                let urlNode = required(hookFields, "url", in: sinkNode, at: path),
+                let url = string(urlNode, at: "\(path).url")
+            else { return nil }
+            guard EnvironmentReference.variable(in: url) != nil || url.hasPrefix("http://") || url.hasPrefix("https://") else {
+                fail(urlNode, "\(path).url", "expected '${env:NAME}' or an http:// or https:// URL")
+                return nil
+            }
+            if EnvironmentReference.variable(in: url) == nil, PostgresURL.redact(url) != url {
+                fail(urlNode, "\(path).url", "a password does not belong in a spec; use '${env:NAME}'")
+                return nil
+            }
+            var spec = WebhookSinkSpec(url: url)
+            if let batchNode = hookFields["batch"] {
+                guard let batchFields = self.fields(of: batchNode, at: "\(path).batch", allowed: ["maxRecords", "maxBytes", "linger"]) else {
+                    return nil
+                }
+                if let node = batchFields["maxRecords"] {
+                    guard let value = positiveInteger(node, at: "\(path).batch.maxRecords", max: 100_000) else { return nil }
+                    spec.batch.maxRecords = value
+                }
+                if let node = batchFields["maxBytes"] {
+                    guard let value = byteSize(node, at: "\(path).batch.maxBytes") else { return nil }
+                    spec.batch.maxBytes = value
+                }
+                if let node = batchFields["linger"] {
+                    guard let value = duration(node, at: "\(path).batch.linger", allowZero: true) else { return nil }
+                    spec.batch.lingerMilliseconds = value
+                }
+            }
+            if let node = hookFields["timeout"] {
+                guard let value = duration(node, at: "\(path).timeout") else { return nil }
+                spec.timeoutMilliseconds = value
+            }
+            if let retryNode = hookFields["retry"] {
+                guard let retryFields = self.fields(of: retryNode, at: "\(path).retry",
+                                                    allowed: ["maxAttempts", "initialBackoff", "maxBackoff"]) else { return nil }
+                if let node = retryFields["maxAttempts"] {
+                    guard let value = positiveInteger(node, at: "\(path).retry.maxAttempts", max: 1000) else { return nil }
+                    spec.retry.maxAttempts = value
+                }
+                if let node = retryFields["initialBackoff"] {
+                    guard let value = duration(node, at: "\(path).retry.initialBackoff") else { return nil }
+                    spec.retry.initialBackoffMilliseconds = value
+                }
+                if let node = retryFields["maxBackoff"] {
+                    guard let value = duration(node, at: "\(path).retry.maxBackoff") else { return nil }
+                    spec.retry.maxBackoffMilliseconds = value
+                }
+            }
+            if let secretNode = hookFields["secret"] {
+                guard let secret = string(secretNode, at: "\(path).secret") else { return nil }
+                guard EnvironmentReference.variable(in: secret) != nil else {
+                    fail(secretNode, "\(path).secret", "a secret does not belong in a spec; use '${env:NAME}'")
+                    return nil
+                }
+                spec.secret = secret
+            }
+            if let headersNode = hookFields["headers"] {
+                guard case .mapping(let mapping) = headersNode else {
+                    fail(headersNode, "\(path).headers", "expected a mapping of header names to values")
+                    return nil
+                }
+                for (nameNode, valueNode) in mapping {
+                    guard case .scalar(let name) = nameNode, let value = string(valueNode, at: "\(path).headers.\(name.string)") else {
+                        return nil
+                    }
+                    spec.headers[name.string] = value
+                }
+            }
+            return .webhook(spec)
         default:
             fail(sinkNode, "spec.sink.\(kind)", "sink '\(kind)' is not supported by this server version (supported: \(SinkSpec.kinds.joined(separator: ", ")))")
             return nil

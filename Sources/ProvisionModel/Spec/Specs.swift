@@ -193,18 +193,20 @@ public enum SinkSpec: Sendable, Equatable, Codable {
     case file(FileSinkSpec)
     case postgres(PostgresSinkSpec)
     case elasticsearch(ElasticsearchSinkSpec)
+    case webhook(WebhookSinkSpec)
 
-    public static let kinds = ["file", "postgres", "elasticsearch"]
+    public static let kinds = ["file", "postgres", "elasticsearch", "webhook"]
 
     public var kind: String {
         switch self {
         case .file: return "file"
         case .postgres: return "postgres"
         case .elasticsearch: return "elasticsearch"
+        case .webhook: return "webhook"
         }
     }
 
-    private enum CodingKeys: String, CodingKey { case file, postgres, elasticsearch }
+    private enum CodingKeys: String, CodingKey { case file, postgres, elasticsearch, webhook }
 
     public init(from decoder: Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
@@ -212,6 +214,8 @@ public enum SinkSpec: Sendable, Equatable, Codable {
             self = .postgres(postgres)
         } else if let elasticsearch = try container.decodeIfPresent(ElasticsearchSinkSpec.self, forKey: .elasticsearch) {
             self = .elasticsearch(elasticsearch)
+        } else if let webhook = try container.decodeIfPresent(WebhookSinkSpec.self, forKey: .webhook) {
+            self = .webhook(webhook)
         } else {
             self = .file(try container.decode(FileSinkSpec.self, forKey: .file))
         }
@@ -223,6 +227,7 @@ public enum SinkSpec: Sendable, Equatable, Codable {
         case .file(let file): try container.encode(file, forKey: .file)
         case .postgres(let postgres): try container.encode(postgres, forKey: .postgres)
         case .elasticsearch(let elasticsearch): try container.encode(elasticsearch, forKey: .elasticsearch)
+        case .webhook(let webhook): try container.encode(webhook, forKey: .webhook)
         }
     }
 }
@@ -294,6 +299,58 @@ public struct ElasticsearchSinkSpec: Sendable, Equatable, Codable {
             }
         }
     }
+}
+
+/// A function behind an HTTP endpoint: records are POSTed to it in signed batches.
+public struct WebhookSinkSpec: Sendable, Equatable, Codable {
+    public struct Batch: Sendable, Equatable, Codable {
+        public var maxRecords: Int
+        public var maxBytes: Int
+        /// How long a partly filled batch may wait for more records, in milliseconds.
+        public var lingerMilliseconds: Int64
+
+        public init(maxRecords: Int = 100, maxBytes: Int = 1 << 20, lingerMilliseconds: Int64 = 50) {
+            self.maxRecords = maxRecords
+            self.maxBytes = maxBytes
+            self.lingerMilliseconds = lingerMilliseconds
+        }
+    }
+
+    public struct Retry: Sendable, Equatable, Codable {
+        public var maxAttempts: Int
+        public var initialBackoffMilliseconds: Int64
+        public var maxBackoffMilliseconds: Int64
+
+        public init(maxAttempts: Int = 8, initialBackoffMilliseconds: Int64 = 200, maxBackoffMilliseconds: Int64 = 30_000) {
+            self.maxAttempts = maxAttempts
+            self.initialBackoffMilliseconds = initialBackoffMilliseconds
+            self.maxBackoffMilliseconds = maxBackoffMilliseconds
+        }
+    }
+
+    /// `http(s)://…` or `${env:NAME}`.
+    public var url: String
+    public var batch: Batch
+    public var timeoutMilliseconds: Int64
+    public var retry: Retry
+    /// `${env:NAME}` holding the key batches are signed with (HMAC-SHA256).
+    public var secret: String?
+    /// Extra request headers; values may be `${env:NAME}` references.
+    public var headers: [String: String]
+
+    public init(url: String, batch: Batch = .init(), timeoutMilliseconds: Int64 = 10_000, retry: Retry = .init(),
+                secret: String? = nil, headers: [String: String] = [:])
+    {
+        self.url = url
+        self.batch = batch
+        self.timeoutMilliseconds = timeoutMilliseconds
+        self.retry = retry
+        self.secret = secret
+        self.headers = headers
+    }
+
+    /// The URL as written, with any password replaced.
+    public var redactedURL: String { PostgresURL.redact(url) }
 }
 
 /// `${env:NAME}`: a value the server reads from its environment.

@@ -1,0 +1,273 @@
+import AsyncHTTPClient
+import Crypto
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOHTTP1
+import ProvisionModel
+import ProvisionPipeline
+
+/// Delivers a product to a function behind an HTTP endpoint: records are POSTed as JSON in
+/// batches, signed when the spec has a secret, at least once.
+///
+/// Order: records of one key are delivered in source order. Each key maps to one of a few
+/// lanes; a lane sends its requests one after another, so a request for a key never leaves
+/// while an earlier one for that key is unacknowledged, and the lanes run side by side.
+/// The checkpoint moves once every request of the batch is delivered or dead-lettered.
+///
+/// Not thread-safe: one pipeline owns it, and calls it from one task at a time.
+public final class WebhookSink: Sink, @unchecked Sendable {
+    public struct Limits: Sendable {
+        /// Requests in flight at once (one per lane).
+        public var lanes: Int
+        /// How long the endpoint may accept nothing before the product stalls.
+        public var unavailableAfter: Duration
+        /// The most of a response body that is read (for the dead-letter reason).
+        public var responseBytesMax: Int
+
+        public init(lanes: Int = 4, unavailableAfter: Duration = .seconds(30), responseBytesMax: Int = 64 * 1024) {
+            self.lanes = max(1, lanes)
+            self.unavailableAfter = unavailableAfter
+            self.responseBytesMax = responseBytesMax
+        }
+    }
+
+    static let signatureHeader = "Provision-Signature"
+
+    private let spec: WebhookSinkSpec
+    private let environment: [String: String]
+    private let product: String
+    private let outputSchema: Schema
+    private let checkpoints: any CheckpointStore
+    private let client: HTTPClient
+    private let limits: Limits
+    private let logger: Logger
+    /// When the endpoint last accepted a request; lanes update it side by side.
+    private let lastSuccess = NIOLockedValueBox(ContinuousClock.now)
+
+    public init(spec: WebhookSinkSpec, environment: [String: String], product: String, outputSchema: Schema,
+                checkpoints: any CheckpointStore, client: HTTPClient = SinkHTTPClient.shared, limits: Limits = .init(),
+                logger: Logger)
+    {
+        self.spec = spec
+        self.environment = environment
+        self.product = product
+        self.outputSchema = outputSchema
+        self.checkpoints = checkpoints
+        self.client = client
+        self.limits = limits
+        self.logger = logger
+    }
+
+    public var location: String { spec.redactedURL }
+    public var readsAhead: Bool { true }
+
+    public func open() async throws -> Checkpoint? {
+        _ = try resolve()
+        lastSuccess.withLockedValue { $0 = .now }
+        return try checkpoints.load(product)
+    }
+
+    public func write(_ batch: SinkBatch) async throws -> Checkpoint {
+        let server = try resolve()
+        let requests = Self.lanes(of: batch.records, count: limits.lanes).map { lane in
+            Self.requests(lane, product: product, schema: outputSchema, maxRecords: spec.batch.maxRecords, maxBytes: spec.batch.maxBytes)
+        }
+        var rejections: [SinkRejection] = []
+        try await withThrowingTaskGroup(of: [SinkRejection].self) { group in
+            for lane in requests where !lane.isEmpty {
+                group.addTask {
+                    var refused: [SinkRejection] = []
+                    for request in lane { refused += try await self.deliver(request, to: server) }
+                    return refused
+                }
+            }
+            for try await refused in group { rejections += refused }
+        }
+        if !rejections.isEmpty {
+            try await batch.deadLetter(rejections)
+            logger.warning("records dead-lettered", metadata: ["endpoint": "\(location)", "count": "\(rejections.count)",
+                                                              "first": "\(rejections[0].reason)"])
+        }
+        let committed = batch.checkpoint(rejecting: rejections.count)
+        try checkpoints.save(committed, for: product)
+        return committed
+    }
+
+    public func close() async {}
+
+    public func destroy() async throws {
+        try checkpoints.remove(product)
+    }
+
+    // MARK: Requests
+
+    /// One request's body and the records in it.
+    struct Request: Sendable {
+        var body: [UInt8]
+        var records: [(partition: Int, offset: Int64)]
+        var idempotencyKey: String
+    }
+
+    /// Splits records into lanes by key, keeping source order within each lane.
+    static func lanes(of records: [OutputRecord], count: Int) -> [[OutputRecord]] {
+        var lanes = [[OutputRecord]](repeating: [], count: count)
+        for record in records {
+            // FNV-1a: the same key always takes the same lane, in every process.
+            var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+            for byte in (record.key?.text ?? "").utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+            lanes[Int(hash % UInt64(count))].append(record)
+        }
+        return lanes
+    }
+
+    /// `{"product": …, "records": [{"id", "key", "partition", "offset", "time", "value"}]}`
+    /// bodies of at most `maxRecords` records and (unless one record alone is larger)
+    /// `maxBytes` bytes.
+    static func requests(_ records: [OutputRecord], product: String, schema: Schema, maxRecords: Int, maxBytes: Int) -> [Request] {
+        var prefix: [UInt8] = Array(#"{"product":"#.utf8)
+        JSONWriter.writeString(product, into: &prefix)
+        prefix.append(contentsOf: #","records":["#.utf8)
+        var requests: [Request] = []
+        var body = prefix, positions: [(partition: Int, offset: Int64)] = [], ids: [UInt8] = []
+        func finish() {
+            guard !positions.isEmpty else { return }
+            body.append(contentsOf: "]}".utf8)
+            let digest = SHA256.hash(data: ids)
+            requests.append(Request(body: body, records: positions,
+                                    idempotencyKey: digest.prefix(16).map { String(format: "%02x", $0) }.joined()))
+            body = prefix
+            positions = []
+            ids = []
+        }
+        for record in records {
+            var entry: [UInt8] = []
+            let id = recordID(product: product, partition: record.partition, offset: record.offset)
+            entry.append(contentsOf: #"{"id":"#.utf8)
+            JSONWriter.writeString(id, into: &entry)
+            entry.append(contentsOf: #","key":"#.utf8)
+            if let key = record.key, !key.isNull { JSONWriter.writeString(key.text, into: &entry) } else { entry.append(contentsOf: "null".utf8) }
+            entry.append(contentsOf: #","partition":"#.utf8)
+            JSONWriter.writeInteger(Int64(record.partition), into: &entry)
+            entry.append(contentsOf: #","offset":"#.utf8)
+            JSONWriter.writeInteger(record.offset, into: &entry)
+            entry.append(contentsOf: #","time":"#.utf8)
+            JSONWriter.writeString(Timestamp.format(record.eventTime), into: &entry)
+            entry.append(contentsOf: #","value":"#.utf8)
+            switch record.body {
+            case .row(let values):
+                entry.append(UInt8(ascii: "{"))
+                for (column, field) in schema.fields.enumerated() {
+                    if column > 0 { entry.append(UInt8(ascii: ",")) }
+                    JSONWriter.writeString(field.name, into: &entry)
+                    entry.append(UInt8(ascii: ":"))
+                    values[column].writeJSON(into: &entry)
+                }
+                entry.append(UInt8(ascii: "}"))
+            case .document(let raw, _):
+                entry.append(contentsOf: raw)
+            case .tombstone:
+                entry.append(contentsOf: "null".utf8)
+            }
+            entry.append(UInt8(ascii: "}"))
+            if !positions.isEmpty, positions.count >= maxRecords || body.count + entry.count + 2 > maxBytes { finish() }
+            if !positions.isEmpty { body.append(UInt8(ascii: ",")) }
+            body.append(contentsOf: entry)
+            positions.append((record.partition, record.offset))
+            ids.append(contentsOf: id.utf8)
+            ids.append(0)
+        }
+        finish()
+        return requests
+    }
+
+    /// Stable across replays: where the record sits in the source.
+    static func recordID(product: String, partition: Int, offset: Int64) -> String { "\(product):\(partition):\(offset)" }
+
+    /// `t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">`, as receivers verify it.
+    static func signature(body: [UInt8], secret: String, unixSeconds: Int64) -> String {
+        var message = Array("\(unixSeconds).".utf8)
+        message.append(contentsOf: body)
+        let mac = HMAC<SHA256>.authenticationCode(for: message, using: SymmetricKey(data: Array(secret.utf8)))
+        return "t=\(unixSeconds),v1=" + mac.map { String(format: "%02x", $0) }.joined()
+    }
+
+    // MARK: Delivery
+
+    private func deliver(_ request: Request, to server: Server) async throws -> [SinkRejection] {
+        var delivery = WebhookDelivery(
+            maxAttempts: spec.retry.maxAttempts,
+            backoff: RetryBackoff(initial: .milliseconds(spec.retry.initialBackoffMilliseconds),
+                                  cap: .milliseconds(spec.retry.maxBackoffMilliseconds)),
+            unavailableAfter: limits.unavailableAfter)
+        while true {
+            let response = await send(request, to: server)
+            if case .status(let status, _, _) = response, (200..<300).contains(status) { lastSuccess.withLockedValue { $0 = .now } }
+            switch delivery.attempted(response, now: .now, lastSuccess: lastSuccess.withLockedValue { $0 }, unitRandom: Double.random(in: 0..<1)) {
+            case .delivered:
+                return []
+            case .retry(let delay):
+                try await Task.sleep(for: delay)
+            case .deadLetter(let reason):
+                return request.records.map { SinkRejection(partition: $0.partition, offset: $0.offset, reason: reason) }
+            case .stall(let reason):
+                throw SinkError(reason: "EndpointUnavailable", message: "\(location): \(reason)")
+            }
+        }
+    }
+
+    private func send(_ request: Request, to server: Server) async -> WebhookResponse {
+        var http = HTTPClientRequest(url: server.url)
+        http.method = .POST
+        http.headers.add(name: "Content-Type", value: "application/json")
+        http.headers.add(name: "Idempotency-Key", value: request.idempotencyKey)
+        for (name, value) in server.headers { http.headers.add(name: name, value: value) }
+        if let secret = server.secret {
+            let now = Int64(Date().timeIntervalSince1970)
+            http.headers.add(name: Self.signatureHeader, value: Self.signature(body: request.body, secret: secret, unixSeconds: now))
+        }
+        http.body = .bytes(ByteBuffer(bytes: request.body))
+        do {
+            let response = try await client.execute(http, timeout: .milliseconds(spec.timeoutMilliseconds))
+            var excerpt: [UInt8] = []
+            for try await chunk in response.body {
+                excerpt.append(contentsOf: chunk.readableBytesView.prefix(limits.responseBytesMax - excerpt.count))
+                if excerpt.count >= limits.responseBytesMax { break }
+            }
+            let retryAfter = response.headers.first(name: "Retry-After").flatMap(Int64.init).map { Duration.seconds($0) }
+            return .status(Int(response.status.code), retryAfter: retryAfter, excerpt: Self.excerpt(excerpt))
+        } catch let error as HTTPClientError where error == .deadlineExceeded || error == .readTimeout {
+            return .timedOut
+        } catch {
+            return .connectionFailed("\(error)")
+        }
+    }
+
+    static func excerpt(_ body: [UInt8]) -> String {
+        let text = String(decoding: body.prefix(200), as: UTF8.self).replacingOccurrences(of: "\n", with: " ")
+        return body.count > 200 ? text + "…" : text
+    }
+
+    private struct Server {
+        var url: String
+        var secret: String?
+        var headers: [(String, String)]
+    }
+
+    private func resolve() throws -> Server {
+        func lookup(_ text: String) throws -> String {
+            guard let variable = EnvironmentReference.variable(in: text) else { return text }
+            guard let value = environment[variable], !value.isEmpty else {
+                throw SinkError(reason: "SinkUnavailable", message: "the environment variable \(variable) is not set on the server")
+            }
+            return value
+        }
+        let url = try lookup(spec.url)
+        guard url.hasPrefix("http://") || url.hasPrefix("https://") else {
+            throw SinkError(reason: "SinkUnavailable", message: "\(spec.redactedURL) is not an http:// or https:// URL")
+        }
+        return Server(url: url, secret: try spec.secret.map(lookup),
+                      headers: try spec.headers.sorted { $0.key < $1.key }.map { ($0.key, try lookup($0.value)) })
+    }
+}
