@@ -108,7 +108,7 @@ let package = Package(
                 "ProvisionModel", "ProvisionLog", "ProvisionPipeline", "ProvisionSinks",
                 .product(name: "Logging", package: "swift-log"),
             ],
-            exclude: ["flaky_proxy.py"]
+            exclude: ["flaky_proxy.py", "webhook_receiver.py"]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -1,0 +1,172 @@
+import Foundation
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `webhook_receiver.py` as a child process, and what it logged.
+final class WebhookReceiver: @unchecked Sendable {
+    struct Request {
+        var idempotencyKey: String
+        var attempt: Int
+        var status: Int
+        var verified: Bool?
+        /// (record id, key, offset), in the order of the body.
+        var records: [(id: String, key: String, offset: Int)]
+    }
+
+    let url: String
+    let logPath: String
+    private let process: Process
+
+    init(_ options: [String]) throws {
+        let port = freePort()
+        url = "http://127.0.0.1:\(port)/hook"
+        logPath = NSTemporaryDirectory() + "provision-receiver-\(UUID().uuidString).jsonl"
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("webhook_receiver.py").path
+        process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["python3", script, String(port), logPath] + options
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        for _ in 0..<100 where !FileManager.default.fileExists(atPath: logPath) { usleep(50_000) }
+        usleep(200_000)
+    }
+
+    var requests: [Request] {
+        let text = (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""
+        return text.split(separator: "\n").compactMap { line in
+            guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else { return nil }
+            let records = (object["records"] as? [[Any]] ?? []).map { ($0[0] as! String, $0[1] as? String ?? "", ($0[2] as! NSNumber).intValue) }
+            return Request(idempotencyKey: object["idempotencyKey"] as! String, attempt: (object["attempt"] as! NSNumber).intValue,
+                           status: (object["status"] as! NSNumber).intValue, verified: object["verified"] as? Bool, records: records)
+        }
+    }
+
+    /// Record ids the receiver answered 2xx for, in arrival order.
+    var delivered: [(id: String, key: String, offset: Int)] {
+        requests.filter { (200..<300).contains($0.status) }.flatMap(\.records)
+    }
+
+    func stop() {
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+    }
+}
+
+private func webhookSpec(url: String, extra: String = "") -> String {
+    """
+    apiVersion: provision/v1
+    kind: DataProduct
+    metadata: {name: confirmations, team: payments}
+    spec:
+      from: orders
+      backfill: all
+      select: {order_id: order_id, customer: customer_id, amount: amount, note: note}
+      key: customer
+      sink:
+        webhook:
+          url: "\(url)"
+          batch: {maxRecords: 200, maxBytes: 256KiB, linger: 10ms}
+          timeout: 1s
+          retry: {maxAttempts: 6, initialBackoff: 100ms, maxBackoff: 2s}
+    \(extra)
+    """
+}
+
+/// For each key, the offsets delivered, in arrival order.
+private func offsetsByKey(_ delivered: [(id: String, key: String, offset: Int)]) -> [String: [Int]] {
+    var byKey: [String: [Int]] = [:]
+    for record in delivered { byKey[record.key, default: []].append(record.offset) }
+    return byKey
+}
+
+@Suite(.serialized)
+struct WebhookSinkTests {
+    @Test func failuresAreRetriedInOrderSignedAndRefusalsDeadLettered() async throws {
+        let secret = "whsec-\(UUID().uuidString)"
+        setenv("PROVISION_TEST_WEBHOOK_SECRET", secret, 1)
+        let receiver = try WebhookReceiver(["--fail-first", "1", "--throttle-every", "9", "--hang-every", "13",
+                                            "--hang-seconds", "1.5", "--reject-marker", "REFUSE-ME", "--secret", secret])
+        defer { receiver.stop() }
+        let server = ServerProcess()
+        var orders = TestOrder.generate(count: 12_000, end: Date(), days: 20, seed: 121)
+        // Three customers' orders carry the marker the receiver refuses.
+        let refusedCustomers: Set<String> = ["c-17", "c-42", "c-4242"]
+        for index in orders.indices where refusedCustomers.contains(orders[index].customer) {
+            orders[index].customer = orders[index].customer + "-REFUSE-ME"
+        }
+        try await seedLog(server, orders)
+        try await server.start()
+        defer { server.stop() }
+        let spec = webhookSpec(url: receiver.url, extra: "      secret: \"${env:PROVISION_TEST_WEBHOOK_SECRET}\"")
+        let applied = try server.ctl(["apply", "-f", try writeSpecs(catalogSpec, spec, to: server.dataDirectory + "-specs")])
+        #expect(applied.status == 0, "\(applied.errorOutput)")
+        let product = try await server.waitForProduct("confirmations", timeout: .seconds(300)) {
+            $0.phase == "Live" && ($0.status["checkpoint"] as? [String: Any])?["0"] as? Int == orders.count
+        }
+
+        let requests = receiver.requests
+        #expect(requests.contains { $0.status == 500 } && requests.contains { $0.status == 429 })
+        #expect(requests.allSatisfy { $0.verified == true }, "a request's signature did not verify")
+        let delivered = receiver.delivered
+        // Every record the receiver did not refuse arrived, at least once.
+        let refused = Set(requests.filter { $0.status == 400 }.flatMap(\.records).map(\.id))
+        let all = Set(orders.indices.map { "confirmations:0:\($0)" })
+        #expect(Set(delivered.map(\.id)) == all.subtracting(refused))
+        // A duplicate is the same record: same id, same key and offset.
+        var seen: [String: (String, Int)] = [:]
+        for record in delivered {
+            if let first = seen[record.id] { #expect(first == (record.key, record.offset)) } else { seen[record.id] = (record.key, record.offset) }
+        }
+        // Each key's records first arrived in source order. A request that timed out can be
+        // answered late, after the retry: that repeat is a duplicate of the same records.
+        let lateAnswers = requests.filter { request in
+            (200..<300).contains(request.status)
+                && requests.contains { $0.idempotencyKey == request.idempotencyKey && $0.attempt > request.attempt }
+        }
+        #expect(!lateAnswers.isEmpty, "no late answer to a timed-out request was seen")
+        for (key, offsets) in offsetsByKey(delivered) {
+            var firsts: [Int] = []
+            for offset in offsets where !firsts.contains(offset) { firsts.append(offset) }
+            #expect(firsts == firsts.sorted(), "key \(key) arrived as \(offsets)")
+        }
+        // The refused records are in the dead-letter topic with the receiver's answer.
+        let refusedOrders = orders.filter { $0.customer.hasSuffix("REFUSE-ME") }
+        #expect(!refusedOrders.isEmpty)
+        #expect(refused.isSuperset(of: Set(refusedOrders.map { order in "confirmations:0:\(orders.firstIndex { $0.id == order.id }!)" })))
+        #expect((product.status["deadLettered"] as? NSNumber)?.intValue == refused.count)
+        let tail = try server.ctl(["tail", "_deadletter.confirmations", "--from-beginning"])
+        let letters = tail.output.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+        #expect(letters.count == refused.count)
+        #expect(letters.allSatisfy { (($0["headers"] as? [String: String])?["provision.reason"] ?? "").contains("status 400") })
+        // The secret never shows.
+        #expect(!server.serverLog.contains(secret))
+        #expect(!(try server.ctl(["get", "product", "confirmations", "-o", "json"]).output.contains(secret)))
+    }
+
+    @Test func killedMidStreamNothingIsLost() async throws {
+        let receiver = try WebhookReceiver([])
+        defer { receiver.stop() }
+        let server = ServerProcess()
+        let orders = TestOrder.generate(count: 200_000, end: Date(), days: 20, seed: 131)
+        try await seedLog(server, orders)
+        try await server.start()
+        #expect(try server.ctl(["apply", "-f", try writeSpecs(catalogSpec, webhookSpec(url: receiver.url),
+                                                            to: server.dataDirectory + "-specs")]).status == 0)
+        let midway = try await server.waitForProduct("confirmations") { $0.recordsWritten > 0 || $0.phase == "Live" }
+        #expect(midway.phase == "Backfilling", "the backfill finished before the kill; the test proves nothing")
+        server.stop(signal: SIGKILL)
+        let beforeKill = receiver.delivered
+        #expect(beforeKill.count < orders.count)
+        for (key, offsets) in offsetsByKey(beforeKill) { #expect(offsets == offsets.sorted(), "key \(key)") }
+
+        try await server.start()
+        _ = try await server.waitForProduct("confirmations", timeout: .seconds(600)) {
+            $0.phase == "Live" && ($0.status["checkpoint"] as? [String: Any])?["0"] as? Int == orders.count
+        }
+        server.stop()
+        #expect(Set(receiver.delivered.map(\.id)) == Set(orders.indices.map { "confirmations:0:\($0)" }))
+    }
+}
