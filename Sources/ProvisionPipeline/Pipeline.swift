@@ -137,6 +137,11 @@ public struct Pipeline: Sendable {
                 // comes with the Kafka-backed log.
                 let source = TopicPartition(topic: sourceTopic, partition: 0)
                 try await log.waitForRecords(in: source, at: readPositions[0]!, timeout: limits.idleWait)
+                if sink.linger > .zero, try await log.endOffset(of: source) > readPositions[0]! {
+                    // Records trickle in one by one when live: wait a little so they go
+                    // out together rather than a request each.
+                    try await Task.sleep(for: sink.linger)
+                }
             }
         }
         await sink.close()

@@ -106,6 +106,9 @@ public protocol Sink: Sendable {
     /// faster than a batch is processed: there it would only cost memory.
     var readsAhead: Bool { get }
 
+    /// How long a live record may wait for others to go out with it (zero: not at all).
+    var linger: Duration { get }
+
     /// Provisions the destination if needed and returns the committed checkpoint (nil when
     /// the output is new).
     func open() async throws -> Checkpoint?
@@ -131,6 +134,7 @@ public protocol Sink: Sendable {
 
 extension Sink {
     public var readsAhead: Bool { false }
+    public var linger: Duration { .zero }
     public func promote() async throws {}
     public func detach() async throws {}
 }

@@ -141,6 +141,10 @@ struct WebhookSinkTests {
         let letters = tail.output.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
         #expect(letters.count == refused.count)
         #expect(letters.allSatisfy { (($0["headers"] as? [String: String])?["provision.reason"] ?? "").contains("status 400") })
+        let listed = try server.ctl(["deadletters", "confirmations", "--limit", "5"])
+        #expect(listed.status == 0)
+        #expect(listed.output.contains("orders/0@") && listed.output.contains("status 400")
+            && listed.output.contains("5 of \(refused.count) dead letters"), "\(listed.output)")
         // The secret never shows.
         #expect(!server.serverLog.contains(secret))
         #expect(!(try server.ctl(["get", "product", "confirmations", "-o", "json"]).output.contains(secret)))

@@ -62,6 +62,7 @@ public final class WebhookSink: Sink, @unchecked Sendable {
 
     public var location: String { spec.redactedURL }
     public var readsAhead: Bool { true }
+    public var linger: Duration { .milliseconds(spec.batch.lingerMilliseconds) }
 
     public func open() async throws -> Checkpoint? {
         _ = try resolve()
