@@ -1,3 +1,5 @@
+import Foundation
+import ProvisionControl
 import ArgumentParser
 import NIOHTTP1
 import ProvisionModel
@@ -60,5 +62,26 @@ struct ResumeCommand: AsyncParsableCommand {
 
     func run() async throws {
         try await sendProductAction(.POST, product.path + "/resume", done: "product/\(product.name) resumed", client: options.client)
+    }
+}
+
+struct RedeliverCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "redeliver",
+        abstract: "Send a webhook product's dead-lettered records to its endpoint again (those since the last redelivery).")
+
+    @Argument(help: "The product.")
+    var product: String
+
+    @OptionGroup var options: ClientOptions
+
+    func run() async throws {
+        let reply = try await options.client.send(.POST, "/v1/products/\(product.urlComponentEncoded)/redeliver")
+        guard reply.status == 200 else {
+            printError(reply.errorMessage)
+            throw ExitCode(1)
+        }
+        let result = try JSONDecoder().decode(RedeliveryResult.self, from: reply.body)
+        print("\(result.redelivered) redelivered, \(result.deadLetteredAgain) dead-lettered again")
     }
 }

@@ -133,6 +133,9 @@ public actor Reconciler: Service {
         sinks.location(of: spec)
     }
 
+    /// Sinks for redeliveries, whose positions in the dead-letter topic are kept apart.
+    nonisolated var redeliverySinks: SinkFactory { sinks.keepingCheckpoints(suffix: ".redelivery") }
+
     nonisolated func rebuildsInPlace(_ spec: DataProductSpec) -> Bool {
         sinks.rebuildsInPlace(spec)
     }

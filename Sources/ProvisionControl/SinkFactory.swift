@@ -50,6 +50,12 @@ public struct SinkFactory: Sendable {
         }
     }
 
+    /// The same factory with checkpoints kept under `suffix`-ed names.
+    public func keepingCheckpoints(suffix: String) -> SinkFactory {
+        SinkFactory(fileRoot: fileRoot, checkpoints: SuffixedCheckpointStore(base: checkpoints, suffix: suffix),
+                    environment: environment, logger: logger)
+    }
+
     /// Where the output of `spec` lives, for status; never with a password.
     public func location(of spec: DataProductSpec) -> String {
         switch spec.sink {

@@ -84,3 +84,19 @@ public enum DurableFile {
         }
     }
 }
+
+/// Another store's checkpoints under a suffixed name: a second reader of a product (its
+/// redelivery of dead letters) keeps its position beside the product's own.
+public struct SuffixedCheckpointStore: CheckpointStore {
+    public let base: any CheckpointStore
+    public let suffix: String
+
+    public init(base: any CheckpointStore, suffix: String) {
+        self.base = base
+        self.suffix = suffix
+    }
+
+    public func load(_ product: String) throws -> Checkpoint? { try base.load(product + suffix) }
+    public func save(_ checkpoint: Checkpoint, for product: String) throws { try base.save(checkpoint, for: product + suffix) }
+    public func remove(_ product: String) throws { try base.remove(product + suffix) }
+}

@@ -46,6 +46,18 @@ public struct APIRouter: Sendable {
                 return Self.json([action == "pause" ? "paused" : "resumed": name], status: .accepted)
             }
         }
+        router.post("/v1/products/:name/redeliver") { _, context in
+            let name = try context.parameters.require("name")
+            do {
+                return Self.json(try await self.reconciler.redeliver(name))
+            } catch RedeliveryError.notFound {
+                return Self.error(.notFound, code: "NotFound", message: "product '\(name)' does not exist")
+            } catch RedeliveryError.unsupported(let message) {
+                return Self.error(.conflict, code: "Unsupported", message: message)
+            } catch let error as SinkError {
+                return Self.error(.serviceUnavailable, code: error.reason, message: error.message)
+            }
+        }
         router.get("/v1/datasets") { _, _ in Self.json(try await self.reconciler.datasets()) }
         router.get("/v1/datasets/:name") { _, context in
             let name = try context.parameters.require("name")

@@ -16,11 +16,12 @@ final class WebhookReceiver: @unchecked Sendable {
     }
 
     let url: String
+    let port: Int
     let logPath: String
     private let process: Process
 
-    init(_ options: [String]) throws {
-        let port = freePort()
+    init(_ options: [String], port: Int = freePort()) throws {
+        self.port = port
         url = "http://127.0.0.1:\(port)/hook"
         logPath = NSTemporaryDirectory() + "provision-receiver-\(UUID().uuidString).jsonl"
         let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("webhook_receiver.py").path
@@ -172,5 +173,38 @@ struct WebhookSinkTests {
         }
         server.stop()
         #expect(Set(receiver.delivered.map(\.id)) == Set(orders.indices.map { "confirmations:0:\($0)" }))
+    }
+
+    @Test func deadLettersAreRedeliveredWithTheirOriginalIDsOnce() async throws {
+        let refusing = try WebhookReceiver(["--reject-marker", "REFUSE-ME"])
+        let server = ServerProcess()
+        var orders = TestOrder.generate(count: 3_000, end: Date(), days: 5, seed: 141)
+        for index in stride(from: 0, to: orders.count, by: 250) { orders[index].customer += "-REFUSE-ME" }
+        try await seedLog(server, orders)
+        try await server.start()
+        defer { server.stop() }
+        #expect(try server.ctl(["apply", "-f", try writeSpecs(catalogSpec, webhookSpec(url: refusing.url),
+                                                            to: server.dataDirectory + "-specs")]).status == 0)
+        _ = try await server.waitForProduct("confirmations", timeout: .seconds(120)) {
+            $0.phase == "Live" && ($0.status["checkpoint"] as? [String: Any])?["0"] as? Int == orders.count
+        }
+        let refused = Set(refusing.requests.filter { $0.status == 400 }.flatMap(\.records).map(\.id))
+        #expect(!refused.isEmpty)
+        refusing.stop()
+
+        // The endpoint is fixed: the same address now takes everything.
+        let fixed = try WebhookReceiver([], port: refusing.port)
+        defer { fixed.stop() }
+        let redelivery = try server.ctl(["redeliver", "confirmations"])
+        #expect(redelivery.status == 0, "\(redelivery.errorOutput)")
+        #expect(redelivery.output.contains("\(refused.count) redelivered, 0 dead-lettered again"), "\(redelivery.output)")
+        #expect(Set(fixed.delivered.map(\.id)) == refused)
+        #expect(fixed.delivered.count == refused.count)
+        // A second redelivery starts where the first stopped: nothing is sent twice.
+        #expect(try server.ctl(["redeliver", "confirmations"]).output.contains("0 redelivered"))
+        #expect(fixed.delivered.count == refused.count)
+        // Only webhook products redeliver.
+        let other = try server.ctl(["redeliver", "nothing-here"])
+        #expect(other.status != 0)
     }
 }
