@@ -207,4 +207,31 @@ struct WebhookSinkTests {
         let other = try server.ctl(["redeliver", "nothing-here"])
         #expect(other.status != 0)
     }
+
+    @Test func anEndpointThatIsDownStallsTheProductAndNothingIsDeadLettered() async throws {
+        let port = freePort()
+        let server = ServerProcess()
+        let orders = TestOrder.generate(count: 2_000, end: Date(), days: 5, seed: 151)
+        try await seedLog(server, orders)
+        try await server.start()
+        defer { server.stop() }
+        let spec = webhookSpec(url: "http://127.0.0.1:\(port)/hook").replacingOccurrences(
+            of: "retry: {maxAttempts: 6, initialBackoff: 100ms, maxBackoff: 2s}",
+            with: "retry: {maxAttempts: 2, initialBackoff: 100ms, maxBackoff: 500ms, unavailableAfter: 2s}")
+        #expect(try server.ctl(["apply", "-f", try writeSpecs(catalogSpec, spec, to: server.dataDirectory + "-specs")]).status == 0)
+        // Nothing listens: more than maxAttempts fail, and still nothing is dead-lettered.
+        let stalled = try await server.waitForProduct("confirmations", timeout: .seconds(60)) { $0.phase == "Failed" }
+        let condition = (stalled.status["conditions"] as? [[String: Any]])?.first { $0["type"] as? String == "Stalled" }
+        #expect(condition?["reason"] as? String == "EndpointUnavailable")
+        #expect((stalled.status["deadLettered"] as? NSNumber)?.intValue == 0)
+
+        // The endpoint comes up: the product recovers and everything arrives.
+        let receiver = try WebhookReceiver([], port: port)
+        defer { receiver.stop() }
+        let live = try await server.waitForProduct("confirmations", timeout: .seconds(120)) {
+            $0.phase == "Live" && ($0.status["checkpoint"] as? [String: Any])?["0"] as? Int == orders.count
+        }
+        #expect((live.status["deadLettered"] as? NSNumber)?.intValue == 0)
+        #expect(Set(receiver.delivered.map(\.id)) == Set(orders.indices.map { "confirmations:0:\($0)" }))
+    }
 }

@@ -52,6 +52,21 @@ import Testing
             == .deadLetter(reason: "the endpoint refused the records: status 400: bad marker (attempt 1)"))
     }
 
+    @Test func anEndpointThatIsDownKeepsItsRecordsUntilItStalls() {
+        var delivery = delivery(maxAttempts: 2)
+        // Nothing accepted since the request began: past maxAttempts it keeps retrying…
+        var decisions: [WebhookDelivery.Decision] = []
+        for second in 1...5 {
+            decisions.append(delivery.attempted(.connectionFailed("refused"), now: start + .seconds(second), lastSuccess: start,
+                                                unitRandom: 0.5))
+        }
+        #expect(decisions == [.retry(after: .milliseconds(100)), .retry(after: .milliseconds(200)), .retry(after: .milliseconds(400)),
+                              .retry(after: .milliseconds(800)), .retry(after: .milliseconds(1600))])
+        // …and stalls once the endpoint has accepted nothing for unavailableAfter.
+        #expect(delivery.attempted(.connectionFailed("refused"), now: start + .seconds(60), lastSuccess: start, unitRandom: 0.5)
+            == .stall(reason: "the endpoint has accepted nothing for 60.0 seconds: refused"))
+    }
+
     @Test func anEndpointThatAcceptsNothingStallsTheProductInsteadOfDeadLettering() {
         var delivery = delivery(maxAttempts: 100)
         let decision = delivery.attempted(.connectionFailed("connection refused"), now: start + .seconds(61), lastSuccess: start,

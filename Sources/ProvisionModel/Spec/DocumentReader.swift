@@ -594,7 +594,8 @@ struct DocumentReader {
             }
             if let retryNode = hookFields["retry"] {
                 guard let retryFields = self.fields(of: retryNode, at: "\(path).retry",
-                                                    allowed: ["maxAttempts", "initialBackoff", "maxBackoff"]) else { return nil }
+                                                    allowed: ["maxAttempts", "initialBackoff", "maxBackoff", "unavailableAfter"])
+                else { return nil }
                 if let node = retryFields["maxAttempts"] {
                     guard let value = positiveInteger(node, at: "\(path).retry.maxAttempts", max: 1000) else { return nil }
                     spec.retry.maxAttempts = value
@@ -606,6 +607,10 @@ struct DocumentReader {
                 if let node = retryFields["maxBackoff"] {
                     guard let value = duration(node, at: "\(path).retry.maxBackoff") else { return nil }
                     spec.retry.maxBackoffMilliseconds = value
+                }
+                if let node = retryFields["unavailableAfter"] {
+                    guard let value = duration(node, at: "\(path).retry.unavailableAfter") else { return nil }
+                    spec.retry.unavailableAfterMilliseconds = value
                 }
             }
             if let secretNode = hookFields["secret"] {

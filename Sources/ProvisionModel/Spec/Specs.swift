@@ -320,11 +320,17 @@ public struct WebhookSinkSpec: Sendable, Equatable, Codable {
         public var maxAttempts: Int
         public var initialBackoffMilliseconds: Int64
         public var maxBackoffMilliseconds: Int64
+        /// How long the endpoint may accept nothing before the product stalls
+        /// (`EndpointUnavailable`) instead of dead-lettering what it cannot deliver.
+        public var unavailableAfterMilliseconds: Int64
 
-        public init(maxAttempts: Int = 8, initialBackoffMilliseconds: Int64 = 200, maxBackoffMilliseconds: Int64 = 30_000) {
+        public init(maxAttempts: Int = 8, initialBackoffMilliseconds: Int64 = 200, maxBackoffMilliseconds: Int64 = 30_000,
+                    unavailableAfterMilliseconds: Int64 = 60_000)
+        {
             self.maxAttempts = maxAttempts
             self.initialBackoffMilliseconds = initialBackoffMilliseconds
             self.maxBackoffMilliseconds = maxBackoffMilliseconds
+            self.unavailableAfterMilliseconds = unavailableAfterMilliseconds
         }
     }
 

@@ -12,9 +12,11 @@ enum WebhookResponse: Sendable, Equatable {
 ///
 /// 2xx is delivered. 408, 429, 5xx, timeouts and connection errors are retried with capped
 /// exponential backoff and full jitter, waiting at least what `Retry-After` asks (up to the
-/// cap). Any other status, or the last attempt failing, dead-letters the records, unless the
-/// endpoint has not accepted anything for `unavailableAfter`: then the product stalls and
-/// probes later instead of dead-lettering everything while the endpoint is down.
+/// cap). Any other status dead-letters the records at once. After `maxAttempts` retryable
+/// failures the records are dead-lettered only if the endpoint accepted other requests
+/// meanwhile (it works, these records do not); if it accepted nothing, it is the endpoint
+/// that is down: the request keeps being retried, and once nothing has been accepted for
+/// `unavailableAfter` the product stalls and probes later, with nothing dead-lettered.
 struct WebhookDelivery: Sendable, Equatable {
     enum Decision: Sendable, Equatable {
         case delivered
@@ -27,6 +29,7 @@ struct WebhookDelivery: Sendable, Equatable {
     let backoff: RetryBackoff
     let unavailableAfter: Duration
     private(set) var attempts = 0
+    private var firstAttempt: ContinuousClock.Instant?
 
     init(maxAttempts: Int, backoff: RetryBackoff, unavailableAfter: Duration) {
         self.maxAttempts = maxAttempts
@@ -42,6 +45,8 @@ struct WebhookDelivery: Sendable, Equatable {
                             unitRandom: Double) -> Decision
     {
         attempts += 1
+        let startedAt = firstAttempt ?? now
+        firstAttempt = startedAt
         let problem: String
         var retryAfter: Duration?
         switch response {
@@ -60,7 +65,7 @@ struct WebhookDelivery: Sendable, Equatable {
         if now - lastSuccess >= unavailableAfter {
             return .stall(reason: "the endpoint has accepted nothing for \(unavailableAfter): \(problem)")
         }
-        guard attempts < maxAttempts else {
+        if attempts >= maxAttempts, lastSuccess > startedAt {
             return .deadLetter(reason: "undelivered after \(attempts) attempts: \(problem)")
         }
         var delay = backoff.delay(attempt: attempts, unitRandom: unitRandom)

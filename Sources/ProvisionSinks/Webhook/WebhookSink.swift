@@ -21,14 +21,11 @@ public final class WebhookSink: Sink, @unchecked Sendable {
     public struct Limits: Sendable {
         /// Requests in flight at once (one per lane).
         public var lanes: Int
-        /// How long the endpoint may accept nothing before the product stalls.
-        public var unavailableAfter: Duration
         /// The most of a response body that is read (for the dead-letter reason).
         public var responseBytesMax: Int
 
-        public init(lanes: Int = 4, unavailableAfter: Duration = .seconds(30), responseBytesMax: Int = 64 * 1024) {
+        public init(lanes: Int = 4, responseBytesMax: Int = 64 * 1024) {
             self.lanes = max(1, lanes)
-            self.unavailableAfter = unavailableAfter
             self.responseBytesMax = responseBytesMax
         }
     }
@@ -201,7 +198,7 @@ public final class WebhookSink: Sink, @unchecked Sendable {
             maxAttempts: spec.retry.maxAttempts,
             backoff: RetryBackoff(initial: .milliseconds(spec.retry.initialBackoffMilliseconds),
                                   cap: .milliseconds(spec.retry.maxBackoffMilliseconds)),
-            unavailableAfter: limits.unavailableAfter)
+            unavailableAfter: .milliseconds(spec.retry.unavailableAfterMilliseconds))
         while true {
             let response = await send(request, to: server)
             if case .status(let status, _, _) = response, (200..<300).contains(status) { lastSuccess.withLockedValue { $0 = .now } }
