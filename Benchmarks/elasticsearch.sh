@@ -14,15 +14,8 @@ in_flight=4       # ElasticsearchSink.Limits.concurrentRequests
 work=$(mktemp -d /tmp/provision-bench-XXXXXX)
 trap 'kill $(jobs -p) 2>/dev/null || true; stop_test_elasticsearch; rm -rf "$work"' EXIT
 
-swift build -c release --product provisionctl >/dev/null
-bin="$(swift build -c release --show-bin-path)/provisionctl"
+source Benchmarks/common.sh
 start_test_elasticsearch 2>/dev/null
-port=$((20000 + RANDOM % 20000))
-server="http://127.0.0.1:$port"
-
-now_seconds() { date +%s.%N; }
-elapsed() { echo "$2 - $1" | bc -l; }
-rate() { printf '%.0f' "$(echo "$1 / $2" | bc -l)"; }
 
 echo "generating $records orders"
 python3 Benchmarks/generate_orders.py "$records" "$work/orders.jsonl"
@@ -44,9 +37,7 @@ for line in open(source):
 out.close()
 PY
 
-"$bin" serve --data-dir "$work/data" --listen "127.0.0.1:$port" --log-level warning >"$work/serve.log" 2>&1 &
-server_pid=$!
-until curl -sf "$server/healthz" >/dev/null; do sleep 0.05; done
+start_server "$work/data"
 cat >"$work/catalog.yaml" <<'YAML'
 apiVersion: provision/v1
 kind: Dataset
@@ -82,8 +73,7 @@ spec:
 YAML
   begin=$(now_seconds)
   "$bin" apply -f "$work/$product.yaml" --server "$server" >/dev/null
-  pattern="\"checkpoint\":\\{\"0\":$records\\}.*\"phase\":\"Live\""
-  until [[ "$(curl -s "$server/v1/products/$product")" =~ $pattern ]]; do sleep 0.02; done
+  wait_live "$product" "$records"
   provision_seconds=$(elapsed "$begin" "$(now_seconds)")
   curl -s -XPOST "$url/$index/_refresh" >/dev/null
   provision_count=$(curl -s "$url/$index/_count" | python3 -c 'import json,sys; print(json.load(sys.stdin)["count"])')
@@ -105,4 +95,4 @@ YAML
   printf '%-16s %-40s %12s %10.2f\n' "$name" "curl _bulk of the same NDJSON" "$(rate "$records" "$curl_seconds")" "$curl_seconds"
   printf '%-16s ratio provision / curl: %.2fx\n' "$name" "$(echo "$curl_seconds / $provision_seconds" | bc -l)"
 done
-kill -TERM "$server_pid"; wait "$server_pid" || true
+stop_server

@@ -10,28 +10,8 @@ records=${1:-1000000}
 work=$(mktemp -d /tmp/provision-bench-XXXXXX)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
-swift build -c release --product provisionctl >/dev/null
-bin="$(swift build -c release --show-bin-path)/provisionctl"
-port=$((20000 + RANDOM % 20000))
-server="http://127.0.0.1:$port"
-
-now_seconds() { date +%s.%N; }
-elapsed() { echo "$2 - $1" | bc -l; }
-rate() { printf '%.0f' "$(echo "$1 / $2" | bc -l)"; }
+source Benchmarks/common.sh
 peak_rss_mb() { awk '/VmHWM/ {printf "%.0f", $2 / 1024}' "/proc/$1/status"; }
-
-start_server() {  # data-dir
-  "$bin" serve --data-dir "$1" --listen "127.0.0.1:$port" --log-level warning >"$work/serve.log" 2>&1 &
-  server_pid=$!
-  until curl -sf "$server/healthz" >/dev/null; do sleep 0.05; done
-}
-
-stop_server() { kill -TERM "$server_pid"; wait "$server_pid" || true; }
-
-wait_live() {  # product expected-records-read; one light request per poll, to leave the cores to the server
-  local pattern="\"checkpoint\":\\{\"0\":$2\\}.*\"phase\":\"Live\""
-  until [[ "$(curl -s "$server/v1/products/$1")" =~ $pattern ]]; do sleep 0.02; done
-}
 
 cat >"$work/specs.yaml" <<'YAML'
 apiVersion: provision/v1

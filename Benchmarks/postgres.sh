@@ -12,29 +12,11 @@ live_records=$((records / 5))
 work=$(mktemp -d /tmp/provision-bench-XXXXXX)
 trap 'kill $(jobs -p) 2>/dev/null || true; stop_test_postgres; rm -rf "$work"' EXIT
 
-swift build -c release --product provisionctl >/dev/null
-bin="$(swift build -c release --show-bin-path)/provisionctl"
+source Benchmarks/common.sh
 start_test_postgres 2>/dev/null
 database="$PROVISION_TEST_POSTGRES_URL"
-port=$((20000 + RANDOM % 20000))
-server="http://127.0.0.1:$port"
-
-now_seconds() { date +%s.%N; }
-elapsed() { echo "$2 - $1" | bc -l; }
-rate() { printf '%.0f' "$(echo "$1 / $2" | bc -l)"; }
+export PROVISION_BENCH_POSTGRES_URL="$database"   # the product's ${env:…} URL
 sql() { psql "$database" -X -q -A -t -v ON_ERROR_STOP=1 -c "$1"; }
-
-start_server() {
-  PROVISION_BENCH_POSTGRES_URL="$database" \
-    "$bin" serve --data-dir "$work/data" --listen "127.0.0.1:$port" --log-level warning >"$work/serve.log" 2>&1 &
-  server_pid=$!
-  until curl -sf "$server/healthz" >/dev/null; do sleep 0.05; done
-}
-
-wait_live() {  # expected-records-read; one light request per poll, to leave the cores to the servers
-  local pattern="\"checkpoint\":\\{\"0\":$1\\}.*\"phase\":\"Live\""
-  until [[ "$(curl -s "$server/v1/products/orders-table")" =~ $pattern ]]; do sleep 0.02; done
-}
 
 cat >"$work/specs.yaml" <<'YAML'
 apiVersion: provision/v1
@@ -69,13 +51,13 @@ with open(sys.argv[1]) as source, open(sys.argv[2], "w") as out:
         out.write(f"{o['order_id']}\t{o['customer_id']}\t{o['amount']}\t{o['region']}\t{o['items']}\t{o['placed_at']}\t{offset}\n")
 PY
 
-start_server
+start_server "$work/data"
 "$bin" produce orders --file "$work/orders.jsonl" --key order_id --time placed_at --server "$server" >/dev/null
 
 # 1. backfill into a table Provision creates
 begin=$(now_seconds)
 "$bin" apply -f "$work/specs.yaml" --server "$server" >/dev/null
-wait_live "$records"
+wait_live orders-table "$records"
 backfill_seconds=$(elapsed "$begin" "$(now_seconds)")
 provision_rows=$(sql "SELECT count(*) FROM orders_provision")
 
@@ -107,9 +89,9 @@ with open(sys.argv[2], "w") as out:
 PY
 begin=$(now_seconds)
 "$bin" produce orders --file "$work/live.jsonl" --key order_id --time placed_at --server "$server" >/dev/null
-wait_live $((records + live_records))
+wait_live orders-table $((records + live_records))
 live_seconds=$(elapsed "$begin" "$(now_seconds)")
-kill -TERM "$server_pid"; wait "$server_pid" || true
+stop_server
 
 echo
 echo "records: $records, release build, $(nproc) cores, PostgreSQL $(sql 'SHOW server_version')"

@@ -11,19 +11,12 @@ records=${1:-200000}
 work=$(mktemp -d /tmp/provision-bench-XXXXXX)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
-swift build -c release --product provisionctl >/dev/null
-bin="$(swift build -c release --show-bin-path)/provisionctl"
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-now_seconds() { date +%s.%N; }
-elapsed() { echo "$2 - $1" | bc -l; }
-rate() { printf '%.0f' "$(echo "$1 / $2" | bc -l)"; }
-port=$(free_port); server="http://127.0.0.1:$port"
+source Benchmarks/common.sh
 receiver_port=$(free_port); receiver="http://127.0.0.1:$receiver_port/hook"
 
 python3 Benchmarks/webhook_receiver.py "$receiver_port" &
-"$bin" serve --data-dir "$work/data" --listen "127.0.0.1:$port" --log-level warning >"$work/serve.log" 2>&1 &
-server_pid=$!
-until curl -sf "$server/healthz" >/dev/null && curl -s -o /dev/null -XPOST "$receiver" -d '{"records":[]}'; do sleep 0.05; done
+start_server "$work/data"
+until curl -s -o /dev/null -XPOST "$receiver" -d '{"records":[]}'; do sleep 0.05; done
 
 echo "generating $records orders"
 python3 Benchmarks/generate_orders.py "$records" "$work/orders.jsonl"
@@ -54,8 +47,7 @@ sed -n '1,/^---$/p' "$work/specs.yaml" | sed '$d' >"$work/catalog.yaml"
 # 1. throughput
 begin=$(now_seconds)
 "$bin" apply -f "$work/specs.yaml" --server "$server" >/dev/null
-pattern="\"checkpoint\":\\{\"0\":$records\\}.*\"phase\":\"Live\""
-until [[ "$(curl -s "$server/v1/products/hook")" =~ $pattern ]]; do sleep 0.02; done
+wait_live hook "$records"
 provision_seconds=$(elapsed "$begin" "$(now_seconds)")
 provision_received=$(curl -s "$receiver")
 
@@ -83,16 +75,15 @@ curl_seconds=$(elapsed "$begin" "$(now_seconds)")
 curl_received=$(( $(curl -s "$receiver") - provision_received ))
 [ "$provision_received" = "$records" ] && [ "$curl_received" = "$records" ] || {
   echo "records received differ: provision $provision_received, curl $curl_received, expected $records" >&2; exit 1; }
-kill -TERM "$server_pid"; wait "$server_pid" || true
+stop_server
 kill %1 2>/dev/null || true
 
 # 2. latency at 10,000 records/s: a fresh server, the receiver timing each record.
 rm -rf "$work/data"
 receiver_port=$(free_port); receiver="http://127.0.0.1:$receiver_port/hook"
 python3 Benchmarks/webhook_receiver.py "$receiver_port" --latency "$work/latency.txt" &
-"$bin" serve --data-dir "$work/data" --listen "127.0.0.1:$port" --log-level warning >"$work/serve.log" 2>&1 &
-server_pid=$!
-until curl -sf "$server/healthz" >/dev/null && curl -s -o /dev/null -XPOST "$receiver" -d '{"records":[]}'; do sleep 0.05; done
+start_server "$work/data"
+until curl -s -o /dev/null -XPOST "$receiver" -d '{"records":[]}'; do sleep 0.05; done
 sed "s#http://127.0.0.1:[0-9]*/hook#$receiver#" "$work/specs.yaml" >"$work/specs-latency.yaml"
 "$bin" apply -f "$work/specs-latency.yaml" --server "$server" >/dev/null
 : >"$work/latency.txt"
@@ -116,7 +107,7 @@ for tick in range(seconds * 100):
         time.sleep(delay)
 PY
 sleep 2
-kill -TERM "$server_pid"; wait "$server_pid" || true
+stop_server
 read -r latency_count p50 p99 < <(sort -n "$work/latency.txt" | awk '{v[NR]=$1} END {print NR, v[int(NR*0.5)], v[int(NR*0.99)]}')
 
 echo

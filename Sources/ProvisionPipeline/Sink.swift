@@ -27,6 +27,36 @@ public struct OutputRecord: Sendable {
     }
 }
 
+extension OutputRecord {
+    /// Appends the record's value as JSON on one line: a row as an object of the schema's
+    /// fields, a whole event as it arrived (a producer may have pretty-printed it; newlines
+    /// can only be whitespace between tokens, so they go). Returns false for a tombstone,
+    /// which has no value.
+    @discardableResult
+    public func writeJSONValue(schema: Schema, into output: inout [UInt8]) -> Bool {
+        switch body {
+        case .row(let values):
+            output.append(UInt8(ascii: "{"))
+            for (index, field) in schema.fields.enumerated() {
+                if index > 0 { output.append(UInt8(ascii: ",")) }
+                JSONWriter.writeString(field.name, into: &output)
+                output.append(UInt8(ascii: ":"))
+                values[index].writeJSON(into: &output)
+            }
+            output.append(UInt8(ascii: "}"))
+        case .document(let raw, _):
+            if raw.contains(0x0A) || raw.contains(0x0D) {
+                output.append(contentsOf: raw.filter { $0 != 0x0A && $0 != 0x0D })
+            } else {
+                output.append(contentsOf: raw)
+            }
+        case .tombstone:
+            return false
+        }
+        return true
+    }
+}
+
 /// Which build of a product's output a sink writes. A product is built again from its
 /// history when its output changes; sinks that can build the new output beside the one
 /// readers use (a table, an index behind an alias) swap it in when it has caught up.

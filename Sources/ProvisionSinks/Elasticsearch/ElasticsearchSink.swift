@@ -205,28 +205,9 @@ public final class ElasticsearchSink: Sink, @unchecked Sendable {
         for index in latest.values.sorted() {
             let record = records[index]
             let id = record.key!.text
-            switch record.body {
-            case .tombstone:
-                operations.append(BulkOperation(action: .delete, id: id, partition: record.partition,
-                                                offset: record.offset, source: []))
-            case .row(let values):
-                var source: [UInt8] = [UInt8(ascii: "{")]
-                for (column, field) in outputSchema.fields.enumerated() {
-                    if column > 0 { source.append(UInt8(ascii: ",")) }
-                    JSONWriter.writeString(field.name, into: &source)
-                    source.append(UInt8(ascii: ":"))
-                    values[column].writeJSON(into: &source)
-                }
-                source.append(UInt8(ascii: "}"))
-                operations.append(BulkOperation(action: .index, id: id, partition: record.partition,
-                                                offset: record.offset, source: source))
-            case .document(let raw, _):
-                // NDJSON needs the document on one line; a newline in JSON can only be
-                // whitespace between tokens.
-                let source = raw.contains(0x0A) ? raw.map { $0 == 0x0A ? UInt8(ascii: " ") : $0 } : raw
-                operations.append(BulkOperation(action: .index, id: id, partition: record.partition,
-                                                offset: record.offset, source: source))
-            }
+            var source: [UInt8] = []
+            let action: BulkOperation.Action = record.writeJSONValue(schema: outputSchema, into: &source) ? .index : .delete
+            operations.append(BulkOperation(action: action, id: id, partition: record.partition, offset: record.offset, source: source))
         }
         return operations
     }
@@ -360,13 +341,7 @@ public final class ElasticsearchSink: Sink, @unchecked Sendable {
     }
 
     private func resolve() throws -> Server {
-        func lookup(_ reference: String) throws -> String {
-            guard let variable = EnvironmentReference.variable(in: reference) else { return reference }
-            guard let value = environment[variable], !value.isEmpty else {
-                throw SinkError(reason: "SinkUnavailable", message: "the environment variable \(variable) is not set on the server")
-            }
-            return value
-        }
+        func lookup(_ reference: String) throws -> String { try SinkEnvironment.resolve(reference, in: environment) }
         var base = try lookup(spec.url)
         while base.hasSuffix("/") { base.removeLast() }
         guard base.hasPrefix("http://") || base.hasPrefix("https://") else {

@@ -116,28 +116,7 @@ public final class FileSink: Sink, @unchecked Sendable {
 
     /// Tombstones have no line: a file is a record of events, not a table.
     private func encodeJSONLine(_ record: OutputRecord, into buffer: inout [UInt8]) {
-        switch record.body {
-        case .row(let values):
-            buffer.append(UInt8(ascii: "{"))
-            for (index, field) in outputSchema.fields.enumerated() {
-                if index > 0 { buffer.append(UInt8(ascii: ",")) }
-                JSONWriter.writeString(field.name, into: &buffer)
-                buffer.append(UInt8(ascii: ":"))
-                values[index].writeJSON(into: &buffer)
-            }
-            buffer.append(UInt8(ascii: "}"))
-        case .document(let raw, _):
-            // The event as it arrived: no need to parse and print it again.
-            // A producer may have sent pretty-printed JSON; a JSON Lines record is one line.
-            if raw.contains(0x0A) || raw.contains(0x0D) {
-                buffer.append(contentsOf: raw.filter { $0 != 0x0A && $0 != 0x0D })
-            } else {
-                buffer.append(contentsOf: raw)
-            }
-        case .tombstone:
-            return
-        }
-        buffer.append(UInt8(ascii: "\n"))
+        if record.writeJSONValue(schema: outputSchema, into: &buffer) { buffer.append(UInt8(ascii: "\n")) }
     }
 
     private func encodeCSVLine(_ record: OutputRecord, into buffer: inout [UInt8]) {

@@ -12,13 +12,7 @@ struct PostgresServer {
     var password: String? { parts.password }
 
     static func resolve(_ spec: PostgresSinkSpec, environment: [String: String]) throws -> PostgresServer {
-        var url = spec.url
-        if let variable = spec.environmentVariable {
-            guard let value = environment[variable], !value.isEmpty else {
-                throw SinkError(reason: "SinkUnavailable", message: "the environment variable \(variable) is not set on the server")
-            }
-            url = value
-        }
+        let url = try SinkEnvironment.resolve(spec.url, in: environment)
         guard let parts = PostgresURL.parse(url) else {
             throw SinkError(reason: "SinkUnavailable", message: "\(spec.redactedURL) is not a postgres:// URL")
         }

@@ -153,21 +153,7 @@ public final class WebhookSink: Sink, @unchecked Sendable {
             entry.append(contentsOf: #","time":"#.utf8)
             JSONWriter.writeString(Timestamp.format(record.eventTime), into: &entry)
             entry.append(contentsOf: #","value":"#.utf8)
-            switch record.body {
-            case .row(let values):
-                entry.append(UInt8(ascii: "{"))
-                for (column, field) in schema.fields.enumerated() {
-                    if column > 0 { entry.append(UInt8(ascii: ",")) }
-                    JSONWriter.writeString(field.name, into: &entry)
-                    entry.append(UInt8(ascii: ":"))
-                    values[column].writeJSON(into: &entry)
-                }
-                entry.append(UInt8(ascii: "}"))
-            case .document(let raw, _):
-                entry.append(contentsOf: raw)
-            case .tombstone:
-                entry.append(contentsOf: "null".utf8)
-            }
+            if !record.writeJSONValue(schema: schema, into: &entry) { entry.append(contentsOf: "null".utf8) }
             entry.append(UInt8(ascii: "}"))
             if !positions.isEmpty, positions.count >= maxRecords || body.count + entry.count + 2 > maxBytes { finish() }
             if !positions.isEmpty { body.append(UInt8(ascii: ",")) }
@@ -254,13 +240,7 @@ public final class WebhookSink: Sink, @unchecked Sendable {
     }
 
     private func resolve() throws -> Server {
-        func lookup(_ text: String) throws -> String {
-            guard let variable = EnvironmentReference.variable(in: text) else { return text }
-            guard let value = environment[variable], !value.isEmpty else {
-                throw SinkError(reason: "SinkUnavailable", message: "the environment variable \(variable) is not set on the server")
-            }
-            return value
-        }
+        func lookup(_ text: String) throws -> String { try SinkEnvironment.resolve(text, in: environment) }
         let url = try lookup(spec.url)
         guard url.hasPrefix("http://") || url.hasPrefix("https://") else {
             throw SinkError(reason: "SinkUnavailable", message: "\(spec.redactedURL) is not an http:// or https:// URL")
