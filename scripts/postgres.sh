@@ -18,13 +18,20 @@ start_test_postgres() {
     as=(runuser -u postgres --)
   fi
   "${as[@]}" "$bin/initdb" -D "$PROVISION_TEST_POSTGRES_DIR/data" -A trust -U postgres >/dev/null
+  # TLS with a self-signed certificate: clients that prefer TLS (the default) get it, and a
+  # test can check that verify-full refuses a certificate no authority signed.
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=127.0.0.1" \
+    -keyout "$PROVISION_TEST_POSTGRES_DIR/data/server.key" -out "$PROVISION_TEST_POSTGRES_DIR/data/server.crt" 2>/dev/null
+  chmod 600 "$PROVISION_TEST_POSTGRES_DIR/data/server.key"
+  if [ "$(id -u)" = 0 ]; then chown postgres "$PROVISION_TEST_POSTGRES_DIR/data/server.key" "$PROVISION_TEST_POSTGRES_DIR/data/server.crt"; fi
+  local options="-p $port -k $PROVISION_TEST_POSTGRES_DIR -c listen_addresses=127.0.0.1 -c ssl=on"
   "${as[@]}" "$bin/pg_ctl" -D "$PROVISION_TEST_POSTGRES_DIR/data" -l "$PROVISION_TEST_POSTGRES_DIR/server.log" -w \
-    -o "-p $port -k $PROVISION_TEST_POSTGRES_DIR -c listen_addresses=127.0.0.1" start >/dev/null
+    -o "$options" start >/dev/null
   PROVISION_TEST_POSTGRES_STOP=("${as[@]}" "$bin/pg_ctl" -D "$PROVISION_TEST_POSTGRES_DIR/data" -m fast stop)
   export PROVISION_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$port/postgres"
   # What a test needs to stop and start this server itself (an outage test).
   export PROVISION_TEST_POSTGRES_CTL="${as[*]} $bin/pg_ctl -D $PROVISION_TEST_POSTGRES_DIR/data -l $PROVISION_TEST_POSTGRES_DIR/server.log"
-  export PROVISION_TEST_POSTGRES_OPTIONS="-p $port -k $PROVISION_TEST_POSTGRES_DIR -c listen_addresses=127.0.0.1"
+  export PROVISION_TEST_POSTGRES_OPTIONS="$options"
   echo "PostgreSQL for the tests at $PROVISION_TEST_POSTGRES_URL" >&2
 }
 

@@ -12,10 +12,10 @@ import Glibc
 let postgresURL = ProcessInfo.processInfo.environment["PROVISION_TEST_POSTGRES_URL"]
 
 /// Runs a query with psql and returns its rows, fields split on tabs.
-func psqlRows(_ sql: String) throws -> [[String]] {
+func psqlRows(_ sql: String, url: String? = postgresURL) throws -> [[String]] {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    process.arguments = ["psql", postgresURL!, "-X", "-A", "-t", "-F", "\t", "-v", "ON_ERROR_STOP=1", "-c", sql]
+    process.arguments = ["psql", url!, "-X", "-A", "-t", "-F", "\t", "-v", "ON_ERROR_STOP=1", "-c", sql]
     let output = Pipe()
     process.standardOutput = output
     process.standardError = FileHandle.nullDevice
@@ -147,6 +147,35 @@ struct PostgresSinkTests {
         #expect(try await sink.open()?.offsets == [0: 12])
         try await sink.destroy()
         #expect(try psqlRows("SELECT count(*) FROM information_schema.tables WHERE table_name = '\(table)'") == [["0"]])
+    }
+
+    @Test func sslModesAreHonoured() async throws {
+        let schema = Schema(fields: [.init(name: "id", type: .string)])
+        func sink(_ mode: String) -> PostgresSink {
+            PostgresSink(spec: PostgresSinkSpec(url: "${env:DATABASE}", table: "tls_\(mode.replacingOccurrences(of: "-", with: "_"))"),
+                         environment: ["DATABASE": postgresURL! + "?sslmode=\(mode)"], product: "tls", outputSchema: schema,
+                         keyField: "id", logger: Logger(label: "test"))
+        }
+        // Counted over a plain connection, so psql's own does not count.
+        func encryptedConnections() throws -> Int {
+            Int(try psqlRows("SELECT count(*) FROM pg_stat_ssl WHERE ssl", url: postgresURL! + "?sslmode=disable")[0][0]) ?? -1
+        }
+        let plain = sink("disable")
+        _ = try await plain.open()
+        #expect(try encryptedConnections() == 0)
+        try await plain.destroy()
+
+        let required = sink("require")
+        _ = try await required.open()
+        try await required.write([OutputRecord(key: .string("a"), body: .row([.string("a")]), partition: 0, offset: 0, eventTime: 0)],
+                                 checkpoint: Checkpoint(offsets: [0: 1]))
+        #expect(try encryptedConnections() == 1)
+        try await required.destroy()
+
+        // The test server's certificate is self-signed: full verification must refuse it.
+        let verified = sink("verify-full")
+        await #expect(throws: SinkError.self) { _ = try await verified.open() }
+        #expect(try psqlRows("SELECT count(*) FROM information_schema.tables WHERE table_name = 'tls_verify_full'") == [["0"]])
     }
 
     /// Stops or starts the test server with pg_ctl, as scripts/test describes it.
