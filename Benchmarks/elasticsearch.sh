@@ -38,17 +38,7 @@ out.close()
 PY
 
 start_server "$work/data"
-cat >"$work/catalog.yaml" <<'YAML'
-apiVersion: provision/v1
-kind: Dataset
-metadata: {name: orders}
-spec:
-  key: order_id
-  time: placed_at
-  schema: {order_id: string, customer_id: string, amount: decimal, currency: string, region: string,
-           status: string, items: integer, channel: string, placed_at: timestamp}
-YAML
-"$bin" apply -f "$work/catalog.yaml" --server "$server" >/dev/null
+"$bin" apply -f Benchmarks/orders-dataset.yaml --server "$server" >/dev/null
 "$bin" produce orders --file "$work/orders.jsonl" --key order_id --time placed_at --server "$server" >/dev/null
 
 echo

@@ -15,15 +15,6 @@ peak_rss_mb() { awk '/VmHWM/ {printf "%.0f", $2 / 1024}' "/proc/$1/status"; }
 
 cat >"$work/specs.yaml" <<'YAML'
 apiVersion: provision/v1
-kind: Dataset
-metadata: {name: orders}
-spec:
-  key: order_id
-  time: placed_at
-  schema: {order_id: string, customer_id: string, amount: decimal, currency: string, region: string,
-           status: string, items: integer, channel: string, placed_at: timestamp}
----
-apiVersion: provision/v1
 kind: DataProduct
 metadata: {name: eu-large-orders}
 spec:
@@ -40,7 +31,7 @@ backfill_run() {
   start_server "$1"
   local begin end
   begin=$(now_seconds)
-  "$bin" apply -f "$work/specs.yaml" --server "$server" >/dev/null
+  "$bin" apply -f Benchmarks/orders-dataset.yaml -f "$work/specs.yaml" --server "$server" >/dev/null
   wait_live eu-large-orders "$2"
   end=$(now_seconds)
   local rss

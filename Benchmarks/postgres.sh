@@ -20,15 +20,6 @@ sql() { psql "$database" -X -q -A -t -v ON_ERROR_STOP=1 -c "$1"; }
 
 cat >"$work/specs.yaml" <<'YAML'
 apiVersion: provision/v1
-kind: Dataset
-metadata: {name: orders}
-spec:
-  key: order_id
-  time: placed_at
-  schema: {order_id: string, customer_id: string, amount: decimal, currency: string, region: string,
-           status: string, items: integer, channel: string, placed_at: timestamp}
----
-apiVersion: provision/v1
 kind: DataProduct
 metadata: {name: orders-table}
 spec:
@@ -56,7 +47,7 @@ start_server "$work/data"
 
 # 1. backfill into a table Provision creates
 begin=$(now_seconds)
-"$bin" apply -f "$work/specs.yaml" --server "$server" >/dev/null
+"$bin" apply -f Benchmarks/orders-dataset.yaml -f "$work/specs.yaml" --server "$server" >/dev/null
 wait_live orders-table "$records"
 backfill_seconds=$(elapsed "$begin" "$(now_seconds)")
 provision_rows=$(sql "SELECT count(*) FROM orders_provision")

@@ -22,15 +22,6 @@ echo "generating $records orders"
 python3 Benchmarks/generate_orders.py "$records" "$work/orders.jsonl"
 cat >"$work/specs.yaml" <<YAML
 apiVersion: provision/v1
-kind: Dataset
-metadata: {name: orders}
-spec:
-  key: order_id
-  time: placed_at
-  schema: {order_id: string, customer_id: string, amount: decimal, currency: string, region: string,
-           status: string, items: integer, channel: string, placed_at: timestamp}
----
-apiVersion: provision/v1
 kind: DataProduct
 metadata: {name: hook}
 spec:
@@ -40,13 +31,12 @@ spec:
   key: customer_id
   sink: {webhook: {url: "$receiver", batch: {maxRecords: 500, maxBytes: 4MiB, linger: 5ms}}}
 YAML
-sed -n '1,/^---$/p' "$work/specs.yaml" | sed '$d' >"$work/catalog.yaml"
-"$bin" apply -f "$work/catalog.yaml" --server "$server" >/dev/null
+"$bin" apply -f Benchmarks/orders-dataset.yaml --server "$server" >/dev/null
 "$bin" produce orders --file "$work/orders.jsonl" --key order_id --time placed_at --server "$server" >/dev/null
 
 # 1. throughput
 begin=$(now_seconds)
-"$bin" apply -f "$work/specs.yaml" --server "$server" >/dev/null
+"$bin" apply -f Benchmarks/orders-dataset.yaml -f "$work/specs.yaml" --server "$server" >/dev/null
 wait_live hook "$records"
 provision_seconds=$(elapsed "$begin" "$(now_seconds)")
 provision_received=$(curl -s "$receiver")
@@ -85,7 +75,7 @@ python3 Benchmarks/webhook_receiver.py "$receiver_port" --latency "$work/latency
 start_server "$work/data"
 until curl -s -o /dev/null -XPOST "$receiver" -d '{"records":[]}'; do sleep 0.05; done
 sed "s#http://127.0.0.1:[0-9]*/hook#$receiver#" "$work/specs.yaml" >"$work/specs-latency.yaml"
-"$bin" apply -f "$work/specs-latency.yaml" --server "$server" >/dev/null
+"$bin" apply -f Benchmarks/orders-dataset.yaml -f "$work/specs-latency.yaml" --server "$server" >/dev/null
 : >"$work/latency.txt"
 python3 - "$server" 10000 10 <<'PY'
 import json, sys, time, urllib.request
