@@ -58,12 +58,8 @@ public struct SinkFactory: Sendable {
 
     /// Where the output of `spec` lives, for status; never with a password.
     public func location(of spec: DataProductSpec) -> String {
-        switch spec.sink {
-        case .file(let file): return "file://\(resolve(file.path))"
-        case .postgres(let postgres): return "\(postgres.redactedURL) \(postgres.schema).\(postgres.table)"
-        case .elasticsearch(let elasticsearch): return "\(elasticsearch.redactedURL) index \(elasticsearch.index)"
-        case .webhook(let webhook): return webhook.redactedURL
-        }
+        // Each sink says where it writes; making one does no I/O.
+        makeSink(for: spec, product: "", outputSchema: Schema(), keyField: spec.key).location
     }
 
     func resolve(_ relativePath: String) -> String {
