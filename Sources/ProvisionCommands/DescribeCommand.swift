@@ -41,6 +41,7 @@ struct DescribeCommand: AsyncParsableCommand {
         lines.append("Lag:                \(status.lag) records")
         lines.append("Records written:    \(status.recordsWritten)")
         lines.append("Dead-lettered:      \(status.deadLettered)\(status.deadLettered > 0 ? " (provisionctl tail \(status.deadLetterTopic ?? "") --from-beginning)" : "")")
+        if let late = status.lateRecords { lines.append("Late records:       \(late)") }
         lines.append("Checkpoint:         \(status.checkpoint.sorted { $0.key < $1.key }.map { "partition \($0.key) → offset \($0.value)" }.joined(separator: ", "))")
         lines.append("Conditions:")
         var rows = [["TYPE", "STATUS", "REASON", "SINCE", "MESSAGE"]]

@@ -305,6 +305,7 @@ public actor Reconciler: Service {
             status.conditions = lifecycle.conditions(now: now)
             status.lag = progress.lag
             status.recordsWritten = progress.checkpoint.recordsWritten
+            status.lateRecords = progress.checkpoint.joins?.late
             status.deadLettered = progress.checkpoint.deadLettered
             status.checkpoint = Dictionary(uniqueKeysWithValues: progress.checkpoint.offsets.map { (String($0.key), $0.value) })
         }

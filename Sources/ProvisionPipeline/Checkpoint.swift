@@ -1,4 +1,5 @@
 import Foundation
+import ProvisionModel
 
 /// How far a product's output has got: per source partition, the next offset to read.
 /// A sink commits it atomically with the output it covers.
@@ -11,12 +12,36 @@ public struct Checkpoint: Sendable, Equatable, Codable {
     public var deadLettered: Int64
     /// Sink-specific position, such as the byte length of an output file.
     public var sinkPosition: Int64
+    /// For a product with joins: how far each joined input was read for the output this
+    /// checkpoint covers. The join state is rebuilt from it on restart.
+    public var joins: JoinPosition?
 
-    public init(offsets: [Int: Int64], recordsWritten: Int64 = 0, deadLettered: Int64 = 0, sinkPosition: Int64 = 0) {
+    public init(offsets: [Int: Int64], recordsWritten: Int64 = 0, deadLettered: Int64 = 0, sinkPosition: Int64 = 0,
+                joins: JoinPosition? = nil)
+    {
         self.offsets = offsets
         self.recordsWritten = recordsWritten
         self.deadLettered = deadLettered
         self.sinkPosition = sinkPosition
+        self.joins = joins
+    }
+}
+
+/// The part of a joined product's progress that is not source offsets. Join state itself is
+/// not stored: it is a function of the joined inputs up to these offsets and of the
+/// watermark, so a restart reads it back and resumes with the same output.
+public struct JoinPosition: Sendable, Equatable, Codable {
+    /// Join name (`as`) → partition → the next offset to read.
+    public var inputs: [String: [Int: Int64]]
+    /// The newest source event time processed; the prune horizon follows from it.
+    public var watermark: TimestampMilliseconds?
+    /// Records that arrived after the output they belonged to (see `JoinInputs`).
+    public var late: Int64
+
+    public init(inputs: [String: [Int: Int64]] = [:], watermark: TimestampMilliseconds? = nil, late: Int64 = 0) {
+        self.inputs = inputs
+        self.watermark = watermark
+        self.late = late
     }
 }
 

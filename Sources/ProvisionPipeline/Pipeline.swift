@@ -72,6 +72,8 @@ public struct Pipeline: Sendable {
         var outputs: [OutputRecord]
         var deadLetters: [LogRecord]
         var lastOffset: Int64
+        /// How far the joined inputs were read for these outputs.
+        var joinPosition: JoinPosition?
     }
 
     /// Runs until cancelled. Throws when the sink or the log fails; the caller retries with
@@ -94,6 +96,9 @@ public struct Pipeline: Sendable {
         }
         logger.info("pipeline started", metadata: ["product": "\(product)", "sink": "\(sink.location)",
                                                    "from": "\(checkpoint.offsets)", "liveBoundary": "\(liveBoundary)"])
+        let joins = processor.plan.joins.isEmpty ? nil
+            : try await JoinInputs.open(plan: processor.plan, log: log, startTime: processor.startTime,
+                                        position: checkpoint.joins, clock: clock)
         var caughtUp = liveBoundary.allSatisfy { checkpoint.offsets[$0.key]! >= $0.value }
         if caughtUp { try await sink.promote() }
         await report(PipelineProgress(checkpoint: checkpoint, endOffsets: liveBoundary, caughtUp: caughtUp))
@@ -109,7 +114,8 @@ public struct Pipeline: Sendable {
                 prefetch = nil
                 processed = try await pending.value
             } else {
-                processed = try await readAndProcess(from: readPositions, partitionCount: partitionCount, startingAt: nextPartition)
+                processed = try await readAndProcess(from: readPositions, partitionCount: partitionCount, startingAt: nextPartition,
+                                                     joins: joins)
             }
             if let processed {
                 readPositions[processed.source.partition] = processed.lastOffset + 1
@@ -117,7 +123,7 @@ public struct Pipeline: Sendable {
                 if sink.readsAhead {
                     let positions = readPositions, partition = nextPartition
                     prefetch = Task {
-                        try await readAndProcess(from: positions, partitionCount: partitionCount, startingAt: partition)
+                        try await readAndProcess(from: positions, partitionCount: partitionCount, startingAt: partition, joins: joins)
                     }
                 }
                 try await commit(processed, checkpoint: &checkpoint)
@@ -149,8 +155,8 @@ public struct Pipeline: Sendable {
 
     /// Reads the next batch from the first partition, in rotation, that has records, and
     /// processes it; nil when every partition is at its end.
-    private func readAndProcess(from positions: [Int: Int64], partitionCount: Int, startingAt first: Int) async throws
-        -> ProcessedBatch?
+    private func readAndProcess(from positions: [Int: Int64], partitionCount: Int, startingAt first: Int,
+                                joins: JoinInputs?) async throws -> ProcessedBatch?
     {
         for step in 0..<partitionCount {
             let partition = (first + step) % partitionCount
@@ -158,11 +164,16 @@ public struct Pipeline: Sendable {
             let batch = try await log.readBatch(source, from: positions[partition]!,
                                                 maxRecords: limits.batchRecordsMax, maxBytes: limits.batchBytesMax)
             guard let last = batch.entries.last else { continue }
-            let outcomes = await processInParallel(batch, partition: partition, now: clock())
+            let outcomes: [(index: Int, outcome: RecordProcessor.Outcome)]
+            if let joins {
+                outcomes = try await joinAndProcess(batch, partition: partition, joins: joins)
+            } else {
+                outcomes = await processInParallel(batch, partition: partition, now: clock()).enumerated().map { ($0, $1) }
+            }
             var outputs: [OutputRecord] = []
             outputs.reserveCapacity(batch.count)
             var deadLetters: [LogRecord] = []
-            for (index, outcome) in outcomes.enumerated() {
+            for (index, outcome) in outcomes {
                 switch outcome {
                 case .output(let output): outputs.append(output)
                 case .skipped: continue
@@ -170,34 +181,74 @@ public struct Pipeline: Sendable {
                     deadLetters.append(DeadLetters.record(for: batch.record(at: index), from: source, reason: reason))
                 }
             }
-            return ProcessedBatch(source: source, batch: batch, outputs: outputs, deadLetters: deadLetters, lastOffset: last.offset)
+            return ProcessedBatch(source: source, batch: batch, outputs: outputs, deadLetters: deadLetters, lastOffset: last.offset,
+                                  joinPosition: await joins?.position)
         }
         return nil
+    }
+
+    /// A joined batch in three steps: the events' times and join values (in parallel), the
+    /// matches (in order, reading the joined inputs as far as the events need), then filter
+    /// and projection of the joined rows (in parallel).
+    private func joinAndProcess(_ batch: RecordBatch, partition: Int, joins: JoinInputs) async throws
+        -> [(index: Int, outcome: RecordProcessor.Outcome)]
+    {
+        let processor = self.processor
+        let probes = await inParallel(count: batch.count) { range in processor.probe(batch, range: range) }
+        var outcomes: [(index: Int, outcome: RecordProcessor.Outcome)] = []
+        let rows = try await joins.match(probes.map { probe in
+            if case .probe(let joinProbe) = probe { return joinProbe }
+            return nil
+        })
+        let now = clock()
+        let processed = await inParallel(count: rows.count) { range in
+            processor.process(batch, rows: rows[range], partition: partition, now: now)
+        }
+        // Back in event order, with the events the probe step already settled.
+        var next = processed.makeIterator()
+        var pending = next.next()
+        for (index, probe) in probes.enumerated() {
+            switch probe {
+            case .skipped: continue
+            case .deadLetter(let reason): outcomes.append((index, .deadLetter(reason: reason)))
+            case .probe:
+                while let row = pending, row.index == index {
+                    outcomes.append(row)
+                    pending = next.next()
+                }
+            }
+        }
+        return outcomes
+    }
+
+    /// Runs a pure function over chunks of `0..<count` on the cores and joins the results in order.
+    private func inParallel<Element: Sendable>(count: Int, _ body: @escaping @Sendable (Range<Int>) -> [Element]) async
+        -> [Element]
+    {
+        let cores = sink.readsAhead ? max(1, limits.processingConcurrency - 1) : limits.processingConcurrency
+        let chunkCount = count < 4096 ? 1 : min(cores, count / 2048)
+        guard chunkCount > 1 else { return body(0..<count) }
+        let chunkSize = (count + chunkCount - 1) / chunkCount
+        return await withTaskGroup(of: (Int, [Element]).self) { group in
+            for chunk in 0..<chunkCount {
+                let range = (chunk * chunkSize)..<min((chunk + 1) * chunkSize, count)
+                group.addTask { (chunk, body(range)) }
+            }
+            var parts = [[Element]](repeating: [], count: chunkCount)
+            for await (chunk, elements) in group { parts[chunk] = elements }
+            return parts.flatMap { $0 }
+        }
     }
 
     /// Processing is pure, so a large batch is split across the cores and put back in order.
     private func processInParallel(_ batch: RecordBatch, partition: Int, now: TimestampMilliseconds) async
         -> [RecordProcessor.Outcome]
     {
-        let processor = self.processor
         // Reading ahead, one core stays free for the sink's write of the batch before: on a
         // pool with one thread per core, processing on all of them would hold that write up.
-        let cores = sink.readsAhead ? max(1, limits.processingConcurrency - 1) : limits.processingConcurrency
-        let chunkCount = batch.count < 4096 ? 1 : min(cores, batch.count / 2048)
-        guard chunkCount > 1 else {
-            return processor.process(batch, range: 0..<batch.count, partition: partition, now: now)
-        }
-        let chunkSize = (batch.count + chunkCount - 1) / chunkCount
-        return await withTaskGroup(of: (Int, [RecordProcessor.Outcome]).self) { group in
-            for chunk in 0..<chunkCount {
-                let range = (chunk * chunkSize)..<min((chunk + 1) * chunkSize, batch.count)
-                group.addTask {
-                    (chunk, processor.process(batch, range: range, partition: partition, now: now))
-                }
-            }
-            var parts = [[RecordProcessor.Outcome]](repeating: [], count: chunkCount)
-            for await (chunk, outcomes) in group { parts[chunk] = outcomes }
-            return parts.flatMap { $0 }
+        let processor = self.processor
+        return await inParallel(count: batch.count) { range in
+            processor.process(batch, range: range, partition: partition, now: now)
         }
     }
 
@@ -219,6 +270,7 @@ public struct Pipeline: Sendable {
         next.offsets[processed.source.partition] = processed.lastOffset + 1
         next.recordsWritten += Int64(processed.outputs.count)
         next.deadLettered += Int64(processed.deadLetters.count)
+        next.joins = processed.joinPosition ?? next.joins
         let source = processed.source, batch = processed.batch
         let sinkBatch = SinkBatch(records: processed.outputs, checkpoint: next) { [self] rejections in
             try await appendDeadLetters(rejections.compactMap { rejection in

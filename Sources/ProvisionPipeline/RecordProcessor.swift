@@ -27,6 +27,8 @@ public struct RecordProcessor: Sendable {
     private let projection: [Expression.Evaluator]?
     /// Where the key is among the output values.
     private let keyIndex: Int?
+    /// What the join step reads first: the event time and each join's `on` field.
+    private let probeNames: JSONFieldNames
 
     public init(plan: ProductPlan, startTime: TimestampMilliseconds?, endTime: TimestampMilliseconds?) {
         self.plan = plan
@@ -36,11 +38,16 @@ public struct RecordProcessor: Sendable {
         let windowed = startTime != nil || endTime != nil
         let timeSlot = plan.timeSlot
         let filterSlotCount = plan.filterSlotCount
+        // Joined records fill their slots from the join, never from the event.
+        let joinSlots = Set(plan.joins.map(\.slot))
         filterNames = JSONFieldNames(plan.slots.names) { index in
-            index < filterSlotCount && (index != timeSlot || windowed)
+            index < filterSlotCount && (index != timeSlot || windowed) && !joinSlots.contains(index)
         }
         outputNames = JSONFieldNames(plan.slots.names) { index in
-            index >= filterSlotCount || (index == timeSlot && !windowed)
+            (index >= filterSlotCount || (index == timeSlot && !windowed)) && !joinSlots.contains(index)
+        }
+        probeNames = JSONFieldNames([plan.dataset.spec.time ?? ""] + plan.joins.map(\.spec.on)) { index in
+            index > 0 || plan.dataset.spec.time != nil
         }
         projection = plan.projection?.map(\.expression.evaluator)
         if let keyField = plan.keyField {
@@ -63,6 +70,71 @@ public struct RecordProcessor: Sendable {
         for index in range {
             for slot in slots.indices { slots[slot] = nil }
             outcomes.append(process(batch, index: index, partition: partition, now: now, slots: &slots))
+        }
+        return outcomes
+    }
+
+    /// What a joined product does first with each event: its time and the values it joins on.
+    /// Events outside the time window are `.skipped` here, so they are never joined.
+    public enum Probe: Sendable {
+        case probe(JoinProbe)
+        case skipped
+        case deadLetter(reason: String)
+    }
+
+    public func probe(_ batch: RecordBatch, range: Range<Int>) -> [Probe] {
+        var probes: [Probe] = []
+        probes.reserveCapacity(range.count)
+        var fields = [JSONValue?](repeating: nil, count: probeNames.count)
+        for index in range {
+            let entry = batch.entries[index]
+            // A deletion deletes the output whatever it joined.
+            guard entry.value != nil else {
+                probes.append(.probe(.unjoined))
+                continue
+            }
+            for field in fields.indices { fields[field] = nil }
+            let parsed: Bool = batch.withValue(at: index) { bytes in
+                (try? JSONParser.scanObject(bytes, names: probeNames, into: &fields)) != nil
+            }
+            guard parsed else {
+                // The processing step says what is wrong with it.
+                if case .deadLetter(let reason) = process(batch, range: index..<(index + 1), partition: 0, now: 0)[0] {
+                    probes.append(.deadLetter(reason: reason))
+                } else {
+                    probes.append(.skipped)
+                }
+                continue
+            }
+            var eventTime = entry.timestamp
+            if let timeField = plan.dataset.spec.time {
+                do {
+                    if case .timestamp(let time) = try FieldReader.read(fields[0], as: .timestamp, path: timeField) { eventTime = time }
+                } catch {
+                    probes.append(.deadLetter(reason: error.message))
+                    continue
+                }
+            }
+            guard isInWindow(eventTime) else {
+                probes.append(.skipped)
+                continue
+            }
+            probes.append(.probe(JoinProbe(eventTime: eventTime, keys: fields.dropFirst().map(JoinKey.bytes(of:)))))
+        }
+        return probes
+    }
+
+    /// Processes joined rows: each row's event with its join slots filled from the row.
+    public func process(_ batch: RecordBatch, rows: ArraySlice<JoinedRow>, partition: Int, now: TimestampMilliseconds)
+        -> [(index: Int, outcome: Outcome)]
+    {
+        var outcomes: [(index: Int, outcome: Outcome)] = []
+        outcomes.reserveCapacity(rows.count)
+        var slots = [JSONValue?](repeating: nil, count: plan.slots.names.count)
+        for row in rows {
+            for slot in slots.indices { slots[slot] = nil }
+            for (join, value) in zip(plan.joins, row.values) { slots[join.slot] = value }
+            outcomes.append((row.index, process(batch, index: row.index, partition: partition, now: now, slots: &slots)))
         }
         return outcomes
     }

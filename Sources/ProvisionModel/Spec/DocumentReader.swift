@@ -336,9 +336,7 @@ struct DocumentReader {
     private mutating func readProductSpec(_ node: Node) -> DataProductSpec? {
         let allowed = ["from", "backfill", "where", "select", "key", "sink", "deletionPolicy", "join"]
         guard let fields = fields(of: node, at: "spec", allowed: allowed) else { return nil }
-        if let joinNode = fields["join"] {
-            fail(joinNode, "spec.join", "joins are not supported by this server version")
-        }
+        let joins = fields["join"].map { readJoins($0) } ?? []
         let from = name(required(fields, "from", in: node, at: "spec"), at: "spec.from", what: "dataset name")
         let backfill = fields["backfill"].map { readBackfill($0) } ?? .all
         let filter = fields["where"].flatMap { expressionText($0, at: "spec.where") }
@@ -356,9 +354,73 @@ struct DocumentReader {
                 fail(policyNode, "spec.deletionPolicy", "unknown deletionPolicy '\(text)' (expected 'Retain' or 'Delete')")
             }
         }
-        guard let from, let backfill, let sink else { return nil }
+        guard let from, let backfill, let sink, let joins else { return nil }
         return DataProductSpec(from: from, backfill: backfill, filter: filter, select: select, key: key, sink: sink,
-                               deletionPolicy: deletionPolicy)
+                               deletionPolicy: deletionPolicy, joins: joins)
+    }
+
+    private mutating func readJoins(_ node: Node) -> [JoinSpec]? {
+        guard case .sequence(let sequence) = node, !sequence.isEmpty else {
+            fail(node, "spec.join", "expected a list of joins ({dataset, on, as}), found \(describe(node))")
+            return nil
+        }
+        var joins: [JoinSpec] = []
+        var ok = true
+        for (index, joinNode) in sequence.enumerated() {
+            let path = "spec.join[\(index)]"
+            marks[path] = joinNode.position
+            guard let join = readJoin(joinNode, at: path) else {
+                ok = false
+                continue
+            }
+            if let earlier = joins.first(where: { $0.alias == join.alias }) {
+                fail(joinNode, "\(path).as", "'\(earlier.alias)' names two joins; each join needs its own 'as'")
+                ok = false
+            }
+            joins.append(join)
+        }
+        return ok ? joins : nil
+    }
+
+    private mutating func readJoin(_ node: Node, at path: String) -> JoinSpec? {
+        let allowed = ["dataset", "on", "as", "type", "mode", "within", "maxDelay"]
+        guard let fields = fields(of: node, at: path, allowed: allowed) else { return nil }
+        let dataset = name(required(fields, "dataset", in: node, at: path), at: "\(path).dataset", what: "dataset name")
+        let on = identifier(required(fields, "on", in: node, at: path), at: "\(path).on")
+        let alias = identifier(required(fields, "as", in: node, at: path), at: "\(path).as")
+        var kind = JoinSpec.Kind.left
+        if let kindNode = fields["type"], let text = string(kindNode, at: "\(path).type") {
+            guard let parsed = JoinSpec.Kind(rawValue: text) else {
+                fail(kindNode, "\(path).type", "unknown join type '\(text)' (expected 'inner' or 'left')")
+                return nil
+            }
+            kind = parsed
+        }
+        var mode = JoinSpec.Mode.asOf
+        if let modeNode = fields["mode"], let text = string(modeNode, at: "\(path).mode") {
+            guard let parsed = JoinSpec.Mode(rawValue: text) else {
+                fail(modeNode, "\(path).mode", "unknown join mode '\(text)' (expected 'asOf' or 'latest')")
+                return nil
+            }
+            mode = parsed
+        }
+        var within: Int64?
+        if let withinNode = fields["within"] {
+            guard let value = duration(withinNode, at: "\(path).within") else { return nil }
+            if let modeNode = fields["mode"] {
+                fail(modeNode, "\(path).mode", "a windowed join ('within') joins events, not table rows; it takes no mode")
+                return nil
+            }
+            within = value
+        }
+        var maxDelay = JoinSpec.defaultMaxDelayMilliseconds
+        if let delayNode = fields["maxDelay"] {
+            guard let value = duration(delayNode, at: "\(path).maxDelay", allowZero: true) else { return nil }
+            maxDelay = value
+        }
+        guard let dataset, let on, let alias else { return nil }
+        return JoinSpec(dataset: dataset, on: on, alias: alias, kind: kind, mode: mode, withinMilliseconds: within,
+                        maxDelayMilliseconds: maxDelay)
     }
 
     /// Expressions are scalars; a YAML number or boolean is read as its text (`select: {one: 1}`).

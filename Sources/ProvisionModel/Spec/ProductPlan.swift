@@ -18,12 +18,27 @@ public struct ProductPlan: Sendable {
     public let filterSlotCount: Int
     /// Without `select`: the slot of each output field, in output order.
     public let passthroughSlots: [Int]?
+    /// The joined datasets, in spec order; each fills a slot with the matched record.
+    public let joins: [JoinPlan]
+
+    /// A join compiled against both datasets.
+    public struct JoinPlan: Sendable {
+        public let spec: JoinSpec
+        public let dataset: Dataset
+        /// The slot the matched record's object fills; never read from the event.
+        public let slot: Int
+        /// The joined dataset's field matched against the event's `on` field: the table's
+        /// key, or for a windowed join the field of the same name.
+        public let matchedField: String
+    }
 
     /// Where a compile error belongs in the product spec.
     public enum Failure: Error, Sendable {
         case unknownDataset(String)
         case expression(path: String, ExpressionError)
         case key(String)
+        /// A join that does not fit its datasets; `path` is the join's field.
+        case join(path: String, message: String)
 
         /// One line: the field path and what is wrong there.
         public var summary: String {
@@ -31,15 +46,22 @@ public struct ProductPlan: Sendable {
             case .unknownDataset(let name): return "spec.from: unknown dataset '\(name)'"
             case .expression(let path, let error): return "\(path): \(error.message)"
             case .key(let message): return "spec.key: \(message)"
+            case .join(let path, let message): return "\(path): \(message)"
             }
         }
     }
 
     public static func compile(_ product: DataProduct, datasets: [String: Dataset]) throws(Failure) -> ProductPlan {
         guard let dataset = datasets[product.spec.from] else { throw .unknownDataset(product.spec.from) }
-        let scope = ExpressionScope(datasetName: dataset.name, schema: dataset.spec.schema)
+        var scope = ExpressionScope(datasetName: dataset.name, schema: dataset.spec.schema)
         var slots = FieldSlots()
         let timeSlot = dataset.spec.time.map { slots.slot(for: $0) }
+        var joins: [JoinPlan] = []
+        for (index, join) in product.spec.joins.enumerated() {
+            let plan = try compileJoin(join, at: "spec.join[\(index)]", source: dataset, datasets: datasets, slots: &slots)
+            scope.schema.fields.append(.init(name: join.alias, type: .object(plan.dataset.spec.schema)))
+            joins.append(plan)
+        }
         var filter: Expression?
         if let source = product.spec.filter {
             do {
@@ -54,7 +76,11 @@ public struct ProductPlan: Sendable {
         let filterSlotCount = slots.names.count
         var projection: [(name: String, expression: Expression)]?
         var outputSchema = dataset.spec.schema
-        if let select = product.spec.select {
+        // Without `select`, a joined event is its own fields plus one object per join.
+        let select = product.spec.select ?? (joins.isEmpty ? nil : scope.schema.fields.map {
+            SelectField(name: $0.name, expression: $0.name)
+        })
+        if let select {
             projection = []
             outputSchema = Schema()
             for field in select {
@@ -65,7 +91,12 @@ public struct ProductPlan: Sendable {
                     throw .expression(path: "spec.select.\(field.name)", error)
                 }
                 projection?.append((field.name, expression))
-                outputSchema.fields.append(.init(name: field.name, type: expression.type == .null ? .json : expression.type))
+                let type: ValueType
+                switch expression.type {
+                case .null, .object: type = .json
+                default: type = expression.type
+                }
+                outputSchema.fields.append(.init(name: field.name, type: type))
             }
         }
         var keyField: String?
@@ -88,7 +119,50 @@ public struct ProductPlan: Sendable {
         return ProductPlan(product: product, dataset: dataset, filter: filter, projection: projection,
                            outputSchema: outputSchema, keyField: keyField, slots: slots,
                            timeSlot: timeSlot,
-                           filterSlotCount: filterSlotCount, passthroughSlots: passthroughSlots)
+                           filterSlotCount: filterSlotCount, passthroughSlots: passthroughSlots, joins: joins)
+    }
+
+    private static func compileJoin(_ join: JoinSpec, at path: String, source: Dataset, datasets: [String: Dataset],
+                                    slots: inout FieldSlots) throws(Failure) -> JoinPlan
+    {
+        guard let joined = datasets[join.dataset] else {
+            var message = "unknown dataset '\(join.dataset)'"
+            if let suggestion = closestMatch(to: join.dataset, among: Array(datasets.keys)) {
+                message += " (did you mean '\(suggestion)'?)"
+            }
+            throw .join(path: "\(path).dataset", message: message)
+        }
+        guard let onField = source.spec.schema.field(named: join.on) else {
+            var message = "unknown field '\(join.on)' in dataset '\(source.name)'"
+            if let suggestion = closestMatch(to: join.on, among: source.spec.schema.fieldNames) {
+                message += " (did you mean '\(suggestion)'?)"
+            }
+            throw .join(path: "\(path).on", message: message)
+        }
+        guard onField.type == .string || onField.type == .integer else {
+            throw .join(path: "\(path).on", message: "'\(join.on)' is a \(onField.type.name); joins match on string or integer fields")
+        }
+        let matched: Schema.Field
+        if join.isWindowed {
+            guard let field = joined.spec.schema.field(named: join.on) else {
+                throw .join(path: "\(path).on",
+                            message: "dataset '\(joined.name)' has no field '\(join.on)' to match '\(source.name).\(join.on)' against")
+            }
+            matched = field
+        } else {
+            guard let key = joined.spec.key, let field = joined.spec.schema.field(named: key) else {
+                throw .join(path: "\(path).dataset",
+                            message: "dataset '\(joined.name)' has no key, so it cannot be joined as a table (a windowed join needs 'within')")
+            }
+            matched = field
+        }
+        guard matched.type == onField.type else {
+            throw .join(path: "\(path).on", message: "'\(source.name).\(join.on)' is a \(onField.type.name) but '\(joined.name).\(matched.name)' is a \(matched.type.name); joined fields must have the same type")
+        }
+        if source.spec.schema.field(named: join.alias) != nil {
+            throw .join(path: "\(path).as", message: "'\(join.alias)' is a field of dataset '\(source.name)'; name the join something else")
+        }
+        return JoinPlan(spec: join, dataset: joined, slot: slots.slot(for: join.alias), matchedField: matched.name)
     }
 }
 
@@ -131,6 +205,8 @@ struct ProductValidator {
                                   path: path, message: expressionError.message)]
             case .key(let message):
                 return [located("spec.key", message)]
+            case .join(let path, let message):
+                return [located(path, message)]
             }
         }
     }

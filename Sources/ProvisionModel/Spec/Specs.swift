@@ -74,9 +74,11 @@ public struct DataProductSpec: Sendable, Equatable, Codable {
     public var key: String?
     public var sink: SinkSpec
     public var deletionPolicy: DeletionPolicy
+    /// Datasets joined to each source event, in order.
+    public var joins: [JoinSpec]
 
     public init(from: String, backfill: Backfill = .all, filter: String? = nil, select: [SelectField]? = nil,
-                key: String? = nil, sink: SinkSpec, deletionPolicy: DeletionPolicy = .retain)
+                key: String? = nil, sink: SinkSpec, deletionPolicy: DeletionPolicy = .retain, joins: [JoinSpec] = [])
     {
         self.from = from
         self.backfill = backfill
@@ -85,18 +87,45 @@ public struct DataProductSpec: Sendable, Equatable, Codable {
         self.key = key
         self.sink = sink
         self.deletionPolicy = deletionPolicy
+        self.joins = joins
     }
 
     enum CodingKeys: String, CodingKey {
-        case from, backfill, filter = "where", select, key, sink, deletionPolicy
+        case from, backfill, filter = "where", select, key, sink, deletionPolicy, joins = "join"
+    }
+
+    public init(from decoder: Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        from = try container.decode(String.self, forKey: .from)
+        backfill = try container.decode(Backfill.self, forKey: .backfill)
+        filter = try container.decodeIfPresent(String.self, forKey: .filter)
+        select = try container.decodeIfPresent([SelectField].self, forKey: .select)
+        key = try container.decodeIfPresent(String.self, forKey: .key)
+        sink = try container.decode(SinkSpec.self, forKey: .sink)
+        deletionPolicy = try container.decode(DeletionPolicy.self, forKey: .deletionPolicy)
+        // Stored before joins existed: no joins.
+        joins = try container.decodeIfPresent([JoinSpec].self, forKey: .joins) ?? []
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(from, forKey: .from)
+        try container.encode(backfill, forKey: .backfill)
+        try container.encodeIfPresent(filter, forKey: .filter)
+        try container.encodeIfPresent(select, forKey: .select)
+        try container.encodeIfPresent(key, forKey: .key)
+        try container.encode(sink, forKey: .sink)
+        try container.encode(deletionPolicy, forKey: .deletionPolicy)
+        if !joins.isEmpty { try container.encode(joins, forKey: .joins) }
     }
 
     /// How the output must change when this spec is replaced by `next`.
     public func outputChange(to next: DataProductSpec) -> OutputChange {
         guard from != next.from || backfill != next.backfill || filter != next.filter || select != next.select
-            || key != next.key || sink != next.sink
+            || key != next.key || sink != next.sink || joins != next.joins
         else { return .none }
         if from == next.from, backfill == next.backfill, filter == next.filter, key == next.key, sink == next.sink,
+           joins == next.joins,
            let select, let nextSelect = next.select, nextSelect.count > select.count,
            select.allSatisfy(nextSelect.contains)
         {
@@ -114,6 +143,57 @@ public enum OutputChange: Sendable, Equatable {
     case addsFields
     /// Different records or different fields: the output is built again from history.
     case rebuild
+}
+
+/// A dataset joined to each source event. With `within` it is a windowed stream–stream
+/// join; otherwise the dataset is read as a table (newest value per key).
+public struct JoinSpec: Sendable, Equatable, Codable {
+    public enum Kind: String, Sendable, Codable, CaseIterable {
+        /// Events with no match are dropped.
+        case inner
+        /// Events with no match are kept, with the joined fields null.
+        case left
+    }
+
+    public enum Mode: String, Sendable, Codable, CaseIterable {
+        /// The table row as of the event's time: history and live give the same answer.
+        case asOf
+        /// The current table row; when it changes, the outputs that joined it are sent again.
+        case latest
+    }
+
+    public static let defaultMaxDelayMilliseconds: Int64 = 5_000
+
+    public var dataset: String
+    /// The source event's field matched against the table's key (or, windowed, the
+    /// joined events' field of the same name).
+    public var on: String
+    /// The name the joined record has in `where` and `select`: `customer.name`.
+    public var alias: String
+    public var kind: Kind
+    public var mode: Mode
+    /// Set for a windowed join: the largest difference between the two event times.
+    public var withinMilliseconds: Int64?
+    /// How long a live event waits for the joined input to reach its time.
+    public var maxDelayMilliseconds: Int64
+
+    public init(dataset: String, on: String, alias: String, kind: Kind = .left, mode: Mode = .asOf,
+                withinMilliseconds: Int64? = nil, maxDelayMilliseconds: Int64 = JoinSpec.defaultMaxDelayMilliseconds)
+    {
+        self.dataset = dataset
+        self.on = on
+        self.alias = alias
+        self.kind = kind
+        self.mode = mode
+        self.withinMilliseconds = withinMilliseconds
+        self.maxDelayMilliseconds = maxDelayMilliseconds
+    }
+
+    public var isWindowed: Bool { withinMilliseconds != nil }
+
+    enum CodingKeys: String, CodingKey {
+        case dataset, on, alias = "as", kind = "type", mode, withinMilliseconds = "within", maxDelayMilliseconds = "maxDelay"
+    }
 }
 
 public struct SelectField: Sendable, Equatable, Codable {

@@ -44,6 +44,9 @@ public struct ProductStatus: Sendable, Equatable, Codable {
     /// Source partition → next offset, as committed with the output.
     public var checkpoint: [String: Int64]
     public var deadLetterTopic: String?
+    /// For a product with joins: records that arrived after the outputs they belonged to
+    /// had been made (later than `maxDelay`); they are joined with what came after them.
+    public var lateRecords: Int64?
 
     public init(phase: ProductPhase = .pending, observedGeneration: Int = 0, lag: Int64 = 0, recordsWritten: Int64 = 0,
                 deadLettered: Int64 = 0, conditions: [Condition] = [], backfillStart: String? = nil, output: String? = nil,

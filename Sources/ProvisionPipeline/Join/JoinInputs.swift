@@ -1,0 +1,264 @@
+import ProvisionLog
+import ProvisionModel
+
+/// One source event as the join step sees it: its time and, per join, the value it joins
+/// on (nil when the event lacks it).
+public struct JoinProbe: Sendable {
+    public var eventTime: TimestampMilliseconds
+    public var keys: [[UInt8]?]
+    /// False for a deletion: it is output once, with nothing joined.
+    public var isJoined = true
+
+    public init(eventTime: TimestampMilliseconds, keys: [[UInt8]?]) {
+        self.eventTime = eventTime
+        self.keys = keys
+    }
+
+    public static let unjoined = {
+        var probe = JoinProbe(eventTime: 0, keys: [])
+        probe.isJoined = false
+        return probe
+    }()
+}
+
+/// One output to make from a source event: the event's index in its batch and, per join,
+/// the matched record (nil for no match in a left join). A windowed join with several
+/// matches makes several rows for one event.
+public struct JoinedRow: Sendable {
+    public var index: Int
+    public var values: [JSONValue?]
+}
+
+/// Join values compare as the record keys `produce` writes: a string as its UTF-8 bytes,
+/// anything else as its JSON text.
+public enum JoinKey {
+    public static func bytes(of value: JSONValue?) -> [UInt8]? {
+        switch value {
+        case nil, .null?: return nil
+        case .string(let text)?: return Array(text.utf8)
+        case .number(let number)? where number == number.rounded() && abs(number) < 9e18:
+            var bytes: [UInt8] = []
+            JSONWriter.writeInteger(Int64(number), into: &bytes)
+            return bytes
+        case let value?:
+            var bytes: [UInt8] = []
+            JSONWriter.write(value, into: &bytes)
+            return bytes
+        }
+    }
+}
+
+/// The joined inputs of a product: reads them beside the source, in event time, and answers
+/// each source event with its matches.
+///
+/// Before a batch of source events is joined, every joined input is read until it has passed
+/// the batch's newest event time (plus `within` for a windowed join): then no record that
+/// belongs to those events is still unread, so history and live give the same answer. At the
+/// end of an input that has not got that far, a live product waits for it up to `maxDelay`
+/// (and not at all for events older than `maxDelay`); a record that arrives later still
+/// counts, is joined to what comes after it, and is counted as late.
+///
+/// One task uses it at a time: the pipeline's reader, or the read-ahead task that replaces it.
+public actor JoinInputs {
+    private struct Input {
+        let plan: ProductPlan.JoinPlan
+        let topic: String
+        var positions: [Int: Int64] = [:]
+        /// Per partition, the newest record time read.
+        var newest: [Int: TimestampMilliseconds] = [:]
+        var table = TableVersions()
+        var current: [[UInt8]: JSONValue] = [:]
+        var window = WindowedEvents()
+
+        var maxDelay: TimestampMilliseconds { plan.spec.maxDelayMilliseconds }
+        var within: TimestampMilliseconds { plan.spec.withinMilliseconds ?? 0 }
+    }
+
+    private let log: any EventLog
+    private let clock: @Sendable () -> TimestampMilliseconds
+    private var inputs: [Input]
+    /// The newest source event time joined so far.
+    private var watermark: TimestampMilliseconds?
+    private var late: Int64 = 0
+    private let readRecordsMax = 16_384
+    private let readBytesMax = 4 << 20
+
+    /// Opens the joined inputs and rebuilds their state up to `position`, from a checkpoint.
+    public static func open(plan: ProductPlan, log: any EventLog, startTime: TimestampMilliseconds?, position: JoinPosition?,
+                            clock: @escaping @Sendable () -> TimestampMilliseconds) async throws -> JoinInputs
+    {
+        let inputs = JoinInputs(plan: plan, log: log, clock: clock)
+        try await inputs.restore(startTime: startTime, position: position)
+        return inputs
+    }
+
+    private init(plan: ProductPlan, log: any EventLog, clock: @escaping @Sendable () -> TimestampMilliseconds) {
+        self.log = log
+        self.clock = clock
+        inputs = plan.joins.map { join in
+            Input(plan: join, topic: join.dataset.spec.topic)
+        }
+    }
+
+    public var position: JoinPosition {
+        JoinPosition(inputs: Dictionary(uniqueKeysWithValues: inputs.map { ($0.plan.spec.alias, $0.positions) }),
+                     watermark: watermark, late: late)
+    }
+
+    private func restore(startTime: TimestampMilliseconds?, position: JoinPosition?) async throws {
+        watermark = position?.watermark
+        late = position?.late ?? 0
+        for index in inputs.indices {
+            let topic = inputs[index].topic
+            try await log.createTopic(topic, partitions: 1)
+            let partitionCount = try await log.partitionCount(of: topic) ?? 1
+            for partition in 0..<partitionCount {
+                let source = TopicPartition(topic: topic, partition: partition)
+                // A table is read from its beginning: an event joins the row as of its time,
+                // however old that row is. A windowed input only back to the first window.
+                var start = try await log.startOffset(of: source)
+                if inputs[index].plan.spec.isWindowed, let startTime {
+                    start = try await log.offset(forTimestamp: startTime - inputs[index].within - inputs[index].maxDelay, in: source)
+                }
+                inputs[index].positions[partition] = start
+                guard let committed = position?.inputs[inputs[index].plan.spec.alias]?[partition] else { continue }
+                while inputs[index].positions[partition]! < committed {
+                    let batch = try await log.readBatch(source, from: inputs[index].positions[partition]!,
+                                                        maxRecords: readRecordsMax, maxBytes: readBytesMax)
+                    guard !batch.isEmpty else { break }
+                    ingest(batch, into: index, partition: partition, until: committed, counting: false)
+                }
+                inputs[index].positions[partition] = committed
+            }
+        }
+    }
+
+    /// Matches a batch of source events (nil for events that are not joined: skipped or
+    /// dead-lettered) and returns the rows to output, in event order.
+    public func match(_ probes: [JoinProbe?]) async throws -> [JoinedRow] {
+        guard let newestEvent = probes.lazy.compactMap({ $0?.isJoined == true ? $0?.eventTime : nil }).max() else {
+            return probes.enumerated().compactMap { $1 == nil ? nil : JoinedRow(index: $0, values: inputs.map { _ in nil }) }
+        }
+        for index in inputs.indices {
+            let spec = inputs[index].plan.spec
+            try await load(index, through: spec.mode == .latest && !spec.isWindowed ? nil : newestEvent + inputs[index].within)
+        }
+        var rows: [JoinedRow] = []
+        rows.reserveCapacity(probes.count)
+        for (eventIndex, probe) in probes.enumerated() {
+            guard let probe else { continue }
+            guard probe.isJoined else {
+                rows.append(JoinedRow(index: eventIndex, values: inputs.map { _ in nil }))
+                continue
+            }
+            let time = probe.eventTime
+            let newest = max(watermark ?? time, time)
+            watermark = newest
+            var combinations: [[JSONValue?]] = [[]]
+            var isLate = false
+            for (joinIndex, input) in inputs.enumerated() {
+                let spec = input.plan.spec
+                let horizon = newest - input.maxDelay
+                if time < horizon { isLate = true }
+                let key = probe.keys[joinIndex]
+                var matches: [JSONValue?]
+                if spec.isWindowed {
+                    matches = key.map { input.window.matches(of: $0, from: max(time, horizon) - input.within, through: time + input.within) } ?? []
+                } else if spec.mode == .latest {
+                    matches = [key.flatMap { input.current[$0] }].filter { $0 != nil }
+                } else {
+                    matches = [key.flatMap { input.table.value(of: $0, asOf: time, horizon: horizon) }].filter { $0 != nil }
+                }
+                if matches.isEmpty {
+                    guard spec.kind == .left else {
+                        combinations = []
+                        break
+                    }
+                    matches = [nil]
+                }
+                combinations = matches.count == 1
+                    ? combinations.map { $0 + matches }
+                    : combinations.flatMap { combination in matches.map { combination + [$0] } }
+            }
+            if isLate { late += 1 }
+            for values in combinations { rows.append(JoinedRow(index: eventIndex, values: values)) }
+        }
+        if let watermark {
+            for index in inputs.indices where inputs[index].plan.spec.isWindowed {
+                inputs[index].window.expire(before: watermark - inputs[index].maxDelay - inputs[index].within)
+            }
+        }
+        return rows
+    }
+
+    /// Reads a joined input until every partition has passed `target` (nil: to its end), or
+    /// is at its end and has been waited for long enough.
+    private func load(_ index: Int, through target: TimestampMilliseconds?) async throws {
+        let topic = inputs[index].topic
+        let maxDelay = inputs[index].maxDelay
+        var waitStarted: TimestampMilliseconds?
+        for partition in inputs[index].positions.keys.sorted() {
+            let source = TopicPartition(topic: topic, partition: partition)
+            while true {
+                if let target, let newest = inputs[index].newest[partition], newest > target { break }
+                let position = inputs[index].positions[partition]!
+                let batch = try await log.readBatch(source, from: position, maxRecords: readRecordsMax, maxBytes: readBytesMax)
+                if let last = batch.entries.last {
+                    ingest(batch, into: index, partition: partition, until: nil, counting: true)
+                    inputs[index].positions[partition] = last.offset + 1
+                    continue
+                }
+                // At the end of the input, short of the target.
+                guard let target else { break }
+                let now = clock()
+                if now >= target + maxDelay { break }
+                let started = waitStarted ?? now
+                waitStarted = started
+                let remaining = maxDelay - (now - started)
+                if remaining <= 0 { break }
+                try await log.waitForRecords(in: source, at: position, timeout: .milliseconds(remaining))
+            }
+        }
+    }
+
+    private func ingest(_ batch: RecordBatch, into index: Int, partition: Int, until end: Int64?, counting: Bool) {
+        let spec = inputs[index].plan.spec
+        let timeField = inputs[index].plan.dataset.spec.time
+        let matchedField = inputs[index].plan.matchedField
+        let horizon = watermark.map { $0 - inputs[index].maxDelay } ?? .min
+        for (position, entry) in batch.entries.enumerated() {
+            if let end, entry.offset >= end { break }
+            var time = entry.timestamp
+            var object: JSONObject?
+            if entry.value != nil {
+                // A joined record that is not a JSON object cannot be matched; the dataset's
+                // own products dead-letter it.
+                guard case .object(let parsed)? = batch.withValue(at: position, { try? JSONParser.parse($0) }) else { continue }
+                object = parsed
+                switch timeField.flatMap({ parsed[$0] }) {
+                case .string(let text)?: time = Timestamp.parse(text) ?? time
+                case .integer(let milliseconds)?: time = milliseconds
+                default: break
+                }
+            }
+            inputs[index].newest[partition] = max(inputs[index].newest[partition] ?? time, time)
+            let value = object.map(JSONValue.object)
+            if spec.isWindowed {
+                guard let value, let key = JoinKey.bytes(of: object?[matchedField]) else { continue }
+                let floor = horizon == .min ? horizon : horizon - inputs[index].within
+                // Older than every window still open: the events it belonged to are out.
+                if !inputs[index].window.insert(key: key, time: time, value: value, floor: floor), counting { late += 1 }
+                continue
+            }
+            // A version older than events already joined came too late for them.
+            if counting, spec.mode == .asOf, let watermark, time < watermark { late += 1 }
+            if let key = batch.key(at: position) {
+                if spec.mode == .latest {
+                    inputs[index].current[key] = value
+                } else {
+                    inputs[index].table.insert(key: key, time: time, value: value, horizon: horizon)
+                }
+            }
+        }
+    }
+}
