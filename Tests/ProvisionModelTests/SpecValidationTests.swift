@@ -36,7 +36,47 @@ struct InvalidSpecCase: CustomTestStringConvertible, Sendable {
     var testDescription: String { name }
 }
 
+/// Datasets the join cases join: a table (customers) and a stream without a key (payments).
+private let joinedDatasets = """
+    apiVersion: provision/v1
+    kind: Dataset
+    metadata: {name: customers, owner: crm}
+    spec: {topic: customers, key: customer_id, schema: {customer_id: string, name: string, tier: string}}
+    ---
+    apiVersion: provision/v1
+    kind: Dataset
+    metadata: {name: payments, owner: finance}
+    spec: {topic: payments, time: paid_at, schema: {payment_id: string, order_id: integer, customer_id: string, paid_at: timestamp}}
+    """
+
 private let invalidCases: [InvalidSpecCase] = [
+    .init(name: "join on a field the source lacks",
+          yaml: product("  from: orders\n  join:\n    - {dataset: customers, on: customer, as: customer}\n" + validSink),
+          expected: "7:31: spec.join[0].on: unknown field 'customer' in dataset 'orders' (did you mean 'customer_id'?)"),
+    .init(name: "join an unknown dataset",
+          yaml: product("  from: orders\n  join:\n    - {dataset: customer, on: customer_id, as: customer}\n" + validSink),
+          expected: "7:16: spec.join[0].dataset: unknown dataset 'customer' (did you mean 'customers'?)"),
+    .init(name: "join fields of different types",
+          yaml: product("  from: orders\n  join:\n    - {dataset: payments, on: order_id, within: 1h, as: payment}\n" + validSink),
+          expected: "7:30: spec.join[0].on: 'orders.order_id' is a string but 'payments.order_id' is a integer; joined fields must have the same type"),
+    .init(name: "a table join needs a key",
+          yaml: product("  from: orders\n  join:\n    - {dataset: payments, on: customer_id, as: payment}\n" + validSink),
+          expected: "7:16: spec.join[0].dataset: dataset 'payments' has no key, so it cannot be joined as a table (a windowed join needs 'within')"),
+    .init(name: "a windowed join takes no mode",
+          yaml: product("  from: orders\n  join:\n    - {dataset: payments, on: customer_id, within: 1h, mode: latest, as: p}\n" + validSink),
+          expected: "7:59: spec.join[0].mode: a windowed join ('within') joins events, not table rows; it takes no mode"),
+    .init(name: "join type",
+          yaml: product("  from: orders\n  join:\n    - {dataset: customers, on: customer_id, as: c, type: outer}\n" + validSink),
+          expected: "7:54: spec.join[0].type: unknown join type 'outer' (expected 'inner' or 'left')"),
+    .init(name: "two joins with one name",
+          yaml: product("  from: orders\n  join:\n    - {dataset: customers, on: customer_id, as: c}\n    - {dataset: payments, on: customer_id, within: 1h, as: c}\n" + validSink),
+          expected: "8:7: spec.join[1].as: 'c' names two joins; each join needs its own 'as'"),
+    .init(name: "a joined field that does not exist",
+          yaml: product("  from: orders\n  join:\n    - {dataset: customers, on: customer_id, as: customer}\n  select: {who: customer.nme}\n" + validSink),
+          expected: "8:18: spec.select.who: unknown field 'nme' in 'customer' (did you mean 'name'?)"),
+    .init(name: "a joined field of the wrong type",
+          yaml: product("  from: orders\n  join:\n    - {dataset: customers, on: customer_id, as: customer}\n  where: customer.tier > 5\n" + validSink),
+          expected: "8:24: spec.where: cannot compare string with integer"),
     .init(name: "unknown field in where, with suggestion",
           yaml: product("  from: orders\n  where: amout > 1000\n" + validSink),
           expected: "6:10: spec.where: unknown field 'amout' in dataset 'orders' (did you mean 'amount'?)"),
@@ -196,6 +236,7 @@ private let invalidCases: [InvalidSpecCase] = [
     @Test(arguments: invalidCases)
     func invalidSpecIsRejectedWithLocation(_ testCase: InvalidSpecCase) {
         let result = SpecLoader.load([SpecFile(name: "catalog.yaml", content: ordersDataset),
+                                      SpecFile(name: "joined.yaml", content: joinedDatasets),
                                       SpecFile(name: "specs/eu.yaml", content: testCase.yaml)])
         let described = result.errors.map { "\($0.line):\($0.column): \($0.path.isEmpty ? "" : $0.path + ": ")\($0.message)" }
         #expect(described.contains(testCase.expected), "all errors: \(described)")

@@ -125,8 +125,9 @@ public actor JoinInputs {
                 while inputs[index].positions[partition]! < committed {
                     let batch = try await log.readBatch(source, from: inputs[index].positions[partition]!,
                                                         maxRecords: readRecordsMax, maxBytes: readBytesMax)
-                    guard !batch.isEmpty else { break }
+                    guard let last = batch.entries.last else { break }
                     ingest(batch, into: index, partition: partition, until: committed, counting: false)
+                    inputs[index].positions[partition] = min(last.offset + 1, committed)
                 }
                 inputs[index].positions[partition] = committed
             }

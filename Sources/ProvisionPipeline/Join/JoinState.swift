@@ -21,7 +21,7 @@ public struct TableVersions: Sendable {
     public var keyCount: Int { rows.count }
     public var versionCount: Int { rows.values.reduce(0) { $0 + $1.count } }
 
-    /// Adds a version; a later record with the same time replaces an earlier one.
+    /// Adds a version; of two with the same time, the one inserted later answers.
     public mutating func insert(key: [UInt8], time: TimestampMilliseconds, value: JSONValue?,
                                 horizon: TimestampMilliseconds)
     {
@@ -31,12 +31,12 @@ public struct TableVersions: Sendable {
         versions.insert(Version(time: time, value: value), at: position)
         // The newest version at or before the horizon answers every lookup older than the
         // versions after it; anything before it is never read again.
+        // A deletion stays even when it is the oldest: a late version older than it may
+        // still arrive, and must not bring the row back.
         if let base = versions.lastIndex(where: { $0.time <= horizon }), base > 0 {
             versions.removeFirst(base)
         }
-        // A deletion with nothing before it answers like no row at all.
-        if versions.first?.value == nil { versions.removeFirst() }
-        if !versions.isEmpty { rows[key] = versions }
+        rows[key] = versions
     }
 
     /// The newest version at or before `max(time, horizon)`; nil when there is none or it
@@ -50,7 +50,7 @@ public struct TableVersions: Sendable {
 }
 
 /// The events of a windowed join's input still inside some event's window, by key, with
-/// their expiry in arrival order.
+/// a min-heap of their times so expiry is exact whatever order they arrive in.
 public struct WindowedEvents: Sendable {
     struct Event: Sendable {
         var time: TimestampMilliseconds
@@ -58,12 +58,11 @@ public struct WindowedEvents: Sendable {
     }
 
     private var events: [[UInt8]: [Event]] = [:]
-    private var arrivals: [(time: TimestampMilliseconds, key: [UInt8])] = []
-    private var arrivalsHead = 0
+    private var expiries = TimeHeap()
 
     public init() {}
 
-    public var count: Int { arrivals.count - arrivalsHead }
+    public var count: Int { expiries.count }
 
     /// Keeps an event unless it is already older than `floor`, the oldest time a window can
     /// still reach; returns false for such a late event.
@@ -77,24 +76,19 @@ public struct WindowedEvents: Sendable {
         while position > 0, list[position - 1].time > time { position -= 1 }
         list.insert(Event(time: time, value: value), at: position)
         events[key] = list
-        arrivals.append((time, key))
+        expiries.push(time: time, key: key)
         return true
     }
 
-    /// Drops events older than `floor`. Arrivals are roughly in time order; an event that
-    /// arrived out of order waits behind a newer one, which only delays its removal.
+    /// Drops every event older than `floor`.
     public mutating func expire(before floor: TimestampMilliseconds) {
-        while arrivalsHead < arrivals.count, arrivals[arrivalsHead].time < floor {
-            let key = arrivals[arrivalsHead].key
-            arrivalsHead += 1
-            if var list = events.removeValue(forKey: key) {
-                list.removeAll { $0.time < floor }
-                if !list.isEmpty { events[key] = list }
-            }
-        }
-        if arrivalsHead > 4096, arrivalsHead * 2 > arrivals.count {
-            arrivals.removeFirst(arrivalsHead)
-            arrivalsHead = 0
+        while let (time, key) = expiries.minimum, time < floor {
+            expiries.popMinimum()
+            guard var list = events.removeValue(forKey: key) else { continue }
+            // Sorted by time: the expired ones are in front.
+            let expired = list.firstIndex { $0.time >= floor } ?? list.count
+            list.removeFirst(expired)
+            if !list.isEmpty { events[key] = list }
         }
     }
 
@@ -104,5 +98,40 @@ public struct WindowedEvents: Sendable {
         var result: [JSONValue] = []
         for event in list where event.time >= from && event.time <= through { result.append(event.value) }
         return result
+    }
+}
+
+/// A binary min-heap of (time, key).
+struct TimeHeap: Sendable {
+    private var items: [(time: TimestampMilliseconds, key: [UInt8])] = []
+
+    var count: Int { items.count }
+    var minimum: (TimestampMilliseconds, [UInt8])? { items.first.map { ($0.time, $0.key) } }
+
+    mutating func push(time: TimestampMilliseconds, key: [UInt8]) {
+        items.append((time, key))
+        var child = items.count - 1
+        while child > 0 {
+            let parent = (child - 1) / 2
+            guard items[child].time < items[parent].time else { break }
+            items.swapAt(child, parent)
+            child = parent
+        }
+    }
+
+    mutating func popMinimum() {
+        guard !items.isEmpty else { return }
+        items.swapAt(0, items.count - 1)
+        items.removeLast()
+        var parent = 0
+        while true {
+            let left = 2 * parent + 1, right = left + 1
+            var smallest = parent
+            if left < items.count, items[left].time < items[smallest].time { smallest = left }
+            if right < items.count, items[right].time < items[smallest].time { smallest = right }
+            guard smallest != parent else { return }
+            items.swapAt(parent, smallest)
+            parent = smallest
+        }
     }
 }
