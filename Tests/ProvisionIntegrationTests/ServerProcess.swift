@@ -107,6 +107,14 @@ final class ServerProcess: @unchecked Sendable {
         throw Failure("the server did not become healthy; log:\n\(serverLog)")
     }
 
+    /// The server's peak resident set size so far, in KiB (`VmHWM`).
+    var peakResidentKiB: Int? {
+        guard let process, let status = try? String(contentsOfFile: "/proc/\(process.processIdentifier)/status", encoding: .utf8),
+              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") })
+        else { return nil }
+        return Int(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "")
+    }
+
     var serverLog: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
 
     private func isHealthy() async throws -> Bool {

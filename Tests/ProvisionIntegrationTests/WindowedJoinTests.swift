@@ -1,0 +1,159 @@
+import Foundation
+import Testing
+import ProvisionLog
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Orders and their payments, some early, most late, some outside the window, some orders
+/// unpaid; the expected windowed join is computed from them by brute force.
+struct PaymentWorld {
+    struct Payment {
+        var id: String
+        var order: String
+        var cents: Int
+        var time: Int64
+    }
+
+    var orders: [JoinWorld.Order]
+    /// In log order, which is time order.
+    var payments: [Payment]
+
+    static let hour: Int64 = 3_600_000
+
+    static func generate(orders orderCount: Int, from start: Int64, minutesApart: Int64, seed: UInt64) -> PaymentWorld {
+        var state = seed
+        func next(_ bound: Int64) -> Int64 {
+            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            return Int64((state >> 33) % UInt64(bound))
+        }
+        var orders: [JoinWorld.Order] = []
+        var payments: [Payment] = []
+        for index in 0..<orderCount {
+            let time = start + Int64(index) * minutesApart * 60_000
+            let order = JoinWorld.Order(id: "o-\(index)", customer: "c-\(next(100))", amountCents: Int(next(100_000)), time: time)
+            orders.append(order)
+            // 0, 1 or 2 payments from half an hour before to two hours after the order.
+            for payment in 0..<next(3) {
+                payments.append(Payment(id: "p-\(index)-\(payment)", order: order.id, cents: order.amountCents,
+                                        time: time - hour / 2 + next(5 * hour / 2)))
+            }
+        }
+        payments = payments.enumerated().sorted { ($0.element.time, $0.offset) < ($1.element.time, $1.offset) }.map(\.element)
+        return PaymentWorld(orders: orders, payments: payments)
+    }
+
+    static func paymentValue(_ payment: Payment) -> String {
+        #"{"payment_id":"\#(payment.id)","order_id":"\#(payment.order)","amount":\#(payment.cents),"paid_at":"\#(JoinWorld.timestamp(payment.time))"}"#
+    }
+
+    func seed(_ server: ServerProcess) async throws {
+        let log = try EmbeddedEventLog(directory: server.dataDirectory + "/log")
+        try await log.createTopic("payments", partitions: 1)
+        try await log.createTopic("orders", partitions: 1)
+        for chunk in stride(from: 0, to: payments.count, by: 50_000) {
+            try await log.append(payments[chunk..<min(chunk + 50_000, payments.count)].map { payment in
+                LogRecord(key: Array(payment.id.utf8), value: Array(Self.paymentValue(payment).utf8), timestamp: payment.time)
+            }, to: TopicPartition(topic: "payments", partition: 0))
+        }
+        for chunk in stride(from: 0, to: orders.count, by: 50_000) {
+            try await log.append(orders[chunk..<min(chunk + 50_000, orders.count)].map { order in
+                LogRecord(key: Array(order.id.utf8), value: Array(JoinWorld.orderValue(order).utf8), timestamp: order.time)
+            }, to: TopicPartition(topic: "orders", partition: 0))
+        }
+    }
+
+    /// For each order, every payment is looked at: those of the order within an hour either
+    /// way, in time order, each make a row; a left join keeps an unpaid order once.
+    func expectedRows(left: Bool) -> [NSDictionary] {
+        orders.flatMap { order -> [NSDictionary] in
+            let matched = payments.enumerated()
+                .filter { $0.element.order == order.id && abs($0.element.time - order.time) <= Self.hour }
+                .sorted { ($0.element.time, $0.offset) < ($1.element.time, $1.offset) }
+                .map(\.element)
+            if matched.isEmpty {
+                return left ? [["order_id": order.id, "payment_id": NSNull(), "paid": NSNull(),
+                                "placed_at": JoinWorld.timestamp(order.time)] as NSDictionary] : []
+            }
+            return matched.map { payment in
+                ["order_id": order.id, "payment_id": payment.id, "paid": payment.cents,
+                 "placed_at": JoinWorld.timestamp(order.time)] as NSDictionary
+            }
+        }
+    }
+}
+
+let paymentsCatalogSpec = """
+    apiVersion: provision/v1
+    kind: Dataset
+    metadata: {name: orders, owner: sales}
+    spec:
+      topic: orders
+      key: order_id
+      time: placed_at
+      schema: {order_id: string, customer_id: string, amount: decimal, placed_at: timestamp}
+    ---
+    apiVersion: provision/v1
+    kind: Dataset
+    metadata: {name: payments, owner: finance}
+    spec:
+      topic: payments
+      key: payment_id
+      time: paid_at
+      schema: {payment_id: string, order_id: string, amount: integer, paid_at: timestamp}
+    """
+
+func paidOrdersSpec(type: String) -> String {
+    """
+    apiVersion: provision/v1
+    kind: DataProduct
+    metadata: {name: paid-orders, team: finance}
+    spec:
+      from: orders
+      join:
+        - {dataset: payments, on: order_id, within: 1h, as: payment, type: \(type)}
+      select: {order_id: order_id, payment_id: payment.payment_id, paid: payment.amount, placed_at: placed_at}
+      sink: {file: {path: paid-orders.jsonl}}
+    """
+}
+
+@Suite(.serialized) struct WindowedJoinTests {
+    static let start: Int64 = 1_767_225_600_000
+
+    @Test(arguments: ["inner", "left"])
+    func windowedJoinEqualsTheBruteForceReference(type: String) async throws {
+        let world = PaymentWorld.generate(orders: 6_000, from: Self.start, minutesApart: 7, seed: 31)
+        let server = ServerProcess()
+        try await world.seed(server)
+        try await server.start()
+        defer { server.stop(signal: SIGKILL) }
+        let applied = try server.ctl(["apply", "-f", try writeSpecs(paymentsCatalogSpec, paidOrdersSpec(type: type), to: server.dataDirectory + "-specs")])
+        #expect(applied.status == 0, "\(applied.errorOutput)")
+        _ = try await server.waitForProduct("paid-orders") { $0.phase == "Live" }
+        let expected = world.expectedRows(left: type == "left")
+        let rows = try outputRows(server.fileRoot + "/paid-orders.jsonl")
+        #expect(rows.count == expected.count)
+        #expect(rows == expected)
+        // The data has orders with two matches, with none, and payments outside the window.
+        #expect(Set(rows.map { $0["order_id"] as! String }).count < rows.count)
+        #expect(expected.count != world.payments.count)
+    }
+
+    /// Four times the input over four times the span holds no more state: the windows
+    /// expire. Peak RSS of the server stays within 10%.
+    @Test func windowedJoinStateStaysBounded() async throws {
+        var peaks: [Int] = []
+        for orders in [150_000, 600_000] {
+            let world = PaymentWorld.generate(orders: orders, from: Self.start, minutesApart: 1, seed: 32)
+            let server = ServerProcess()
+            try await world.seed(server)
+            try await server.start()
+            defer { server.stop(signal: SIGKILL) }
+            #expect(try server.ctl(["apply", "-f", try writeSpecs(paymentsCatalogSpec, paidOrdersSpec(type: "left"), to: server.dataDirectory + "-specs")]).status == 0)
+            _ = try await server.waitForProduct("paid-orders", timeout: .seconds(900)) { $0.phase == "Live" }
+            peaks.append(try #require(server.peakResidentKiB))
+            try? FileManager.default.removeItem(atPath: server.dataDirectory)
+        }
+        #expect(Double(peaks[1]) <= Double(peaks[0]) * 1.10, "peak RSS \(peaks[0]) KiB for 1×, \(peaks[1]) KiB for 4×")
+    }
+}
