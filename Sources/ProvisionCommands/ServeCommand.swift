@@ -1,4 +1,7 @@
 import ArgumentParser
+#if canImport(Glibc)
+import Glibc
+#endif
 import Foundation
 import Logging
 import ProvisionControl
@@ -54,6 +57,17 @@ struct ServeCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
+        #if canImport(Glibc)
+        // One malloc arena. With one per thread (glibc's default, up to 8 per core), join
+        // state that lives across batches, allocated on whichever thread ran the join, pins
+        // pages of every arena, and peak RSS grew with the input: 1.3x over 4x the events.
+        // Each thread still has its own cache of small blocks, so the shared arena's lock is
+        // rarely taken.
+        // `mallopt` is not in the Glibc module; M_ARENA_MAX is -8 in <malloc.h>.
+        if let mallopt = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "mallopt") {
+            _ = unsafeBitCast(mallopt, to: (@convention(c) (Int32, Int32) -> Int32).self)(-8, 1)
+        }
+        #endif
         let level = Logger.Level(rawValue: logLevel)!
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)

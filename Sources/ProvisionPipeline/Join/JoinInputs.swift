@@ -80,8 +80,12 @@ public actor JoinInputs {
     /// The newest source event time joined so far.
     private var watermark: TimestampMilliseconds?
     private var late: Int64 = 0
-    private let readRecordsMax = 16_384
-    private let readBytesMax = 4 << 20
+    /// When the current batch started waiting for a joined input: a batch waits `maxDelay`
+    /// at most, however many slices and inputs it waits for.
+    private var waitStarted: TimestampMilliseconds?
+    private let matchSliceMax = 4_096
+    private let readRecordsMax = 2_048
+    private let readBytesMax = 1 << 20
 
     /// Opens the joined inputs and rebuilds their state up to `position`, from a checkpoint.
     public static func open(plan: ProductPlan, log: any EventLog, startTime: TimestampMilliseconds?, position: JoinPosition?,
@@ -137,17 +141,32 @@ public actor JoinInputs {
     /// Matches a batch of source events (nil for events that are not joined: skipped or
     /// dead-lettered) and returns the rows to output, in event order.
     public func match(_ probes: [JoinProbe?]) async throws -> [JoinedRow] {
-        guard let newestEvent = probes.lazy.compactMap({ $0?.isJoined == true ? $0?.eventTime : nil }).max() else {
-            return probes.enumerated().compactMap { $1 == nil ? nil : JoinedRow(index: $0, values: inputs.map { _ in nil }) }
-        }
-        for index in inputs.indices {
-            let spec = inputs[index].plan.spec
-            try await load(index, through: spec.mode == .latest && !spec.isWindowed ? nil : newestEvent + inputs[index].within)
-        }
         var rows: [JoinedRow] = []
         rows.reserveCapacity(probes.count)
-        for (eventIndex, probe) in probes.enumerated() {
-            guard let probe else { continue }
+        waitStarted = nil
+        // A slice of events at a time: the joined inputs are read only as far as the slice
+        // needs, and windows expire after it, so the state spans a slice, not a batch.
+        for sliceStart in stride(from: 0, to: probes.count, by: matchSliceMax) {
+            let slice = sliceStart..<min(sliceStart + matchSliceMax, probes.count)
+            if let newestEvent = probes[slice].lazy.compactMap({ $0?.isJoined == true ? $0?.eventTime : nil }).max() {
+                for index in inputs.indices {
+                    let spec = inputs[index].plan.spec
+                    try await load(index, through: spec.mode == .latest && !spec.isWindowed ? nil : newestEvent + inputs[index].within)
+                }
+            }
+            match(probes, slice, into: &rows)
+            if let watermark {
+                for index in inputs.indices where inputs[index].plan.spec.isWindowed {
+                    inputs[index].window.expire(before: watermark - inputs[index].maxDelay - inputs[index].within)
+                }
+            }
+        }
+        return rows
+    }
+
+    private func match(_ probes: [JoinProbe?], _ slice: Range<Int>, into rows: inout [JoinedRow]) {
+        for eventIndex in slice {
+            guard let probe = probes[eventIndex] else { continue }
             guard probe.isJoined else {
                 rows.append(JoinedRow(index: eventIndex, values: inputs.map { _ in nil }))
                 continue
@@ -184,12 +203,6 @@ public actor JoinInputs {
             if isLate { late += 1 }
             for values in combinations { rows.append(JoinedRow(index: eventIndex, values: values)) }
         }
-        if let watermark {
-            for index in inputs.indices where inputs[index].plan.spec.isWindowed {
-                inputs[index].window.expire(before: watermark - inputs[index].maxDelay - inputs[index].within)
-            }
-        }
-        return rows
     }
 
     /// Reads a joined input until every partition has passed `target` (nil: to its end), or
@@ -197,7 +210,6 @@ public actor JoinInputs {
     private func load(_ index: Int, through target: TimestampMilliseconds?) async throws {
         let topic = inputs[index].topic
         let maxDelay = inputs[index].maxDelay
-        var waitStarted: TimestampMilliseconds?
         for partition in inputs[index].positions.keys.sorted() {
             let source = TopicPartition(topic: topic, partition: partition)
             while true {
