@@ -60,14 +60,16 @@ begin=$(now_seconds)
 duckdb_out=$(python3 - "$work/orders.jsonl" "$work/customers.jsonl" "$work/duckdb.jsonl" <<'PY'
 import resource, sys, duckdb
 orders, customers, out = sys.argv[1:4]
-duckdb.sql(f"""COPY (
-    SELECT o.order_id, o.amount, o.customer_id, c.name, c.tier, o.placed_at
-    FROM read_json('{orders}', format='newline_delimited', columns={{'order_id':'VARCHAR','customer_id':'VARCHAR',
-        'amount':'DOUBLE','currency':'VARCHAR','region':'VARCHAR','status':'VARCHAR','items':'INTEGER',
-        'channel':'VARCHAR','placed_at':'TIMESTAMPTZ'}}) o
-    ASOF LEFT JOIN read_json('{customers}', format='newline_delimited', columns={{'customer_id':'VARCHAR',
-        'name':'VARCHAR','tier':'VARCHAR','country':'VARCHAR','updated_at':'TIMESTAMPTZ'}}) c
-    ON o.customer_id = c.customer_id AND o.placed_at >= c.updated_at) TO '{out}' (FORMAT json)""")
+# Loaded first, then joined: the join straight over two read_json scans took DuckDB 98 s here
+# against 1.3 s this way; the peer gets its fast plan.
+con = duckdb.connect()
+con.sql(f"""CREATE TABLE o AS SELECT * FROM read_json('{orders}', format='newline_delimited', columns={{'order_id':'VARCHAR',
+    'customer_id':'VARCHAR','amount':'DOUBLE','currency':'VARCHAR','region':'VARCHAR','status':'VARCHAR','items':'INTEGER',
+    'channel':'VARCHAR','placed_at':'TIMESTAMPTZ'}})""")
+con.sql(f"""CREATE TABLE c AS SELECT * FROM read_json('{customers}', format='newline_delimited', columns={{'customer_id':'VARCHAR',
+    'name':'VARCHAR','tier':'VARCHAR','country':'VARCHAR','updated_at':'TIMESTAMPTZ'}})""")
+con.sql(f"""COPY (SELECT o.order_id, o.amount, o.customer_id, c.name, c.tier, o.placed_at FROM o
+    ASOF LEFT JOIN c ON o.customer_id = c.customer_id AND o.placed_at >= c.updated_at) TO '{out}' (FORMAT json)""")
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
 PY
 )

@@ -61,11 +61,13 @@ struct ServeCommand: AsyncParsableCommand {
         // One malloc arena. With one per thread (glibc's default, up to 8 per core), join
         // state that lives across batches, allocated on whichever thread ran the join, pins
         // pages of every arena, and peak RSS grew with the input: 1.3x over 4x the events.
-        // Each thread still has its own cache of small blocks, so the shared arena's lock is
-        // rarely taken.
-        // `mallopt` is not in the Glibc module; M_ARENA_MAX is -8 in <malloc.h>.
-        if let mallopt = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "mallopt") {
-            _ = unsafeBitCast(mallopt, to: (@convention(c) (Int32, Int32) -> Int32).self)(-8, 1)
+        // Each thread still has its own cache of small blocks, so the arena's lock is rarely
+        // taken. glibc reads the setting once, before the runtime's threads exist, so the
+        // server starts itself again with it (same process, same arguments).
+        if ProcessInfo.processInfo.environment["MALLOC_ARENA_MAX"] == nil {
+            setenv("MALLOC_ARENA_MAX", "1", 1)
+            execv("/proc/self/exe", CommandLine.unsafeArgv)
+            // Only reached if exec failed: run with the default arenas.
         }
         #endif
         let level = Logger.Level(rawValue: logLevel)!

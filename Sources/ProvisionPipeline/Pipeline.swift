@@ -99,6 +99,9 @@ public struct Pipeline: Sendable {
         let joins = processor.plan.joins.isEmpty ? nil
             : try await JoinInputs.open(plan: processor.plan, log: log, startTime: processor.startTime,
                                         position: checkpoint.joins, clock: clock)
+        if let joins, joins.resendsOnChange {
+            try await rememberJoinedEvents(joins, until: checkpoint, partitionCount: partitionCount)
+        }
         var caughtUp = liveBoundary.allSatisfy { checkpoint.offsets[$0.key]! >= $0.value }
         if caughtUp { try await sink.promote() }
         await report(PipelineProgress(checkpoint: checkpoint, endOffsets: liveBoundary, caughtUp: caughtUp))
@@ -165,8 +168,10 @@ public struct Pipeline: Sendable {
                                                 maxRecords: limits.batchRecordsMax, maxBytes: limits.batchBytesMax)
             guard let last = batch.entries.last else { continue }
             let outcomes: [(index: Int, outcome: RecordProcessor.Outcome)]
+            var resent: [OutputRecord] = []
             if let joins {
                 outcomes = try await joinAndProcess(batch, partition: partition, joins: joins)
+                if joins.resendsOnChange { resent = try await resendChanged(joins) }
             } else {
                 outcomes = await processInParallel(batch, partition: partition, now: clock()).enumerated().map { ($0, $1) }
             }
@@ -181,6 +186,8 @@ public struct Pipeline: Sendable {
                     deadLetters.append(DeadLetters.record(for: batch.record(at: index), from: source, reason: reason))
                 }
             }
+            // After the batch's own outputs: some of them may have joined a row before it changed.
+            outputs.append(contentsOf: resent)
             return ProcessedBatch(source: source, batch: batch, outputs: outputs, deadLetters: deadLetters, lastOffset: last.offset,
                                   joinPosition: await joins?.position)
         }
@@ -194,7 +201,7 @@ public struct Pipeline: Sendable {
         -> [(index: Int, outcome: RecordProcessor.Outcome)]
     {
         let processor = self.processor
-        let probes = await inParallel(count: batch.count) { range in processor.probe(batch, range: range) }
+        let probes = await inParallel(count: batch.count) { range in processor.probe(batch, range: range, partition: partition) }
         var outcomes: [(index: Int, outcome: RecordProcessor.Outcome)] = []
         let rows = try await joins.match(probes.map { probe in
             if case .probe(let joinProbe) = probe { return joinProbe }
@@ -219,6 +226,50 @@ public struct Pipeline: Sendable {
             }
         }
         return outcomes
+    }
+
+    /// `latest` joins: the earlier events that joined rows that have changed since, joined
+    /// again with the rows as they are now. An event that fails now is left out: it was
+    /// dead-lettered, or output, when it first came.
+    private func resendChanged(_ joins: JoinInputs) async throws -> [OutputRecord] {
+        let changed = await joins.takeChangedEvents()
+        guard !changed.isEmpty else { return [] }
+        var outputs: [OutputRecord] = []
+        for position in changed {
+            let source = TopicPartition(topic: sourceTopic, partition: position.partition)
+            let batch = try await log.readBatch(source, from: position.offset, maxRecords: 1, maxBytes: 1)
+            guard batch.entries.first?.offset == position.offset else { continue }
+            guard case .probe(let probe) = processor.probe(batch, range: 0..<1, partition: position.partition)[0],
+                  await joins.isNewest(position, recordKey: probe.recordKey)
+            else { continue }
+            let rows = await joins.rematch([probe])
+            for (_, outcome) in processor.process(batch, rows: rows[...], partition: position.partition, now: clock()) {
+                if case .output(let output) = outcome { outputs.append(output) }
+            }
+        }
+        return outputs
+    }
+
+    /// `latest` joins remember which events joined each row; after a restart they learn it
+    /// again from the events before the checkpoint.
+    private func rememberJoinedEvents(_ joins: JoinInputs, until checkpoint: Checkpoint, partitionCount: Int) async throws {
+        for partition in 0..<partitionCount {
+            let source = TopicPartition(topic: sourceTopic, partition: partition)
+            var position = try await startOffset(source)
+            let end = checkpoint.offsets[partition] ?? position
+            while position < end {
+                let batch = try await log.readBatch(source, from: position, maxRecords: limits.batchRecordsMax, maxBytes: limits.batchBytesMax)
+                guard let last = batch.entries.last else { break }
+                let count = batch.entries.firstIndex { $0.offset >= end } ?? batch.count
+                let processor = self.processor
+                let probes = await inParallel(count: count) { range in processor.probe(batch, range: range, partition: partition) }
+                await joins.remember(probes.map { probe in
+                    if case .probe(let joinProbe) = probe { return joinProbe }
+                    return nil
+                })
+                position = last.offset + 1
+            }
+        }
     }
 
     /// Runs a pure function over chunks of `0..<count` on the cores and joins the results in order.

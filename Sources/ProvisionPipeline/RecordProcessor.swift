@@ -29,6 +29,8 @@ public struct RecordProcessor: Sendable {
     private let keyIndex: Int?
     /// What the join step reads first: the event time and each join's `on` field.
     private let probeNames: JSONFieldNames
+    /// The slot each join's match fills, in join order.
+    private let joinSlots: [Int]
 
     public init(plan: ProductPlan, startTime: TimestampMilliseconds?, endTime: TimestampMilliseconds?) {
         self.plan = plan
@@ -39,13 +41,14 @@ public struct RecordProcessor: Sendable {
         let timeSlot = plan.timeSlot
         let filterSlotCount = plan.filterSlotCount
         // Joined records fill their slots from the join, never from the event.
-        let joinSlots = Set(plan.joins.map(\.slot))
+        let joined = Set(plan.joins.map(\.slot))
         filterNames = JSONFieldNames(plan.slots.names) { index in
-            index < filterSlotCount && (index != timeSlot || windowed) && !joinSlots.contains(index)
+            index < filterSlotCount && (index != timeSlot || windowed) && !joined.contains(index)
         }
         outputNames = JSONFieldNames(plan.slots.names) { index in
-            (index >= filterSlotCount || (index == timeSlot && !windowed)) && !joinSlots.contains(index)
+            (index >= filterSlotCount || (index == timeSlot && !windowed)) && !joined.contains(index)
         }
+        joinSlots = plan.joins.map(\.slot)
         probeNames = JSONFieldNames([plan.dataset.spec.time ?? ""] + plan.joins.map(\.spec.on)) { index in
             index > 0 || plan.dataset.spec.time != nil
         }
@@ -82,7 +85,8 @@ public struct RecordProcessor: Sendable {
         case deadLetter(reason: String)
     }
 
-    public func probe(_ batch: RecordBatch, range: Range<Int>) -> [Probe] {
+    public func probe(_ batch: RecordBatch, range: Range<Int>, partition: Int) -> [Probe] {
+        let keepsPositions = plan.joins.contains { $0.spec.mode == .latest && !$0.spec.isWindowed }
         var probes: [Probe] = []
         probes.reserveCapacity(range.count)
         var fields = [JSONValue?](repeating: nil, count: probeNames.count)
@@ -119,7 +123,12 @@ public struct RecordProcessor: Sendable {
                 probes.append(.skipped)
                 continue
             }
-            probes.append(.probe(JoinProbe(eventTime: eventTime, keys: fields.dropFirst().map(JoinKey.bytes(of:)))))
+            var probe = JoinProbe(eventTime: eventTime, keys: fields.dropFirst().map(JoinKey.bytes(of:)))
+            if keepsPositions {
+                probe.position = EventPosition(partition: partition, offset: entry.offset)
+                probe.recordKey = batch.key(at: index)
+            }
+            probes.append(.probe(probe))
         }
         return probes
     }
@@ -133,7 +142,7 @@ public struct RecordProcessor: Sendable {
         var slots = [JSONValue?](repeating: nil, count: plan.slots.names.count)
         for row in rows {
             for slot in slots.indices { slots[slot] = nil }
-            for (join, value) in zip(plan.joins, row.values) { slots[join.slot] = value }
+            for (slot, value) in zip(joinSlots, row.values) { slots[slot] = value }
             outcomes.append((row.index, process(batch, index: row.index, partition: partition, now: now, slots: &slots)))
         }
         return outcomes

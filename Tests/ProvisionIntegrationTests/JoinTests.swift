@@ -347,3 +347,80 @@ extension ServerProcess {
         #expect(try server.product("enriched-orders") == nil, "a rejected spec applied something")
     }
 }
+
+@Suite(.serialized) struct LatestJoinTests {
+    static let spec = """
+        apiVersion: provision/v1
+        kind: DataProduct
+        metadata: {name: orders-view, team: risk}
+        spec:
+          from: orders
+          join:
+            - {dataset: customers, on: customer_id, as: customer, mode: latest}
+          select: {order_id: order_id, customer_id: customer_id, name: customer.name}
+          key: order_id
+          sink: {file: {path: orders-view.jsonl}}
+        """
+
+    /// The view as a reader of the file sees it: the last line of each order.
+    static func view(_ server: ServerProcess) throws -> [String: String?] {
+        var view: [String: String?] = [:]
+        for row in try outputRows(server.fileRoot + "/orders-view.jsonl") {
+            view.updateValue(row["name"] as? String, forKey: row["order_id"] as! String)
+        }
+        return view
+    }
+
+    /// Each order with the newest row of its customer, by brute force.
+    static func expectedView(_ world: JoinWorld) -> [String: String?] {
+        var view: [String: String?] = [:]
+        for order in world.orders {
+            view.updateValue(world.customers.last { $0.key == order.customer }?.name, forKey: order.id)
+        }
+        return view
+    }
+
+    @Test func aChangedRowSendsTheOrdersThatJoinedItAgainAlsoAfterARestart() async throws {
+        var world = JoinWorld.generate(customers: 300, orders: 3_000, from: JoinTests.start, days: 10, seed: 41)
+        let server = ServerProcess()
+        try await world.seed(server)
+        try await server.start()
+        #expect(try server.ctl(["apply", "-f", try writeSpecs(joinCatalogSpec, Self.spec, to: server.dataDirectory + "-specs")]).status == 0)
+        _ = try await server.waitForProduct("orders-view") { $0.phase == "Live" }
+        let view = try Self.view(server), expectedView = Self.expectedView(world)
+        #expect(view == expectedView, "\(view.count) vs \(expectedView.count); first difference: \(String(describing: expectedView.first { view[$0.key] != $0.value })) is \(String(describing: expectedView.first { view[$0.key] != $0.value }.map { view[$0.key] }))")
+        let linesAfterBackfill = try outputRows(server.fileRoot + "/orders-view.jsonl").count
+        #expect(linesAfterBackfill == world.orders.count, "the backfill joined the current rows at once")
+
+        // A customer renamed: each of its orders goes out again with the new name.
+        let renamed = world.orders[0].customer
+        let ordersOfRenamed = world.orders.filter { $0.customer == renamed }.count
+        let update = JoinWorld.CustomerVersion(key: renamed, name: "Renamed", tier: "gold", time: JoinTests.start + 20 * JoinWorld.day)
+        world.customers.append(update)
+        #expect(try server.ctl(["produce", "customers", "--file", "-", "--format", "envelope"], input: Data(JoinWorld.customerEnvelopes([update]).utf8)).status == 0)
+        // Rows go out when the processor next reads the table: with the next order.
+        var order = JoinWorld.Order(id: "o-new-1", customer: "c-1", amountCents: 1, time: JoinTests.start + 21 * JoinWorld.day)
+        world.orders.append(order)
+        #expect(try server.ctl(["produce", "orders", "--file", "-"], input: Data(JoinWorld.orderLines([order]).utf8)).status == 0)
+        _ = try await server.waitForProduct("orders-view") { $0.recordsWritten == linesAfterBackfill + 1 + ordersOfRenamed }
+        #expect(try Self.view(server) == Self.expectedView(world))
+
+        // After a restart the product still knows which orders joined which customer.
+        server.stop(signal: SIGKILL)
+        try await server.start()
+        defer { server.stop(signal: SIGKILL) }
+        let second = world.orders[1].customer
+        let ordersOfSecond = world.orders.filter { $0.customer == second }.count
+        let secondUpdate = JoinWorld.CustomerVersion(key: second, name: "Renamed too", tier: "gold", time: JoinTests.start + 22 * JoinWorld.day)
+        world.customers.append(secondUpdate)
+        #expect(try server.ctl(["produce", "customers", "--file", "-", "--format", "envelope"], input: Data(JoinWorld.customerEnvelopes([secondUpdate]).utf8)).status == 0)
+        order = JoinWorld.Order(id: "o-new-2", customer: second, amountCents: 1, time: JoinTests.start + 23 * JoinWorld.day)
+        world.orders.append(order)
+        #expect(try server.ctl(["produce", "orders", "--file", "-"], input: Data(JoinWorld.orderLines([order]).utf8)).status == 0)
+        let product = try await server.waitForProduct("orders-view") {
+            ($0.status["checkpoint"] as? [String: Any])?["0"] as? Int == world.orders.count
+        }
+        #expect(try Self.view(server) == Self.expectedView(world))
+        #expect(product.recordsWritten == linesAfterBackfill + 1 + ordersOfRenamed + 1 + ordersOfSecond)
+    }
+}

@@ -8,6 +8,10 @@ public struct JoinProbe: Sendable {
     public var keys: [[UInt8]?]
     /// False for a deletion: it is output once, with nothing joined.
     public var isJoined = true
+    /// Where the event is and its record key: kept by `latest` joins, which send the event
+    /// again when a row it joined changes.
+    public var position: EventPosition?
+    public var recordKey: [UInt8]?
 
     public init(eventTime: TimestampMilliseconds, keys: [[UInt8]?]) {
         self.eventTime = eventTime
@@ -19,6 +23,21 @@ public struct JoinProbe: Sendable {
         probe.isJoined = false
         return probe
     }()
+}
+
+/// A source event's place in the log.
+public struct EventPosition: Sendable, Hashable, Comparable {
+    public var partition: Int
+    public var offset: Int64
+
+    public init(partition: Int, offset: Int64) {
+        self.partition = partition
+        self.offset = offset
+    }
+
+    public static func < (lhs: EventPosition, rhs: EventPosition) -> Bool {
+        (lhs.partition, lhs.offset) < (rhs.partition, rhs.offset)
+    }
 }
 
 /// One output to make from a source event: the event's index in its batch and, per join,
@@ -68,12 +87,24 @@ public actor JoinInputs {
         var newest: [Int: TimestampMilliseconds] = [:]
         var table = TableVersions()
         var current: [[UInt8]: JSONValue] = [:]
+        /// `latest`: the events that joined each row, to send again when it changes.
+        var joinedBy: [[UInt8]: [EventPosition]] = [:]
         var window = WindowedEvents()
 
         var maxDelay: TimestampMilliseconds { plan.spec.maxDelayMilliseconds }
         var within: TimestampMilliseconds { plan.spec.withinMilliseconds ?? 0 }
     }
 
+    /// What each join does, apart from its state, so matching reads no plan.
+    private struct Rule {
+        enum Lookup { case asOf, latest, windowed }
+        var lookup: Lookup
+        var kind: JoinSpec.Kind
+        var maxDelay: TimestampMilliseconds
+        var within: TimestampMilliseconds
+    }
+
+    private let rules: [Rule]
     private let log: any EventLog
     private let clock: @Sendable () -> TimestampMilliseconds
     private var inputs: [Input]
@@ -83,6 +114,11 @@ public actor JoinInputs {
     /// When the current batch started waiting for a joined input: a batch waits `maxDelay`
     /// at most, however many slices and inputs it waits for.
     private var waitStarted: TimestampMilliseconds?
+    /// `latest`: the newest position of each source record key, so an event replaced by a
+    /// newer version of itself is not sent again.
+    private var newestPosition: [[UInt8]: EventPosition] = [:]
+    /// `latest`: rows that changed and were joined before; their events go out again.
+    private var changedRows: Set<EventPosition> = []
     private let matchSliceMax = 4_096
     private let readRecordsMax = 2_048
     private let readBytesMax = 1 << 20
@@ -99,10 +135,19 @@ public actor JoinInputs {
     private init(plan: ProductPlan, log: any EventLog, clock: @escaping @Sendable () -> TimestampMilliseconds) {
         self.log = log
         self.clock = clock
+        hasLatestJoins = plan.joins.contains { $0.spec.mode == .latest && !$0.spec.isWindowed }
+        rules = plan.joins.map { join in
+            Rule(lookup: join.spec.isWindowed ? .windowed : join.spec.mode == .latest ? .latest : .asOf, kind: join.spec.kind,
+                 maxDelay: join.spec.maxDelayMilliseconds, within: join.spec.withinMilliseconds ?? 0)
+        }
         inputs = plan.joins.map { join in
             Input(plan: join, topic: join.dataset.spec.topic)
         }
     }
+
+    /// Whether some join sends events again when a row they joined changes.
+    public nonisolated var resendsOnChange: Bool { hasLatestJoins }
+    private nonisolated let hasLatestJoins: Bool
 
     public var position: JoinPosition {
         JoinPosition(inputs: Dictionary(uniqueKeysWithValues: inputs.map { ($0.plan.spec.alias, $0.positions) }),
@@ -164,44 +209,107 @@ public actor JoinInputs {
         return rows
     }
 
+    /// `latest`: the events to send again because a row they joined changed, oldest first;
+    /// an event since replaced by a newer version of its record is left out.
+    public func takeChangedEvents() -> [EventPosition] {
+        defer { changedRows.removeAll() }
+        return changedRows.sorted()
+    }
+
+    /// Whether the event at `position` with this record key is still its key's newest.
+    public func isNewest(_ position: EventPosition, recordKey: [UInt8]?) -> Bool {
+        guard let recordKey, let newest = newestPosition[recordKey] else { return true }
+        return newest == position
+    }
+
+    /// Matches events again with the rows as they are now, changing no state (with no
+    /// position, an event is not remembered again): for events sent again after a `latest`
+    /// row changed.
+    public func rematch(_ probes: [JoinProbe?]) -> [JoinedRow] {
+        let (savedWatermark, savedLate) = (watermark, late)
+        var rows: [JoinedRow] = []
+        match(probes.map { probe in
+            var probe = probe
+            probe?.position = nil
+            probe?.recordKey = nil
+            return probe
+        }, probes.indices, into: &rows)
+        (watermark, late) = (savedWatermark, savedLate)
+        return rows
+    }
+
+    /// Rebuilds what `latest` joins know of earlier events, from the events before a
+    /// checkpoint read again; nothing is output.
+    public func remember(_ probes: [JoinProbe?]) {
+        for probe in probes {
+            guard let probe, probe.isJoined, let position = probe.position else { continue }
+            if let recordKey = probe.recordKey { newestPosition[recordKey] = position }
+            for index in inputs.indices where inputs[index].plan.spec.mode == .latest && !inputs[index].plan.spec.isWindowed {
+                if let key = probe.keys[index] { inputs[index].joinedBy[key, default: []].append(position) }
+            }
+        }
+    }
+
     private func match(_ probes: [JoinProbe?], _ slice: Range<Int>, into rows: inout [JoinedRow]) {
+        let joinCount = inputs.count
         for eventIndex in slice {
             guard let probe = probes[eventIndex] else { continue }
             guard probe.isJoined else {
-                rows.append(JoinedRow(index: eventIndex, values: inputs.map { _ in nil }))
+                rows.append(JoinedRow(index: eventIndex, values: [JSONValue?](repeating: nil, count: joinCount)))
                 continue
             }
             let time = probe.eventTime
             let newest = max(watermark ?? time, time)
             watermark = newest
-            var combinations: [[JSONValue?]] = [[]]
+            if let recordKey = probe.recordKey, let position = probe.position { newestPosition[recordKey] = position }
+            // One match per join is the rule; only a windowed join can make several rows.
+            var values: [JSONValue?] = []
+            values.reserveCapacity(joinCount)
+            var combinations: [[JSONValue?]]?
             var isLate = false
-            for (joinIndex, input) in inputs.enumerated() {
-                let spec = input.plan.spec
-                let horizon = newest - input.maxDelay
+            var dropped = false
+            for joinIndex in 0..<joinCount {
+                let rule = rules[joinIndex]
+                let horizon = newest - rule.maxDelay
                 if time < horizon { isLate = true }
                 let key = probe.keys[joinIndex]
-                var matches: [JSONValue?]
-                if spec.isWindowed {
-                    matches = key.map { input.window.matches(of: $0, from: max(time, horizon) - input.within, through: time + input.within) } ?? []
-                } else if spec.mode == .latest {
-                    matches = [key.flatMap { input.current[$0] }].filter { $0 != nil }
-                } else {
-                    matches = [key.flatMap { input.table.value(of: $0, asOf: time, horizon: horizon) }].filter { $0 != nil }
-                }
-                if matches.isEmpty {
-                    guard spec.kind == .left else {
-                        combinations = []
-                        break
+                var match: JSONValue?
+                switch rule.lookup {
+                case .asOf:
+                    match = key.flatMap { inputs[joinIndex].table.value(of: $0, asOf: time, horizon: horizon) }
+                case .latest:
+                    if let key {
+                        match = inputs[joinIndex].current[key]
+                        if let position = probe.position { inputs[joinIndex].joinedBy[key, default: []].append(position) }
                     }
-                    matches = [nil]
+                case .windowed:
+                    let matches = key.map {
+                        inputs[joinIndex].window.matches(of: $0, from: max(time, horizon) - rule.within, through: time + rule.within)
+                    } ?? []
+                    if matches.count > 1 {
+                        let base = combinations ?? [values]
+                        combinations = base.flatMap { combination in matches.map { combination + [$0] } }
+                        continue
+                    }
+                    match = matches.first
                 }
-                combinations = matches.count == 1
-                    ? combinations.map { $0 + matches }
-                    : combinations.flatMap { combination in matches.map { combination + [$0] } }
+                if match == nil && rule.kind == .inner {
+                    dropped = true
+                    break
+                }
+                if combinations != nil {
+                    combinations = combinations!.map { $0 + [match] }
+                } else {
+                    values.append(match)
+                }
             }
             if isLate { late += 1 }
-            for values in combinations { rows.append(JoinedRow(index: eventIndex, values: values)) }
+            guard !dropped else { continue }
+            if let combinations {
+                for values in combinations { rows.append(JoinedRow(index: eventIndex, values: values)) }
+            } else {
+                rows.append(JoinedRow(index: eventIndex, values: values))
+            }
         }
     }
 
@@ -268,6 +376,7 @@ public actor JoinInputs {
             if let key = batch.key(at: position) {
                 if spec.mode == .latest {
                     inputs[index].current[key] = value
+                    if counting, let positions = inputs[index].joinedBy[key] { changedRows.formUnion(positions) }
                 } else {
                     inputs[index].table.insert(key: key, time: time, value: value, horizon: horizon)
                 }

@@ -25,18 +25,21 @@ public struct TableVersions: Sendable {
     public mutating func insert(key: [UInt8], time: TimestampMilliseconds, value: JSONValue?,
                                 horizon: TimestampMilliseconds)
     {
-        var versions = rows.removeValue(forKey: key) ?? []
+        // Edited in place: no second lookup, no copy of the list.
+        Self.insert(Version(time: time, value: value), into: &rows[key, default: []], horizon: horizon)
+    }
+
+    private static func insert(_ version: Version, into versions: inout [Version], horizon: TimestampMilliseconds) {
         var position = versions.count
-        while position > 0, versions[position - 1].time > time { position -= 1 }
-        versions.insert(Version(time: time, value: value), at: position)
+        while position > 0, versions[position - 1].time > version.time { position -= 1 }
+        versions.insert(version, at: position)
         // The newest version at or before the horizon answers every lookup older than the
-        // versions after it; anything before it is never read again.
-        // A deletion stays even when it is the oldest: a late version older than it may
-        // still arrive, and must not bring the row back.
-        if let base = versions.lastIndex(where: { $0.time <= horizon }), base > 0 {
+        // versions after it; anything before it is never read again. A deletion stays even
+        // when it is the oldest: a late version older than it may still arrive, and must not
+        // bring the row back.
+        if versions.count > 1, let base = versions.lastIndex(where: { $0.time <= horizon }), base > 0 {
             versions.removeFirst(base)
         }
-        rows[key] = versions
     }
 
     /// The newest version at or before `max(time, horizon)`; nil when there is none or it
