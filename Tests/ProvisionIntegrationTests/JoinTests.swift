@@ -121,7 +121,8 @@ struct JoinWorld {
     }
 }
 
-let joinCatalogSpec = """
+/// The orders every join test reads.
+let joinOrdersDatasetSpec = """
     apiVersion: provision/v1
     kind: Dataset
     metadata: {name: orders, owner: sales}
@@ -130,6 +131,10 @@ let joinCatalogSpec = """
       key: order_id
       time: placed_at
       schema: {order_id: string, customer_id: string, amount: decimal, placed_at: timestamp}
+    """
+
+let joinCatalogSpec = joinOrdersDatasetSpec + """
+
     ---
     apiVersion: provision/v1
     kind: Dataset

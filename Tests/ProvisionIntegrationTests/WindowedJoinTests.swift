@@ -83,15 +83,8 @@ struct PaymentWorld {
     }
 }
 
-let paymentsCatalogSpec = """
-    apiVersion: provision/v1
-    kind: Dataset
-    metadata: {name: orders, owner: sales}
-    spec:
-      topic: orders
-      key: order_id
-      time: placed_at
-      schema: {order_id: string, customer_id: string, amount: decimal, placed_at: timestamp}
+let paymentsCatalogSpec = joinOrdersDatasetSpec + """
+
     ---
     apiVersion: provision/v1
     kind: Dataset

@@ -166,6 +166,21 @@ struct DocumentReader {
         return value
     }
 
+    /// One of an enumeration's raw values, or `fallback` when the field is absent.
+    private mutating func option<Option: RawRepresentable & CaseIterable>(_ node: Node?, at path: String, what: String,
+                                                                          default fallback: Option) -> Option?
+        where Option.RawValue == String
+    {
+        guard let node else { return fallback }
+        guard let text = string(node, at: path) else { return nil }
+        guard let value = Option(rawValue: text) else {
+            let choices = Option.allCases.map { "'\($0.rawValue)'" }
+            fail(node, path, "unknown \(what) '\(text)' (expected \(choices.dropLast().joined(separator: ", ")) or \(choices.last!))")
+            return nil
+        }
+        return value
+    }
+
     private mutating func identifier(_ node: Node?, at path: String) -> String? {
         guard let text = string(node, at: path) else { return nil }
         guard let first = text.first, first == "_" || first.isLetter,
@@ -388,22 +403,9 @@ struct DocumentReader {
         let dataset = name(required(fields, "dataset", in: node, at: path), at: "\(path).dataset", what: "dataset name")
         let on = identifier(required(fields, "on", in: node, at: path), at: "\(path).on")
         let alias = identifier(required(fields, "as", in: node, at: path), at: "\(path).as")
-        var kind = JoinSpec.Kind.left
-        if let kindNode = fields["type"], let text = string(kindNode, at: "\(path).type") {
-            guard let parsed = JoinSpec.Kind(rawValue: text) else {
-                fail(kindNode, "\(path).type", "unknown join type '\(text)' (expected 'inner' or 'left')")
-                return nil
-            }
-            kind = parsed
-        }
-        var mode = JoinSpec.Mode.asOf
-        if let modeNode = fields["mode"], let text = string(modeNode, at: "\(path).mode") {
-            guard let parsed = JoinSpec.Mode(rawValue: text) else {
-                fail(modeNode, "\(path).mode", "unknown join mode '\(text)' (expected 'asOf' or 'latest')")
-                return nil
-            }
-            mode = parsed
-        }
+        guard let kind = option(fields["type"], at: "\(path).type", what: "join type", default: JoinSpec.Kind.left),
+              let mode = option(fields["mode"], at: "\(path).mode", what: "join mode", default: JoinSpec.Mode.asOf)
+        else { return nil }
         var within: Int64?
         if let withinNode = fields["within"] {
             guard let value = duration(withinNode, at: "\(path).within") else { return nil }
