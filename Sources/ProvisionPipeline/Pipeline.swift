@@ -123,7 +123,8 @@ public struct Pipeline: Sendable {
             if let processed {
                 readPositions[processed.source.partition] = processed.lastOffset + 1
                 nextPartition = (processed.source.partition + 1) % partitionCount
-                if sink.readsAhead {
+                // A join's single-threaded matching takes as long as a file write: overlap them.
+                if sink.readsAhead || joins != nil {
                     let positions = readPositions, partition = nextPartition
                     prefetch = Task {
                         try await readAndProcess(from: positions, partitionCount: partitionCount, startingAt: partition, joins: joins)
@@ -167,23 +168,24 @@ public struct Pipeline: Sendable {
             let batch = try await log.readBatch(source, from: positions[partition]!,
                                                 maxRecords: limits.batchRecordsMax, maxBytes: limits.batchBytesMax)
             guard let last = batch.entries.last else { continue }
-            let outcomes: [(index: Int, outcome: RecordProcessor.Outcome)]
+            var outputs: [OutputRecord] = []
+            var deadLetters: [LogRecord] = []
             var resent: [OutputRecord] = []
             if let joins {
-                outcomes = try await joinAndProcess(batch, partition: partition, joins: joins)
+                let joined = try await joinAndProcess(batch, partition: partition, joins: joins)
+                outputs = joined.outputs
+                deadLetters = joined.rejections.map { DeadLetters.record(for: batch.record(at: $0.index), from: source, reason: $0.reason) }
                 if joins.resendsOnChange { resent = try await resendChanged(joins) }
             } else {
-                outcomes = await processInParallel(batch, partition: partition, now: clock()).enumerated().map { ($0, $1) }
-            }
-            var outputs: [OutputRecord] = []
-            outputs.reserveCapacity(batch.count)
-            var deadLetters: [LogRecord] = []
-            for (index, outcome) in outcomes {
-                switch outcome {
-                case .output(let output): outputs.append(output)
-                case .skipped: continue
-                case .deadLetter(let reason):
-                    deadLetters.append(DeadLetters.record(for: batch.record(at: index), from: source, reason: reason))
+                let outcomes = await processInParallel(batch, partition: partition, now: clock())
+                outputs.reserveCapacity(batch.count)
+                for (index, outcome) in outcomes.enumerated() {
+                    switch outcome {
+                    case .output(let output): outputs.append(output)
+                    case .skipped: continue
+                    case .deadLetter(let reason):
+                        deadLetters.append(DeadLetters.record(for: batch.record(at: index), from: source, reason: reason))
+                    }
                 }
             }
             // After the batch's own outputs: some of them may have joined a row before it changed.
@@ -196,36 +198,31 @@ public struct Pipeline: Sendable {
 
     /// A joined batch in three steps: the events' times and join values (in parallel), the
     /// matches (in order, reading the joined inputs as far as the events need), then filter
-    /// and projection of the joined rows (in parallel).
+    /// and projection of the joined rows (in parallel). Dead letters come back in event order.
     private func joinAndProcess(_ batch: RecordBatch, partition: Int, joins: JoinInputs) async throws
-        -> [(index: Int, outcome: RecordProcessor.Outcome)]
+        -> (outputs: [OutputRecord], rejections: [RecordProcessor.Rejection])
     {
         let processor = self.processor
-        let probes = await inParallel(count: batch.count) { range in processor.probe(batch, range: range, partition: partition) }
-        var outcomes: [(index: Int, outcome: RecordProcessor.Outcome)] = []
-        let rows = try await joins.match(probes.map { probe in
-            if case .probe(let joinProbe) = probe { return joinProbe }
-            return nil
-        })
+        let probed = await inParallelChunks(count: batch.count) { range in processor.probe(batch, range: range, partition: partition) }
+        var probes: [JoinProbe?] = []
+        probes.reserveCapacity(batch.count)
+        var rejections: [RecordProcessor.Rejection] = []
+        for chunk in probed {
+            probes.append(contentsOf: chunk.probes)
+            rejections.append(contentsOf: chunk.rejections)
+        }
+        let rows = try await joins.match(probes)
         let now = clock()
-        let processed = await inParallel(count: rows.count) { range in
-            processor.process(batch, rows: rows[range], partition: partition, now: now)
+        var processed = await inParallelChunks(count: rows.count) { range in
+            processor.process(batch, rows: rows, range: range, partition: partition, now: now)
         }
-        // Back in event order, with the events the probe step already settled.
-        var next = processed.makeIterator()
-        var pending = next.next()
-        for (index, probe) in probes.enumerated() {
-            switch probe {
-            case .skipped: continue
-            case .deadLetter(let reason): outcomes.append((index, .deadLetter(reason: reason)))
-            case .probe:
-                while let row = pending, row.index == index {
-                    outcomes.append(row)
-                    pending = next.next()
-                }
-            }
-        }
-        return outcomes
+        // The first chunk's outputs become the batch's, moved rather than copied.
+        var outputs = processed.isEmpty ? [] : processed[0].outputs
+        if !processed.isEmpty { processed[0].outputs = [] }
+        for chunk in processed.indices.dropFirst() { outputs.append(contentsOf: processed[chunk].outputs) }
+        for chunk in processed { rejections.append(contentsOf: chunk.rejections) }
+        if processed.count > 1 || !rejections.isEmpty { rejections.sort { $0.index < $1.index } }
+        return (outputs, rejections)
     }
 
     /// `latest` joins: the earlier events that joined rows that have changed since, joined
@@ -239,13 +236,11 @@ public struct Pipeline: Sendable {
             let source = TopicPartition(topic: sourceTopic, partition: position.partition)
             let batch = try await log.readBatch(source, from: position.offset, maxRecords: 1, maxBytes: 1)
             guard batch.entries.first?.offset == position.offset else { continue }
-            guard case .probe(let probe) = processor.probe(batch, range: 0..<1, partition: position.partition)[0],
+            guard let probe = processor.probe(batch, range: 0..<1, partition: position.partition).probes[0],
                   await joins.isNewest(position, recordKey: probe.recordKey)
             else { continue }
             let rows = await joins.rematch([probe])
-            for (_, outcome) in processor.process(batch, rows: rows[...], partition: position.partition, now: clock()) {
-                if case .output(let output) = outcome { outputs.append(output) }
-            }
+            outputs += processor.process(batch, rows: rows, range: 0..<rows.count, partition: position.partition, now: clock()).outputs
         }
         return outputs
     }
@@ -262,32 +257,31 @@ public struct Pipeline: Sendable {
                 guard let last = batch.entries.last else { break }
                 let count = batch.entries.firstIndex { $0.offset >= end } ?? batch.count
                 let processor = self.processor
-                let probes = await inParallel(count: count) { range in processor.probe(batch, range: range, partition: partition) }
-                await joins.remember(probes.map { probe in
-                    if case .probe(let joinProbe) = probe { return joinProbe }
-                    return nil
-                })
+                let probed = await inParallelChunks(count: count) { range in processor.probe(batch, range: range, partition: partition) }
+                for chunk in probed { await joins.remember(chunk.probes) }
                 position = last.offset + 1
             }
         }
     }
 
-    /// Runs a pure function over chunks of `0..<count` on the cores and joins the results in order.
-    private func inParallel<Element: Sendable>(count: Int, _ body: @escaping @Sendable (Range<Int>) -> [Element]) async
-        -> [Element]
+    /// Runs a pure function over chunks of `0..<count` on the cores; the chunks' results in order.
+    private func inParallelChunks<Chunk: Sendable>(count: Int, _ body: @escaping @Sendable (Range<Int>) -> Chunk) async
+        -> [Chunk]
     {
+        // Reading ahead, one core stays free for the sink's write of the batch before: on a
+        // pool with one thread per core, processing on all of them would hold that write up.
         let cores = sink.readsAhead ? max(1, limits.processingConcurrency - 1) : limits.processingConcurrency
         let chunkCount = count < 4096 ? 1 : min(cores, count / 2048)
-        guard chunkCount > 1 else { return body(0..<count) }
+        guard chunkCount > 1 else { return [body(0..<count)] }
         let chunkSize = (count + chunkCount - 1) / chunkCount
-        return await withTaskGroup(of: (Int, [Element]).self) { group in
+        return await withTaskGroup(of: (Int, Chunk).self) { group in
             for chunk in 0..<chunkCount {
                 let range = (chunk * chunkSize)..<min((chunk + 1) * chunkSize, count)
                 group.addTask { (chunk, body(range)) }
             }
-            var parts = [[Element]](repeating: [], count: chunkCount)
-            for await (chunk, elements) in group { parts[chunk] = elements }
-            return parts.flatMap { $0 }
+            var parts = [Chunk?](repeating: nil, count: chunkCount)
+            for await (chunk, result) in group { parts[chunk] = result }
+            return parts.map { $0! }
         }
     }
 
@@ -295,12 +289,11 @@ public struct Pipeline: Sendable {
     private func processInParallel(_ batch: RecordBatch, partition: Int, now: TimestampMilliseconds) async
         -> [RecordProcessor.Outcome]
     {
-        // Reading ahead, one core stays free for the sink's write of the batch before: on a
-        // pool with one thread per core, processing on all of them would hold that write up.
         let processor = self.processor
-        return await inParallel(count: batch.count) { range in
+        let chunks = await inParallelChunks(count: batch.count) { range in
             processor.process(batch, range: range, partition: partition, now: now)
         }
+        return chunks.count == 1 ? chunks[0] : chunks.flatMap { $0 }
     }
 
     private func startOffset(_ source: TopicPartition) async throws -> Int64 {

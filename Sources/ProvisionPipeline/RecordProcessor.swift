@@ -77,24 +77,30 @@ public struct RecordProcessor: Sendable {
         return outcomes
     }
 
-    /// What a joined product does first with each event: its time and the values it joins on.
-    /// Events outside the time window are `.skipped` here, so they are never joined.
-    public enum Probe: Sendable {
-        case probe(JoinProbe)
-        case skipped
-        case deadLetter(reason: String)
+    /// A dead-lettered event of a batch: its index and why.
+    public struct Rejection: Sendable {
+        public var index: Int
+        public var reason: String
     }
 
-    public func probe(_ batch: RecordBatch, range: Range<Int>, partition: Int) -> [Probe] {
+    /// What a joined product reads first from each event: its time and the values it joins
+    /// on. Per event of the range, a probe, or nil for an event that is not joined: outside
+    /// the time window (skipped) or dead-lettered (with the reason in `rejections`).
+    public struct Probes: Sendable {
+        public var probes: [JoinProbe?] = []
+        public var rejections: [Rejection] = []
+    }
+
+    public func probe(_ batch: RecordBatch, range: Range<Int>, partition: Int) -> Probes {
         let keepsPositions = plan.joins.contains { $0.spec.mode == .latest && !$0.spec.isWindowed }
-        var probes: [Probe] = []
-        probes.reserveCapacity(range.count)
+        var result = Probes()
+        result.probes.reserveCapacity(range.count)
         var fields = [JSONValue?](repeating: nil, count: probeNames.count)
         for index in range {
             let entry = batch.entries[index]
             // A deletion deletes the output whatever it joined.
             guard entry.value != nil else {
-                probes.append(.probe(.unjoined))
+                result.probes.append(.unjoined)
                 continue
             }
             for field in fields.indices { fields[field] = nil }
@@ -104,10 +110,9 @@ public struct RecordProcessor: Sendable {
             guard parsed else {
                 // The processing step says what is wrong with it.
                 if case .deadLetter(let reason) = process(batch, range: index..<(index + 1), partition: 0, now: 0)[0] {
-                    probes.append(.deadLetter(reason: reason))
-                } else {
-                    probes.append(.skipped)
+                    result.rejections.append(Rejection(index: index, reason: reason))
                 }
+                result.probes.append(nil)
                 continue
             }
             var eventTime = entry.timestamp
@@ -115,37 +120,50 @@ public struct RecordProcessor: Sendable {
                 do {
                     if case .timestamp(let time) = try FieldReader.read(fields[0], as: .timestamp, path: timeField) { eventTime = time }
                 } catch {
-                    probes.append(.deadLetter(reason: error.message))
+                    result.rejections.append(Rejection(index: index, reason: error.message))
+                    result.probes.append(nil)
                     continue
                 }
             }
             guard isInWindow(eventTime) else {
-                probes.append(.skipped)
+                result.probes.append(nil)
                 continue
             }
-            var probe = JoinProbe(eventTime: eventTime, keys: fields.dropFirst().map(JoinKey.bytes(of:)))
+            var probe = JoinProbe(eventTime: eventTime, keys: fields.dropFirst().map { JoinKey($0) })
             if keepsPositions {
                 probe.position = EventPosition(partition: partition, offset: entry.offset)
-                probe.recordKey = batch.key(at: index)
+                probe.recordKey = entry.key.map { JoinKey(batch.bytes[$0]) }
             }
-            probes.append(.probe(probe))
+            result.probes.append(probe)
         }
-        return probes
+        return result
     }
 
-    /// Processes joined rows: each row's event with its join slots filled from the row.
-    public func process(_ batch: RecordBatch, rows: ArraySlice<JoinedRow>, partition: Int, now: TimestampMilliseconds)
-        -> [(index: Int, outcome: Outcome)]
+    /// Outputs and dead letters of joined rows, in row order.
+    public struct JoinedOutcomes: Sendable {
+        public var outputs: [OutputRecord] = []
+        public var rejections: [Rejection] = []
+    }
+
+    /// Processes a range of joined rows: each row's event with its join slots filled.
+    public func process(_ batch: RecordBatch, rows: JoinedRows, range: Range<Int>, partition: Int, now: TimestampMilliseconds)
+        -> JoinedOutcomes
     {
-        var outcomes: [(index: Int, outcome: Outcome)] = []
-        outcomes.reserveCapacity(rows.count)
+        var result = JoinedOutcomes()
+        result.outputs.reserveCapacity(range.count)
         var slots = [JSONValue?](repeating: nil, count: plan.slots.names.count)
-        for row in rows {
+        let joinCount = rows.joinCount
+        for row in range {
             for slot in slots.indices { slots[slot] = nil }
-            for (slot, value) in zip(joinSlots, row.values) { slots[slot] = value }
-            outcomes.append((row.index, process(batch, index: row.index, partition: partition, now: now, slots: &slots)))
+            for join in 0..<joinCount { slots[joinSlots[join]] = rows.values[row * joinCount + join] }
+            let index = rows.events[row]
+            switch process(batch, index: index, partition: partition, now: now, slots: &slots) {
+            case .output(let output): result.outputs.append(output)
+            case .skipped: continue
+            case .deadLetter(let reason): result.rejections.append(Rejection(index: index, reason: reason))
+            }
         }
-        return outcomes
+        return result
     }
 
     private func process(_ batch: RecordBatch, index: Int, partition: Int, now: TimestampMilliseconds,

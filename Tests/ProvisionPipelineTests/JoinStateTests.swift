@@ -2,7 +2,7 @@ import Testing
 import ProvisionModel
 @testable import ProvisionPipeline
 
-private func key(_ text: String) -> [UInt8] { Array(text.utf8) }
+private func key(_ text: String) -> JoinKey { JoinKey(text.utf8) }
 
 @Suite struct TableVersionsTests {
     @Test func answersAsOfTheEventTime() {
@@ -65,5 +65,22 @@ private func key(_ text: String) -> [UInt8] { Array(text.utf8) }
         #expect(events.matches(of: key("o1"), from: 0, through: 200) == ["p100"])
         #expect(events.matches(of: key("o2"), from: 0, through: 200) == [])
         #expect(events.count == 1)
+    }
+}
+
+@Suite struct JoinKeyTests {
+    @Test func keysCompareAsTheRecordKeysProduceWrites() {
+        #expect(JoinKey(JSONValue.string("c-1")) == JoinKey("c-1".utf8))
+        #expect(JoinKey(JSONValue.integer(42)) == JoinKey("42".utf8))
+        #expect(JoinKey(JSONValue.number(42)) == JoinKey("42".utf8), "an integral number is the integer")
+        #expect(JoinKey(JSONValue.null) == nil)
+        #expect(JoinKey(nil as JSONValue?) == nil)
+        // Inline up to 16 bytes, then the rest: every byte and the length count.
+        let long = "customer-0000000000000001"
+        #expect(JoinKey(long.utf8) == JoinKey(Array(long.utf8)))
+        #expect(JoinKey(long.utf8) != JoinKey("customer-0000000000000002".utf8))
+        #expect(JoinKey("a".utf8) != JoinKey("a\u{0}".utf8))
+        #expect(JoinKey("0123456789abcdef".utf8) != JoinKey("0123456789abcdeg".utf8))
+        #expect(Set([JoinKey("x".utf8), JoinKey("x".utf8), JoinKey(long.utf8)]).count == 2)
     }
 }

@@ -5,15 +5,15 @@ import ProvisionModel
 /// on (nil when the event lacks it).
 public struct JoinProbe: Sendable {
     public var eventTime: TimestampMilliseconds
-    public var keys: [[UInt8]?]
+    public var keys: [JoinKey?]
     /// False for a deletion: it is output once, with nothing joined.
     public var isJoined = true
     /// Where the event is and its record key: kept by `latest` joins, which send the event
     /// again when a row it joined changes.
     public var position: EventPosition?
-    public var recordKey: [UInt8]?
+    public var recordKey: JoinKey?
 
-    public init(eventTime: TimestampMilliseconds, keys: [[UInt8]?]) {
+    public init(eventTime: TimestampMilliseconds, keys: [JoinKey?]) {
         self.eventTime = eventTime
         self.keys = keys
     }
@@ -40,30 +40,31 @@ public struct EventPosition: Sendable, Hashable, Comparable {
     }
 }
 
-/// One output to make from a source event: the event's index in its batch and, per join,
-/// the matched record (nil for no match in a left join). A windowed join with several
-/// matches makes several rows for one event.
-public struct JoinedRow: Sendable {
-    public var index: Int
-    public var values: [JSONValue?]
-}
+/// The outputs to make from a batch of source events: row `r` is the event at `events[r]`
+/// in its batch with, per join, the matched record (nil for no match in a left join) at
+/// `values[r * joinCount + j]`. A windowed join with several matches makes several rows for
+/// one event. Flat, so a batch of rows is two arrays, not one per row.
+public struct JoinedRows: Sendable {
+    public let joinCount: Int
+    public private(set) var events: [Int] = []
+    public private(set) var values: [JSONValue?] = []
 
-/// Join values compare as the record keys `produce` writes: a string as its UTF-8 bytes,
-/// anything else as its JSON text.
-public enum JoinKey {
-    public static func bytes(of value: JSONValue?) -> [UInt8]? {
-        switch value {
-        case nil, .null?: return nil
-        case .string(let text)?: return Array(text.utf8)
-        case .number(let number)? where number == number.rounded() && abs(number) < 9e18:
-            var bytes: [UInt8] = []
-            JSONWriter.writeInteger(Int64(number), into: &bytes)
-            return bytes
-        case let value?:
-            var bytes: [UInt8] = []
-            JSONWriter.write(value, into: &bytes)
-            return bytes
-        }
+    public init(joinCount: Int, capacity: Int = 0) {
+        self.joinCount = joinCount
+        events.reserveCapacity(capacity)
+        values.reserveCapacity(capacity * joinCount)
+    }
+
+    public var count: Int { events.count }
+
+    mutating func append(event: Int, _ matches: [JSONValue?]) {
+        events.append(event)
+        values.append(contentsOf: matches)
+    }
+
+    mutating func appendUnjoined(event: Int) {
+        events.append(event)
+        for _ in 0..<joinCount { values.append(nil) }
     }
 }
 
@@ -86,9 +87,9 @@ public actor JoinInputs {
         /// Per partition, the newest record time read.
         var newest: [Int: TimestampMilliseconds] = [:]
         var table = TableVersions()
-        var current: [[UInt8]: JSONValue] = [:]
+        var current: [JoinKey: JSONValue] = [:]
         /// `latest`: the events that joined each row, to send again when it changes.
-        var joinedBy: [[UInt8]: [EventPosition]] = [:]
+        var joinedBy: [JoinKey: [EventPosition]] = [:]
         var window = WindowedEvents()
 
         var maxDelay: TimestampMilliseconds { plan.spec.maxDelayMilliseconds }
@@ -116,7 +117,7 @@ public actor JoinInputs {
     private var waitStarted: TimestampMilliseconds?
     /// `latest`: the newest position of each source record key, so an event replaced by a
     /// newer version of itself is not sent again.
-    private var newestPosition: [[UInt8]: EventPosition] = [:]
+    private var newestPosition: [JoinKey: EventPosition] = [:]
     /// `latest`: rows that changed and were joined before; their events go out again.
     private var changedRows: Set<EventPosition> = []
     private let matchSliceMax = 4_096
@@ -185,15 +186,18 @@ public actor JoinInputs {
 
     /// Matches a batch of source events (nil for events that are not joined: skipped or
     /// dead-lettered) and returns the rows to output, in event order.
-    public func match(_ probes: [JoinProbe?]) async throws -> [JoinedRow] {
-        var rows: [JoinedRow] = []
-        rows.reserveCapacity(probes.count)
+    public func match(_ probes: [JoinProbe?]) async throws -> JoinedRows {
+        var rows = JoinedRows(joinCount: inputs.count, capacity: probes.count)
         waitStarted = nil
         // A slice of events at a time: the joined inputs are read only as far as the slice
         // needs, and windows expire after it, so the state spans a slice, not a batch.
         for sliceStart in stride(from: 0, to: probes.count, by: matchSliceMax) {
             let slice = sliceStart..<min(sliceStart + matchSliceMax, probes.count)
-            if let newestEvent = probes[slice].lazy.compactMap({ $0?.isJoined == true ? $0?.eventTime : nil }).max() {
+            var newestEvent: TimestampMilliseconds?
+            for index in slice where probes[index]?.isJoined == true {
+                newestEvent = max(newestEvent ?? .min, probes[index]!.eventTime)
+            }
+            if let newestEvent {
                 for index in inputs.indices {
                     let spec = inputs[index].plan.spec
                     try await load(index, through: spec.mode == .latest && !spec.isWindowed ? nil : newestEvent + inputs[index].within)
@@ -217,7 +221,7 @@ public actor JoinInputs {
     }
 
     /// Whether the event at `position` with this record key is still its key's newest.
-    public func isNewest(_ position: EventPosition, recordKey: [UInt8]?) -> Bool {
+    public func isNewest(_ position: EventPosition, recordKey: JoinKey?) -> Bool {
         guard let recordKey, let newest = newestPosition[recordKey] else { return true }
         return newest == position
     }
@@ -225,9 +229,9 @@ public actor JoinInputs {
     /// Matches events again with the rows as they are now, changing no state (with no
     /// position, an event is not remembered again): for events sent again after a `latest`
     /// row changed.
-    public func rematch(_ probes: [JoinProbe?]) -> [JoinedRow] {
+    public func rematch(_ probes: [JoinProbe?]) -> JoinedRows {
         let (savedWatermark, savedLate) = (watermark, late)
-        var rows: [JoinedRow] = []
+        var rows = JoinedRows(joinCount: inputs.count)
         match(probes.map { probe in
             var probe = probe
             probe?.position = nil
@@ -250,12 +254,14 @@ public actor JoinInputs {
         }
     }
 
-    private func match(_ probes: [JoinProbe?], _ slice: Range<Int>, into rows: inout [JoinedRow]) {
+    private func match(_ probes: [JoinProbe?], _ slice: Range<Int>, into rows: inout JoinedRows) {
         let joinCount = inputs.count
+        var values: [JSONValue?] = []
+        values.reserveCapacity(joinCount)
         for eventIndex in slice {
             guard let probe = probes[eventIndex] else { continue }
             guard probe.isJoined else {
-                rows.append(JoinedRow(index: eventIndex, values: [JSONValue?](repeating: nil, count: joinCount)))
+                rows.appendUnjoined(event: eventIndex)
                 continue
             }
             let time = probe.eventTime
@@ -263,8 +269,7 @@ public actor JoinInputs {
             watermark = newest
             if let recordKey = probe.recordKey, let position = probe.position { newestPosition[recordKey] = position }
             // One match per join is the rule; only a windowed join can make several rows.
-            var values: [JSONValue?] = []
-            values.reserveCapacity(joinCount)
+            values.removeAll(keepingCapacity: true)
             var combinations: [[JSONValue?]]?
             var isLate = false
             var dropped = false
@@ -306,9 +311,9 @@ public actor JoinInputs {
             if isLate { late += 1 }
             guard !dropped else { continue }
             if let combinations {
-                for values in combinations { rows.append(JoinedRow(index: eventIndex, values: values)) }
+                for combination in combinations { rows.append(event: eventIndex, combination) }
             } else {
-                rows.append(JoinedRow(index: eventIndex, values: values))
+                rows.append(event: eventIndex, values)
             }
         }
     }
@@ -365,7 +370,7 @@ public actor JoinInputs {
             inputs[index].newest[partition] = max(inputs[index].newest[partition] ?? time, time)
             let value = object.map(JSONValue.object)
             if spec.isWindowed {
-                guard let value, let key = JoinKey.bytes(of: object?[matchedField]) else { continue }
+                guard let value, let key = JoinKey(object?[matchedField]) else { continue }
                 let floor = horizon == .min ? horizon : horizon - inputs[index].within
                 // Older than every window still open: the events it belonged to are out.
                 if !inputs[index].window.insert(key: key, time: time, value: value, floor: floor), counting { late += 1 }
@@ -373,7 +378,7 @@ public actor JoinInputs {
             }
             // A version older than events already joined came too late for them.
             if counting, spec.mode == .asOf, let watermark, time < watermark { late += 1 }
-            if let key = batch.key(at: position) {
+            if let key = entry.key.map({ JoinKey(batch.bytes[$0]) }) {
                 if spec.mode == .latest {
                     inputs[index].current[key] = value
                     if counting, let positions = inputs[index].joinedBy[key] { changedRows.formUnion(positions) }

@@ -14,7 +14,7 @@ public struct TableVersions: Sendable {
         var value: JSONValue?
     }
 
-    private(set) var rows: [[UInt8]: [Version]] = [:]
+    private(set) var rows: [JoinKey: [Version]] = [:]
 
     public init() {}
 
@@ -22,7 +22,7 @@ public struct TableVersions: Sendable {
     public var versionCount: Int { rows.values.reduce(0) { $0 + $1.count } }
 
     /// Adds a version; of two with the same time, the one inserted later answers.
-    public mutating func insert(key: [UInt8], time: TimestampMilliseconds, value: JSONValue?,
+    public mutating func insert(key: JoinKey, time: TimestampMilliseconds, value: JSONValue?,
                                 horizon: TimestampMilliseconds)
     {
         // Edited in place: no second lookup, no copy of the list.
@@ -44,7 +44,7 @@ public struct TableVersions: Sendable {
 
     /// The newest version at or before `max(time, horizon)`; nil when there is none or it
     /// is a deletion.
-    public func value(of key: [UInt8], asOf time: TimestampMilliseconds, horizon: TimestampMilliseconds) -> JSONValue? {
+    public func value(of key: JoinKey, asOf time: TimestampMilliseconds, horizon: TimestampMilliseconds) -> JSONValue? {
         guard let versions = rows[key] else { return nil }
         let effective = max(time, horizon)
         for version in versions.reversed() where version.time <= effective { return version.value }
@@ -60,7 +60,7 @@ public struct WindowedEvents: Sendable {
         var value: JSONValue
     }
 
-    private var events: [[UInt8]: [Event]] = [:]
+    private var events: [JoinKey: [Event]] = [:]
     private var expiries = TimeHeap()
 
     public init() {}
@@ -70,7 +70,7 @@ public struct WindowedEvents: Sendable {
     /// Keeps an event unless it is already older than `floor`, the oldest time a window can
     /// still reach; returns false for such a late event.
     @discardableResult
-    public mutating func insert(key: [UInt8], time: TimestampMilliseconds, value: JSONValue,
+    public mutating func insert(key: JoinKey, time: TimestampMilliseconds, value: JSONValue,
                                 floor: TimestampMilliseconds) -> Bool
     {
         guard time >= floor else { return false }
@@ -96,7 +96,7 @@ public struct WindowedEvents: Sendable {
     }
 
     /// The events of `key` with `from ≤ time ≤ through`, in time order.
-    public func matches(of key: [UInt8], from: TimestampMilliseconds, through: TimestampMilliseconds) -> [JSONValue] {
+    public func matches(of key: JoinKey, from: TimestampMilliseconds, through: TimestampMilliseconds) -> [JSONValue] {
         guard let list = events[key] else { return [] }
         var result: [JSONValue] = []
         for event in list where event.time >= from && event.time <= through { result.append(event.value) }
@@ -106,12 +106,12 @@ public struct WindowedEvents: Sendable {
 
 /// A binary min-heap of (time, key).
 struct TimeHeap: Sendable {
-    private var items: [(time: TimestampMilliseconds, key: [UInt8])] = []
+    private var items: [(time: TimestampMilliseconds, key: JoinKey)] = []
 
     var count: Int { items.count }
-    var minimum: (TimestampMilliseconds, [UInt8])? { items.first.map { ($0.time, $0.key) } }
+    var minimum: (TimestampMilliseconds, JoinKey)? { items.first.map { ($0.time, $0.key) } }
 
-    mutating func push(time: TimestampMilliseconds, key: [UInt8]) {
+    mutating func push(time: TimestampMilliseconds, key: JoinKey) {
         items.append((time, key))
         var child = items.count - 1
         while child > 0 {
