@@ -58,16 +58,20 @@ struct ServeCommand: AsyncParsableCommand {
 
     func run() async throws {
         #if canImport(Glibc)
-        // One malloc arena. With one per thread (glibc's default, up to 8 per core), join
-        // state that lives across batches, allocated on whichever thread ran the join, pins
-        // pages of every arena, and peak RSS grew with the input: 1.3x over 4x the events.
-        // Each thread still has its own cache of small blocks, so the arena's lock is rarely
-        // taken. glibc reads the setting once, before the runtime's threads exist, so the
-        // server starts itself again with it (same process, same arguments).
+        // Memory that stays flat however long a product runs. glibc's defaults let it creep:
+        // with an arena per thread (up to 8 per core), join state that lives across batches,
+        // allocated on whichever thread ran the join, pins pages of every arena; and its
+        // mmap threshold rises to the size of the largest buffer freed, after which the
+        // batch-sized buffers come from the heap and fragment it. Measured on a windowed join
+        // over 1.2M events: peak RSS 138 MiB and climbing per batch with the defaults, flat
+        // at 88-95 MiB with one arena and a fixed 128 KiB threshold, at no cost in speed.
+        // glibc reads these once, before the runtime's threads exist, so the server starts
+        // itself again with them (same process, same arguments).
         if ProcessInfo.processInfo.environment["MALLOC_ARENA_MAX"] == nil {
             setenv("MALLOC_ARENA_MAX", "1", 1)
+            setenv("MALLOC_MMAP_THRESHOLD_", "131072", 1)
             execv("/proc/self/exe", CommandLine.unsafeArgv)
-            // Only reached if exec failed: run with the default arenas.
+            // Only reached if exec failed: run with the defaults.
         }
         #endif
         let level = Logger.Level(rawValue: logLevel)!

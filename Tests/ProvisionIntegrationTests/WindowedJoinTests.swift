@@ -136,7 +136,7 @@ func paidOrdersSpec(type: String) -> String {
     /// expire. Peak RSS of the server stays within 10%.
     @Test func windowedJoinStateStaysBounded() async throws {
         var peaks: [Int] = []
-        for orders in [150_000, 600_000] {
+        for orders in [300_000, 1_200_000] {
             let world = PaymentWorld.generate(orders: orders, from: Self.start, minutesApart: 1, seed: 32)
             let server = ServerProcess()
             try await world.seed(server)
