@@ -123,8 +123,11 @@ public struct Pipeline: Sendable {
             if let processed {
                 readPositions[processed.source.partition] = processed.lastOffset + 1
                 nextPartition = (processed.source.partition + 1) % partitionCount
-                // A join's single-threaded matching takes as long as a file write: overlap them.
-                if sink.readsAhead || joins != nil {
+                // A table join's single-threaded matching takes as long as a file write:
+                // overlap them (2.3 s instead of 3.1 s for 1M orders). Not for windowed joins:
+                // with two batches in flight beside windows that live across batches, peak
+                // RSS crept up batch after batch (1.15x over 4x the input).
+                if sink.readsAhead || (joins != nil && !processor.plan.joins.contains { $0.spec.isWindowed }) {
                     let positions = readPositions, partition = nextPartition
                     prefetch = Task {
                         try await readAndProcess(from: positions, partitionCount: partitionCount, startingAt: partition, joins: joins)
