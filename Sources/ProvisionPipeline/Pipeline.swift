@@ -216,8 +216,9 @@ public struct Pipeline: Sendable {
         }
         let rows = try await joins.match(probes)
         let now = clock()
+        let allProbes = probes
         var processed = await inParallelChunks(count: rows.count) { range in
-            processor.process(batch, rows: rows, range: range, partition: partition, now: now)
+            processor.process(batch, probes: allProbes, rows: rows, range: range, partition: partition, now: now)
         }
         // The first chunk's outputs become the batch's, moved rather than copied.
         var outputs = processed.isEmpty ? [] : processed[0].outputs
@@ -243,7 +244,8 @@ public struct Pipeline: Sendable {
                   await joins.isNewest(position, recordKey: probe.recordKey)
             else { continue }
             let rows = await joins.rematch([probe])
-            outputs += processor.process(batch, rows: rows, range: 0..<rows.count, partition: position.partition, now: clock()).outputs
+            outputs += processor.process(batch, probes: [probe], rows: rows, range: 0..<rows.count, partition: position.partition,
+                                         now: clock()).outputs
         }
         return outputs
     }

@@ -27,8 +27,11 @@ public struct RecordProcessor: Sendable {
     private let projection: [Expression.Evaluator]?
     /// Where the key is among the output values.
     private let keyIndex: Int?
-    /// What the join step reads first: the event time and each join's `on` field.
+    /// What a joined product reads from each event, once: every slot but the joins', then
+    /// each join's `on` field (where the slots lack it). The slots are kept for processing.
     private let probeNames: JSONFieldNames
+    /// Where each join's `on` value is among the probed fields.
+    private let probeKeyIndices: [Int]
     /// The slot each join's match fills, in join order.
     private let joinSlots: [Int]
 
@@ -49,9 +52,18 @@ public struct RecordProcessor: Sendable {
             (index >= filterSlotCount || (index == timeSlot && !windowed)) && !joined.contains(index)
         }
         joinSlots = plan.joins.map(\.slot)
-        probeNames = JSONFieldNames([plan.dataset.spec.time ?? ""] + plan.joins.map(\.spec.on)) { index in
-            index > 0 || plan.dataset.spec.time != nil
+        var probeFields = plan.slots.names
+        var keyIndices: [Int] = []
+        for join in plan.joins {
+            if let index = probeFields.firstIndex(of: join.spec.on), !joined.contains(index) {
+                keyIndices.append(index)
+            } else {
+                probeFields.append(join.spec.on)
+                keyIndices.append(probeFields.count - 1)
+            }
         }
+        probeKeyIndices = keyIndices
+        probeNames = JSONFieldNames(probeFields) { index in !joined.contains(index) }
         projection = plan.projection?.map(\.expression.evaluator)
         if let keyField = plan.keyField {
             keyIndex = plan.projection.map { $0.firstIndex { $0.name == keyField } }
@@ -95,7 +107,6 @@ public struct RecordProcessor: Sendable {
         let keepsPositions = plan.joins.contains { $0.spec.mode == .latest && !$0.spec.isWindowed }
         var result = Probes()
         result.probes.reserveCapacity(range.count)
-        var fields = [JSONValue?](repeating: nil, count: probeNames.count)
         for index in range {
             let entry = batch.entries[index]
             // A deletion deletes the output whatever it joined.
@@ -103,7 +114,7 @@ public struct RecordProcessor: Sendable {
                 result.probes.append(.unjoined)
                 continue
             }
-            for field in fields.indices { fields[field] = nil }
+            var fields = [JSONValue?](repeating: nil, count: probeNames.count)
             let parsed: Bool = batch.withValue(at: index) { bytes in
                 (try? JSONParser.scanObject(bytes, names: probeNames, into: &fields)) != nil
             }
@@ -116,20 +127,20 @@ public struct RecordProcessor: Sendable {
                 continue
             }
             var eventTime = entry.timestamp
-            if let timeField = plan.dataset.spec.time {
-                do {
-                    if case .timestamp(let time) = try FieldReader.read(fields[0], as: .timestamp, path: timeField) { eventTime = time }
-                } catch {
-                    result.rejections.append(Rejection(index: index, reason: error.message))
-                    result.probes.append(nil)
-                    continue
-                }
+            switch readEventTime(fields) {
+            case .success(let time?): eventTime = time
+            case .success(nil): break
+            case .failure(let error):
+                result.rejections.append(Rejection(index: index, reason: error.message))
+                result.probes.append(nil)
+                continue
             }
             guard isInWindow(eventTime) else {
                 result.probes.append(nil)
                 continue
             }
-            var probe = JoinProbe(eventTime: eventTime, keys: fields.dropFirst().map { JoinKey($0) })
+            var probe = JoinProbe(eventTime: eventTime, keys: probeKeyIndices.map { JoinKey(fields[$0]) })
+            probe.fields = fields
             if keepsPositions {
                 probe.position = EventPosition(partition: partition, offset: entry.offset)
                 probe.recordKey = entry.key.map { JoinKey(batch.bytes[$0]) }
@@ -146,18 +157,20 @@ public struct RecordProcessor: Sendable {
     }
 
     /// Processes a range of joined rows: each row's event with its join slots filled.
-    public func process(_ batch: RecordBatch, rows: JoinedRows, range: Range<Int>, partition: Int, now: TimestampMilliseconds)
-        -> JoinedOutcomes
+    public func process(_ batch: RecordBatch, probes: [JoinProbe?], rows: JoinedRows, range: Range<Int>, partition: Int,
+                        now: TimestampMilliseconds) -> JoinedOutcomes
     {
         var result = JoinedOutcomes()
         result.outputs.reserveCapacity(range.count)
-        var slots = [JSONValue?](repeating: nil, count: plan.slots.names.count)
         let joinCount = rows.joinCount
         for row in range {
-            for slot in slots.indices { slots[slot] = nil }
-            for join in 0..<joinCount { slots[joinSlots[join]] = rows.values[row * joinCount + join] }
             let index = rows.events[row]
-            switch process(batch, index: index, partition: partition, now: now, slots: &slots) {
+            // The probe read the event's fields already; a deletion has none.
+            var slots = probes[index]?.fields ?? []
+            let scanned = !slots.isEmpty
+            if !scanned { slots = [JSONValue?](repeating: nil, count: plan.slots.names.count) }
+            for join in 0..<joinCount { slots[joinSlots[join]] = rows.values[row * joinCount + join] }
+            switch process(batch, index: index, partition: partition, now: now, slots: &slots, scanned: scanned) {
             case .output(let output): result.outputs.append(output)
             case .skipped: continue
             case .deadLetter(let reason): result.rejections.append(Rejection(index: index, reason: reason))
@@ -166,8 +179,9 @@ public struct RecordProcessor: Sendable {
         return result
     }
 
+    /// - Parameter scanned: the slots hold the event's fields already.
     private func process(_ batch: RecordBatch, index: Int, partition: Int, now: TimestampMilliseconds,
-                         slots: inout [JSONValue?]) -> Outcome
+                         slots: inout [JSONValue?], scanned: Bool = false) -> Outcome
     {
         let entry = batch.entries[index]
         guard entry.value != nil else {
@@ -175,7 +189,7 @@ public struct RecordProcessor: Sendable {
             return .output(OutputRecord(key: .string(String(decoding: key, as: UTF8.self)), body: .tombstone,
                                         partition: partition, offset: entry.offset, eventTime: entry.timestamp))
         }
-        let failure: String? = batch.withValue(at: index) { bytes in
+        let failure: String? = scanned ? nil : batch.withValue(at: index) { bytes in
             do {
                 try JSONParser.scanObject(bytes, names: filterNames, into: &slots)
                 return nil
@@ -205,7 +219,7 @@ public struct RecordProcessor: Sendable {
         } catch {
             return .deadLetter(reason: error.message)
         }
-        if !outputNames.matchesNothing {
+        if !outputNames.matchesNothing && !scanned {
             // The event was checked whole by the first scan, so this one cannot fail.
             batch.withValue(at: index) { bytes in
                 try? JSONParser.scanObject(bytes, names: outputNames, into: &slots)

@@ -34,13 +34,16 @@ extension OutputRecord {
     /// which has no value.
     @discardableResult
     public func writeJSONValue(schema: Schema, into output: inout [UInt8]) -> Bool {
+        writeJSONValue(keys: JSONRowKeys(schema), into: &output)
+    }
+
+    /// The same, with the field names encoded once for every record of a schema.
+    public func writeJSONValue(keys: JSONRowKeys, into output: inout [UInt8]) -> Bool {
         switch body {
         case .row(let values):
-            output.append(UInt8(ascii: "{"))
-            for (index, field) in schema.fields.enumerated() {
-                if index > 0 { output.append(UInt8(ascii: ",")) }
-                JSONWriter.writeString(field.name, into: &output)
-                output.append(UInt8(ascii: ":"))
+            if values.isEmpty { output.append(UInt8(ascii: "{")) }
+            for index in values.indices {
+                output.append(contentsOf: keys.prefixes[index])
                 values[index].writeJSON(into: &output)
             }
             output.append(UInt8(ascii: "}"))
@@ -54,6 +57,20 @@ extension OutputRecord {
             return false
         }
         return true
+    }
+}
+
+/// The `{"name":` and `,"name":` before each field of an output row, encoded once per schema.
+public struct JSONRowKeys: Sendable {
+    let prefixes: [[UInt8]]
+
+    public init(_ schema: Schema) {
+        prefixes = schema.fields.enumerated().map { index, field in
+            var prefix: [UInt8] = [index == 0 ? UInt8(ascii: "{") : UInt8(ascii: ",")]
+            JSONWriter.writeString(field.name, into: &prefix)
+            prefix.append(UInt8(ascii: ":"))
+            return prefix
+        }
     }
 }
 

@@ -187,7 +187,7 @@ func seedLog(_ server: ServerProcess, _ orders: [TestOrder]) async throws {
 
     @Test func sigtermMidBackfillCommitsWhatItWroteAndExitsZero() async throws {
         let server = ServerProcess()
-        let orders = TestOrder.generate(count: 400_000, end: Date(), days: 360, seed: 12)
+        let orders = TestOrder.generate(count: 1_000_000, end: Date(), days: 360, seed: 12)
         try await seedLog(server, orders)
         let expected = orders.compactMap { $0.expectedRow(since: .distantPast) }.map { $0 as NSDictionary }
         try await server.start()

@@ -12,6 +12,9 @@ public struct JoinProbe: Sendable {
     /// again when a row it joined changes.
     public var position: EventPosition?
     public var recordKey: JoinKey?
+    /// The event's fields as the processor reads them (its slots, then any `on` fields
+    /// beyond), so it is read once.
+    public var fields: [JSONValue?] = []
 
     public init(eventTime: TimestampMilliseconds, keys: [JoinKey?]) {
         self.eventTime = eventTime
@@ -236,6 +239,7 @@ public actor JoinInputs {
             var probe = probe
             probe?.position = nil
             probe?.recordKey = nil
+            probe?.fields = []
             return probe
         }, probes.indices, into: &rows)
         (watermark, late) = (savedWatermark, savedLate)

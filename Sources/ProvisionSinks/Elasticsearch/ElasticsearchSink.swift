@@ -202,11 +202,12 @@ public final class ElasticsearchSink: Sink, @unchecked Sendable {
         }
         var operations: [BulkOperation] = []
         operations.reserveCapacity(latest.count)
+        let keys = JSONRowKeys(outputSchema)
         for index in latest.values.sorted() {
             let record = records[index]
             let id = record.key!.text
             var source: [UInt8] = []
-            let action: BulkOperation.Action = record.writeJSONValue(schema: outputSchema, into: &source) ? .index : .delete
+            let action: BulkOperation.Action = record.writeJSONValue(keys: keys, into: &source) ? .index : .delete
             operations.append(BulkOperation(action: action, id: id, partition: record.partition, offset: record.offset, source: source))
         }
         return operations

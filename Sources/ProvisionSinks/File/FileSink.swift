@@ -17,6 +17,7 @@ public final class FileSink: Sink, @unchecked Sendable {
     public let path: String
     private let format: FileSinkSpec.Format
     private let outputSchema: Schema
+    private let rowKeys: JSONRowKeys
     private let product: String
     private let checkpoints: any CheckpointStore
     private var descriptor: Int32 = -1
@@ -28,6 +29,7 @@ public final class FileSink: Sink, @unchecked Sendable {
     {
         self.path = path
         self.format = format
+        rowKeys = JSONRowKeys(outputSchema)
         self.outputSchema = outputSchema
         self.product = product
         self.checkpoints = checkpoints
@@ -116,7 +118,7 @@ public final class FileSink: Sink, @unchecked Sendable {
 
     /// Tombstones have no line: a file is a record of events, not a table.
     private func encodeJSONLine(_ record: OutputRecord, into buffer: inout [UInt8]) {
-        if record.writeJSONValue(schema: outputSchema, into: &buffer) { buffer.append(UInt8(ascii: "\n")) }
+        if record.writeJSONValue(keys: rowKeys, into: &buffer) { buffer.append(UInt8(ascii: "\n")) }
     }
 
     private func encodeCSVLine(_ record: OutputRecord, into buffer: inout [UInt8]) {

@@ -124,6 +124,7 @@ public final class WebhookSink: Sink, @unchecked Sendable {
     /// bodies of at most `maxRecords` records and (unless one record alone is larger)
     /// `maxBytes` bytes.
     static func requests(_ records: [OutputRecord], product: String, schema: Schema, maxRecords: Int, maxBytes: Int) -> [Request] {
+        let keys = JSONRowKeys(schema)
         var prefix: [UInt8] = Array(#"{"product":"#.utf8)
         JSONWriter.writeString(product, into: &prefix)
         prefix.append(contentsOf: #","records":["#.utf8)
@@ -153,7 +154,7 @@ public final class WebhookSink: Sink, @unchecked Sendable {
             entry.append(contentsOf: #","time":"#.utf8)
             JSONWriter.writeString(Timestamp.format(record.eventTime), into: &entry)
             entry.append(contentsOf: #","value":"#.utf8)
-            if !record.writeJSONValue(schema: schema, into: &entry) { entry.append(contentsOf: "null".utf8) }
+            if !record.writeJSONValue(keys: keys, into: &entry) { entry.append(contentsOf: "null".utf8) }
             entry.append(UInt8(ascii: "}"))
             if !positions.isEmpty, positions.count >= maxRecords || body.count + entry.count + 2 > maxBytes { finish() }
             if !positions.isEmpty { body.append(UInt8(ascii: ",")) }
