@@ -259,19 +259,26 @@ public actor JoinInputs {
     }
 
     private func match(_ probes: [JoinProbe?], _ slice: Range<Int>, into rows: inout JoinedRows) {
+        // Read in place: copying each probe would retain and release its arrays per event.
+        probes.withUnsafeBufferPointer { probes in match(probes, slice, into: &rows) }
+    }
+
+    private func match(_ probes: UnsafeBufferPointer<JoinProbe?>, _ slice: Range<Int>, into rows: inout JoinedRows) {
         let joinCount = inputs.count
         var values: [JSONValue?] = []
         values.reserveCapacity(joinCount)
         for eventIndex in slice {
-            guard let probe = probes[eventIndex] else { continue }
-            guard probe.isJoined else {
+            guard probes[eventIndex] != nil else { continue }
+            guard probes[eventIndex]!.isJoined else {
                 rows.appendUnjoined(event: eventIndex)
                 continue
             }
-            let time = probe.eventTime
+            let time = probes[eventIndex]!.eventTime
             let newest = max(watermark ?? time, time)
             watermark = newest
-            if let recordKey = probe.recordKey, let position = probe.position { newestPosition[recordKey] = position }
+            if let position = probes[eventIndex]!.position, let recordKey = probes[eventIndex]!.recordKey {
+                newestPosition[recordKey] = position
+            }
             // One match per join is the rule; only a windowed join can make several rows.
             values.removeAll(keepingCapacity: true)
             var combinations: [[JSONValue?]]?
@@ -281,7 +288,7 @@ public actor JoinInputs {
                 let rule = rules[joinIndex]
                 let horizon = newest - rule.maxDelay
                 if time < horizon { isLate = true }
-                let key = probe.keys[joinIndex]
+                let key = probes[eventIndex]!.keys[joinIndex]
                 var match: JSONValue?
                 switch rule.lookup {
                 case .asOf:
@@ -289,7 +296,7 @@ public actor JoinInputs {
                 case .latest:
                     if let key {
                         match = inputs[joinIndex].current[key]
-                        if let position = probe.position { inputs[joinIndex].joinedBy[key, default: []].append(position) }
+                        if let position = probes[eventIndex]!.position { inputs[joinIndex].joinedBy[key, default: []].append(position) }
                     }
                 case .windowed:
                     let matches = key.map {
