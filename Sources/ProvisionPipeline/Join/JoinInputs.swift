@@ -345,15 +345,23 @@ public actor JoinInputs {
                     inputs[index].positions[partition] = last.offset + 1
                     continue
                 }
-                // At the end of the input, short of the target.
+                // At the end of the input, short of the target. Records older than maxDelay
+                // are assumed complete.
                 guard let target else { break }
                 let now = clock()
-                if now >= target + maxDelay { break }
-                let started = waitStarted ?? now
-                waitStarted = started
-                let remaining = maxDelay - (now - started)
+                var remaining = target + maxDelay - now
+                if !inputs[index].plan.spec.isWindowed {
+                    // A table row is waited for maxDelay at most per batch. A window is not
+                    // cut short: an unmatched event goes out once its window has closed.
+                    let started = waitStarted ?? now
+                    waitStarted = started
+                    remaining = min(remaining, maxDelay - (now - started))
+                }
                 if remaining <= 0 { break }
-                try await log.waitForRecords(in: source, at: position, timeout: .milliseconds(remaining))
+                // In steps of a second at most, so a shutdown is not held up by a long window.
+                try Task.checkCancellation()
+                try await log.waitForRecords(in: source, at: position, timeout: .milliseconds(min(remaining, 1_000)))
+                try Task.checkCancellation()
             }
         }
     }
