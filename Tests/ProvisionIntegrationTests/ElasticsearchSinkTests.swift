@@ -174,7 +174,7 @@ struct ElasticsearchSinkTests {
     @Test(arguments: elasticsearchServers)
     func killedMidBackfillTheIndexHoldsExactlyTheExpectedDocuments(_ elasticsearch: ElasticsearchServer) async throws {
         let server = ServerProcess()
-        let orders = TestOrder.generate(count: 150_000, end: Date(), days: 100, seed: 91)
+        let orders = TestOrder.generate(count: 600_000, end: Date(), days: 100, seed: 91)
         try await seedLog(server, orders)
         try await server.start()
         let index = "killed-\(UUID().uuidString.prefix(8).lowercased())"

@@ -297,7 +297,7 @@ extension ServerProcess {
         let server = ServerProcess()
         try await server.start()
         defer { server.stop(signal: SIGKILL) }
-        #expect(try server.ctl(["apply", "-f", try writeSpecs(joinCatalogSpec, joinProductSpec(maxDelay: "3s"), to: server.dataDirectory + "-specs")]).status == 0)
+        #expect(try server.ctl(["apply", "-f", try writeSpecs(joinCatalogSpec, joinProductSpec(maxDelay: "6s"), to: server.dataDirectory + "-specs")]).status == 0)
         _ = try await server.waitForProduct("enriched-orders") { $0.phase == "Live" }
         let now = Int64(Date().timeIntervalSince1970 * 1000) / 1000 * 1000
         // The order is here first; its customer's row, with the same time, a second later.

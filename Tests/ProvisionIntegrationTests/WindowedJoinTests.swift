@@ -138,7 +138,7 @@ func paidOrdersSpec(type: String) -> String {
         let server = ServerProcess()
         try await server.start()
         defer { server.stop(signal: SIGKILL) }
-        let spec = paidOrdersSpec(type: "left").replacingOccurrences(of: "within: 1h", with: "within: 4s, maxDelay: 500ms")
+        let spec = paidOrdersSpec(type: "left").replacingOccurrences(of: "within: 1h", with: "within: 20s, maxDelay: 500ms")
         #expect(try server.ctl(["apply", "-f", try writeSpecs(paymentsCatalogSpec, spec, to: server.dataDirectory + "-specs")]).status == 0)
         _ = try await server.waitForProduct("paid-orders") { $0.phase == "Live" }
         let now = Int64(Date().timeIntervalSince1970 * 1000) / 1000 * 1000
@@ -146,9 +146,9 @@ func paidOrdersSpec(type: String) -> String {
         #expect(try server.ctl(["produce", "orders", "--file", "-"], input: Data(JoinWorld.orderLines([order]).utf8)).status == 0)
         try await Task.sleep(for: .seconds(2))
         #expect(try outputRows(server.fileRoot + "/paid-orders.jsonl").isEmpty, "the order went out before its window closed")
-        let payment = PaymentWorld.Payment(id: "p-1", order: "o-1", cents: 100, time: now + 1_000)
+        let payment = PaymentWorld.Payment(id: "p-1", order: "o-1", cents: 100, time: now + 10_000)
         #expect(try server.ctl(["produce", "payments", "--file", "-"], input: Data((PaymentWorld.paymentValue(payment) + "\n").utf8)).status == 0)
-        _ = try await server.waitForProduct("paid-orders", timeout: .seconds(30)) { $0.recordsWritten == 1 }
+        _ = try await server.waitForProduct("paid-orders", timeout: .seconds(60)) { $0.recordsWritten == 1 }
         let rows = try outputRows(server.fileRoot + "/paid-orders.jsonl")
         #expect(rows.count == 1)
         #expect(rows.first?["payment_id"] as? String == "p-1")
