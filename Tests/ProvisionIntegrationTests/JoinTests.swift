@@ -87,17 +87,16 @@ struct JoinWorld {
 
     /// Writes both topics straight into the embedded log of a server that is not running.
     func seed(_ server: ServerProcess) async throws {
-        let log = try EmbeddedEventLog(directory: server.dataDirectory + "/log")
-        try await log.createTopic("customers", partitions: 1)
-        try await log.createTopic("orders", partitions: 1)
-        try await log.append(customers.map { version in
-            LogRecord(key: Array(version.key.utf8), value: Self.customerValue(version).map { Array($0.utf8) }, timestamp: version.time)
-        }, to: TopicPartition(topic: "customers", partition: 0))
-        for chunk in stride(from: 0, to: orders.count, by: 50_000) {
-            try await log.append(orders[chunk..<min(chunk + 50_000, orders.count)].map { order in
-                LogRecord(key: Array(order.id.utf8), value: Array(Self.orderValue(order).utf8), timestamp: order.time)
-            }, to: TopicPartition(topic: "orders", partition: 0))
-        }
+        try await seedTopics(server, [
+            ("customers", customers.map { version in
+                LogRecord(key: Array(version.key.utf8), value: Self.customerValue(version).map { Array($0.utf8) }, timestamp: version.time)
+            }),
+            ("orders", Self.orderRecords(orders)),
+        ])
+    }
+
+    static func orderRecords(_ orders: [Order]) -> [LogRecord] {
+        orders.map { LogRecord(key: Array($0.id.utf8), value: Array(orderValue($0).utf8), timestamp: $0.time) }
     }
 
     /// The product's rows, by brute force: for each order, every customer version is looked
@@ -117,6 +116,17 @@ struct JoinWorld {
             return ["order_id": order.id, "amount": Double(order.amountCents) / 100,
                     "name": customer?.name ?? NSNull(), "tier": customer?.tier ?? NSNull(),
                     "placed_at": Self.timestamp(order.time)] as NSDictionary
+        }
+    }
+}
+
+/// Appends records to topics of the embedded log of a server that is not running yet.
+func seedTopics(_ server: ServerProcess, _ topics: [(name: String, records: [LogRecord])]) async throws {
+    let log = try EmbeddedEventLog(directory: server.dataDirectory + "/log")
+    for (name, records) in topics {
+        try await log.createTopic(name, partitions: 1)
+        for chunk in stride(from: 0, to: records.count, by: 50_000) {
+            try await log.append(Array(records[chunk..<min(chunk + 50_000, records.count)]), to: TopicPartition(topic: name, partition: 0))
         }
     }
 }

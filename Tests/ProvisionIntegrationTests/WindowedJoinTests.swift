@@ -48,19 +48,12 @@ struct PaymentWorld {
     }
 
     func seed(_ server: ServerProcess) async throws {
-        let log = try EmbeddedEventLog(directory: server.dataDirectory + "/log")
-        try await log.createTopic("payments", partitions: 1)
-        try await log.createTopic("orders", partitions: 1)
-        for chunk in stride(from: 0, to: payments.count, by: 50_000) {
-            try await log.append(payments[chunk..<min(chunk + 50_000, payments.count)].map { payment in
+        try await seedTopics(server, [
+            ("payments", payments.map { payment in
                 LogRecord(key: Array(payment.id.utf8), value: Array(Self.paymentValue(payment).utf8), timestamp: payment.time)
-            }, to: TopicPartition(topic: "payments", partition: 0))
-        }
-        for chunk in stride(from: 0, to: orders.count, by: 50_000) {
-            try await log.append(orders[chunk..<min(chunk + 50_000, orders.count)].map { order in
-                LogRecord(key: Array(order.id.utf8), value: Array(JoinWorld.orderValue(order).utf8), timestamp: order.time)
-            }, to: TopicPartition(topic: "orders", partition: 0))
-        }
+            }),
+            ("orders", JoinWorld.orderRecords(orders)),
+        ])
     }
 
     /// For each order, every payment is looked at: those of the order within an hour either
