@@ -296,6 +296,31 @@ private let invalidCases: [InvalidSpecCase] = [
         #expect(result.documents.filter { $0.kind == .dataProduct }.count >= 3)
     }
 
+    @Test func joinStateKeepsOnlyTheJoinedFieldsExpressionsRead() throws {
+        func plan(_ body: String) throws -> ProductPlan {
+            let result = SpecLoader.load([SpecFile(name: "catalog.yaml", content: ordersDataset),
+                                          SpecFile(name: "joined.yaml", content: joinedDatasets),
+                                          SpecFile(name: "p.yaml", content: product(body))])
+            #expect(result.errors.isEmpty, "\(result.errors)")
+            var datasets: [String: Dataset] = [:]
+            var products: [DataProduct] = []
+            for document in result.documents {
+                switch document {
+                case .dataset(let dataset, _): datasets[dataset.name] = dataset
+                case .dataProduct(let product, _): products.append(product)
+                }
+            }
+            return try ProductPlan.compile(try #require(products.first), datasets: datasets)
+        }
+        let join = "  from: orders\n  join:\n    - {dataset: customers, on: customer_id, as: customer}\n"
+        let named = try plan(join + "  where: customer.tier == \"gold\"\n  select: {id: order_id, who: customer.name}\n" + validSink)
+        #expect(named.joins.first?.fieldsRead == ["name", "tier"])
+        // Read whole: by a null test, or passed through without a select.
+        #expect(try plan(join + "  where: customer is not null\n  select: {id: order_id, who: customer.name}\n" + validSink)
+            .joins.first?.fieldsRead == nil)
+        #expect(try plan(join + validSink).joins.first?.fieldsRead == nil)
+    }
+
     @Test func filePathsNormalizeInsideTheRoot() {
         #expect(FilePaths.normalizedRelativePath("./eu//orders.jsonl") == "eu/orders.jsonl")
         #expect(FilePaths.normalizedRelativePath("a/../b.csv") == "b.csv")

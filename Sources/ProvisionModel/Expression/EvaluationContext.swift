@@ -20,6 +20,24 @@ public struct EvaluationContext: Sendable {
 /// its field by index instead of by name.
 public struct FieldSlots: Sendable, Equatable {
     public private(set) var names: [String] = []
+    /// Per object field, the fields inside it that expressions read (`customer.name`).
+    public private(set) var nestedReads: [String: Set<String>] = [:]
+    /// Object fields some expression reads whole (`customer is null`, or passed through).
+    public private(set) var wholeReads: Set<String> = []
+
+    /// What an expression reads of a field: a path into it, or (one component) all of it.
+    mutating func noteRead(_ path: [String]) {
+        if path.count > 1 {
+            nestedReads[path[0], default: []].insert(path[1])
+        } else {
+            wholeReads.insert(path[0])
+        }
+    }
+
+    /// The fields of object `name` that expressions read, or nil when some read it whole.
+    public func fieldsRead(in name: String) -> Set<String>? {
+        wholeReads.contains(name) ? nil : nestedReads[name] ?? []
+    }
 
     public init(_ names: [String] = []) {
         for name in names { _ = slot(for: name) }

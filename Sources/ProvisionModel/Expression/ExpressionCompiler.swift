@@ -157,6 +157,7 @@ struct ExpressionCompiler {
             }
         }
         referencedFields.insert(path[0])
+        slots.noteRead(path)
         let slot = slots.slot(for: path[0])
         let dottedPath = path.joined(separator: ".")
         let resultType = type

@@ -30,6 +30,9 @@ public struct ProductPlan: Sendable {
         /// The joined dataset's field matched against the event's `on` field: the table's
         /// key, or for a windowed join the field of the same name.
         public let matchedField: String
+        /// The joined record's fields that expressions read, or nil for all of them: only
+        /// these are kept in join state.
+        public internal(set) var fieldsRead: [String]?
     }
 
     /// Where a compile error belongs in the product spec.
@@ -112,6 +115,9 @@ public struct ProductPlan: Sendable {
         } else if let datasetKey = dataset.spec.key, outputSchema.field(named: datasetKey) != nil {
             keyField = datasetKey
         }
+        for index in joins.indices {
+            joins[index].fieldsRead = slots.fieldsRead(in: joins[index].spec.alias).map { $0.sorted() }
+        }
         var passthroughSlots: [Int]?
         if projection == nil {
             passthroughSlots = outputSchema.fields.map { slots.slot(for: $0.name) }
@@ -162,7 +168,7 @@ public struct ProductPlan: Sendable {
         if source.spec.schema.field(named: join.alias) != nil {
             throw .join(path: "\(path).as", message: "'\(join.alias)' is a field of dataset '\(source.name)'; name the join something else")
         }
-        return JoinPlan(spec: join, dataset: joined, slot: slots.slot(for: join.alias), matchedField: matched.name)
+        return JoinPlan(spec: join, dataset: joined, slot: slots.slot(for: join.alias), matchedField: matched.name, fieldsRead: nil)
     }
 }
 

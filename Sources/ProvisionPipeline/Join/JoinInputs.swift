@@ -28,6 +28,22 @@ public struct JoinProbe: Sendable {
     }()
 }
 
+/// The fields scanned from a joined record when expressions read only some of it.
+struct FieldScan: Sendable {
+    let names: JSONFieldNames
+    let time: Int?
+    let matched: Int
+    let read: [(name: String, slot: Int)]
+
+    init(time timeField: String?, matched matchedField: String, read fieldsRead: [String]) {
+        var slots = FieldSlots()
+        time = timeField.map { slots.slot(for: $0) }
+        matched = slots.slot(for: matchedField)
+        read = fieldsRead.map { ($0, slots.slot(for: $0)) }
+        names = JSONFieldNames(slots.names)
+    }
+}
+
 /// A source event's place in the log.
 public struct EventPosition: Sendable, Hashable, Comparable {
     public var partition: Int
@@ -86,6 +102,9 @@ public actor JoinInputs {
     private struct Input {
         let plan: ProductPlan.JoinPlan
         let topic: String
+        /// With `fieldsRead`, what is scanned from each record: its time field, the matched
+        /// field and the fields read, each once, and where each of them is among the names.
+        let scan: FieldScan?
         var positions: [Int: Int64] = [:]
         /// Per partition, the newest record time read.
         var newest: [Int: TimestampMilliseconds] = [:]
@@ -145,7 +164,8 @@ public actor JoinInputs {
                  maxDelay: join.spec.maxDelayMilliseconds, within: join.spec.withinMilliseconds ?? 0)
         }
         inputs = plan.joins.map { join in
-            Input(plan: join, topic: join.dataset.spec.topic)
+            Input(plan: join, topic: join.dataset.spec.topic,
+                  scan: join.fieldsRead.map { FieldScan(time: join.dataset.spec.time, matched: join.matchedField, read: $0) })
         }
     }
 
@@ -366,21 +386,40 @@ public actor JoinInputs {
         }
     }
 
+    /// A joined record's value as join state keeps it (only the fields expressions read,
+    /// when they read fields), its time field and its matched field; nil if it is not a
+    /// JSON object.
+    private func read(_ batch: RecordBatch, at position: Int, index: Int) -> (JSONObject, JSONValue?, JSONValue?)? {
+        guard let scan = inputs[index].scan else {
+            guard case .object(let object)? = batch.withValue(at: position, { try? JSONParser.parse($0) }) else { return nil }
+            return (object, inputs[index].plan.dataset.spec.time.flatMap { object[$0] }, object[inputs[index].plan.matchedField])
+        }
+        var values = [JSONValue?](repeating: nil, count: scan.names.count)
+        let scanned: Bool = batch.withValue(at: position) { (try? JSONParser.scanObject($0, names: scan.names, into: &values)) != nil }
+        guard scanned else { return nil }
+        var object = JSONObject()
+        object.fields.reserveCapacity(scan.read.count)
+        for (name, slot) in scan.read {
+            if let value = values[slot] { object.fields.append((name, value)) }
+        }
+        return (object, scan.time.flatMap { values[$0] }, values[scan.matched])
+    }
+
     private func ingest(_ batch: RecordBatch, into index: Int, partition: Int, until end: Int64?, counting: Bool) {
         let spec = inputs[index].plan.spec
-        let timeField = inputs[index].plan.dataset.spec.time
-        let matchedField = inputs[index].plan.matchedField
         let horizon = watermark.map { $0 - inputs[index].maxDelay } ?? .min
         for (position, entry) in batch.entries.enumerated() {
             if let end, entry.offset >= end { break }
             var time = entry.timestamp
             var object: JSONObject?
+            var matched: JSONValue?
             if entry.value != nil {
                 // A joined record that is not a JSON object cannot be matched; the dataset's
                 // own products dead-letter it.
-                guard case .object(let parsed)? = batch.withValue(at: position, { try? JSONParser.parse($0) }) else { continue }
+                guard let (parsed, recordTime, matchedValue) = read(batch, at: position, index: index) else { continue }
                 object = parsed
-                switch timeField.flatMap({ parsed[$0] }) {
+                matched = matchedValue
+                switch recordTime {
                 case .string(let text)?: time = Timestamp.parse(text) ?? time
                 case .integer(let milliseconds)?: time = milliseconds
                 default: break
@@ -389,7 +428,7 @@ public actor JoinInputs {
             inputs[index].newest[partition] = max(inputs[index].newest[partition] ?? time, time)
             let value = object.map(JSONValue.object)
             if spec.isWindowed {
-                guard let value, let key = JoinKey(object?[matchedField]) else { continue }
+                guard let value, let key = JoinKey(matched) else { continue }
                 let floor = horizon == .min ? horizon : horizon - inputs[index].within
                 // Older than every window still open: the events it belonged to are out.
                 if !inputs[index].window.insert(key: key, time: time, value: value, floor: floor), counting { late += 1 }
