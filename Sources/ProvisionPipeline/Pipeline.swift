@@ -225,7 +225,8 @@ public struct Pipeline: Sendable {
         if !processed.isEmpty { processed[0].outputs = [] }
         for chunk in processed.indices.dropFirst() { outputs.append(contentsOf: processed[chunk].outputs) }
         for chunk in processed { rejections.append(contentsOf: chunk.rejections) }
-        if processed.count > 1 || !rejections.isEmpty { rejections.sort { $0.index < $1.index } }
+        // The probe's and the rows' dead letters, each in order: merged into event order.
+        if rejections.count > 1 { rejections.sort { $0.index < $1.index } }
         return (outputs, rejections)
     }
 

@@ -339,6 +339,34 @@ extension ServerProcess {
         #expect(try outputRows(server.joinOutputPath).last?["name"] as? String == "Bob")
     }
 
+    @Test func badEventsOfAJoinedProductGoToTheDeadLetterTopicInOrder() async throws {
+        let server = ServerProcess()
+        try await server.start()
+        defer { server.stop(signal: SIGKILL) }
+        #expect(try server.ctl(["apply", "-f", try writeSpecs(joinCatalogSpec, joinProductSpec(), to: server.dataDirectory + "-specs")]).status == 0)
+        let customer = JoinWorld.CustomerVersion(key: "c-1", name: "Ann", tier: "gold", time: Self.start)
+        #expect(try server.ctl(["produce", "customers", "--file", "-", "--format", "envelope"],
+                               input: Data(JoinWorld.customerEnvelopes([customer]).utf8)).status == 0)
+        let time = JoinWorld.timestamp(Self.start + 60_000)
+        let lines = [
+            #"{"key":"o-1","value":{"order_id":"o-1","customer_id":"c-1","amount":"lots","placed_at":"\#(time)"},"time":"\#(time)"}"#,
+            #"{"key":"o-2","value":{"order_id":"o-2","customer_id":"c-1","amount":5,"placed_at":"\#(time)"},"time":"\#(time)"}"#,
+            #"{"key":"o-3","value":{"order_id":"o-3","customer_id":"c-1","amount":5,"placed_at":"yesterday"},"time":"\#(time)"}"#,
+        ].joined(separator: "\n") + "\n"
+        #expect(try server.ctl(["produce", "orders", "--file", "-", "--format", "envelope"], input: Data(lines.utf8)).status == 0)
+        let product = try await server.waitForProduct("enriched-orders") {
+            ($0.status["checkpoint"] as? [String: Any])?["0"] as? Int == 3
+        }
+        #expect(product.recordsWritten == 1)
+        #expect(try outputRows(server.joinOutputPath).map { $0["name"] as? String } == ["Ann"])
+        let letters = try server.ctl(["deadletters", "enriched-orders", "--json"]).output.split(separator: "\n")
+            .compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+        #expect(letters.map { $0["key"] as? String } == ["o-1", "o-3"])
+        let reasons = letters.map { String(describing: $0) }
+        #expect(reasons.first?.contains("amount") == true, "\(reasons)")
+        #expect(reasons.last?.contains("yesterday") == true, "\(reasons)")
+    }
+
     @Test func joinErrorsNameTheirLineAndColumn() async throws {
         let server = ServerProcess()
         try await server.start()

@@ -18,7 +18,6 @@ public struct TableVersions: Sendable {
 
     public init() {}
 
-    public var keyCount: Int { rows.count }
     public var versionCount: Int { rows.values.reduce(0) { $0 + $1.count } }
 
     /// Adds a version; of two with the same time, the one inserted later answers.
