@@ -27,6 +27,11 @@ extension Reconciler {
             // Writing an old version again would set a table row or a document back.
             throw RedeliveryError.unsupported("redelivery is for webhook products; '\(name)' writes to \(stored.product.spec.sink.kind)")
         }
+        guard stored.product.spec.joins.isEmpty else {
+            // A dead letter alone cannot be joined again: the joined records it met are read
+            // by the product's pipeline, not here. Sending it unjoined would be wrong data.
+            throw RedeliveryError.unsupported("redelivery of products with joins is not supported yet; '\(name)' joins \(stored.product.spec.joins.map(\.dataset).joined(separator: ", "))")
+        }
         let plan = try ProductPlan.compile(stored.product, datasets: currentState.datasets.mapValues(\.dataset))
         let processor = RecordProcessor(plan: plan, startTime: nil, endTime: nil)
         let log = eventLog

@@ -34,6 +34,8 @@ public struct RecordProcessor: Sendable {
     private let probeKeyIndices: [Int]
     /// The slot each join's match fills, in join order.
     private let joinSlots: [Int]
+    /// Some join sends events again when their row changes: probes carry where they are.
+    private let followsRowChanges: Bool
 
     public init(plan: ProductPlan, startTime: TimestampMilliseconds?, endTime: TimestampMilliseconds?) {
         self.plan = plan
@@ -52,6 +54,7 @@ public struct RecordProcessor: Sendable {
             (index >= filterSlotCount || (index == timeSlot && !windowed)) && !joined.contains(index)
         }
         joinSlots = plan.joins.map(\.slot)
+        followsRowChanges = plan.joins.contains { $0.spec.followsRowChanges }
         var probeFields = plan.slots.names
         var keyIndices: [Int] = []
         for join in plan.joins {
@@ -104,7 +107,6 @@ public struct RecordProcessor: Sendable {
     }
 
     public func probe(_ batch: RecordBatch, range: Range<Int>, partition: Int) -> Probes {
-        let keepsPositions = plan.joins.contains { $0.spec.mode == .latest && !$0.spec.isWindowed }
         var result = Probes()
         result.probes.reserveCapacity(range.count)
         for index in range {
@@ -141,7 +143,7 @@ public struct RecordProcessor: Sendable {
             }
             var probe = JoinProbe(eventTime: eventTime, keys: probeKeyIndices.map { JoinKey(fields[$0]) })
             probe.fields = fields
-            if keepsPositions {
+            if followsRowChanges {
                 probe.position = EventPosition(partition: partition, offset: entry.offset)
                 probe.recordKey = entry.key.map { JoinKey(batch.bytes[$0]) }
             }

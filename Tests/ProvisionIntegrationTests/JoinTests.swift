@@ -365,6 +365,15 @@ extension ServerProcess {
         let reasons = letters.map { String(describing: $0) }
         #expect(reasons.first?.contains("amount") == true, "\(reasons)")
         #expect(reasons.last?.contains("yesterday") == true, "\(reasons)")
+
+        // A webhook product with a join does not redeliver: its dead letters would go out
+        // unjoined. It says so instead.
+        let hook = joinProductSpec().replacingOccurrences(of: "enriched-orders", with: "enriched-hook")
+            .replacingOccurrences(of: "sink: {file: {path: enriched-hook.jsonl}}", with: "sink: {webhook: {url: \"http://127.0.0.1:9/hook\"}}")
+        #expect(try server.ctl(["apply", "-f", try writeSpecs(joinCatalogSpec, hook, to: server.dataDirectory + "-hook")]).status == 0)
+        let redelivery = try server.ctl(["redeliver", "enriched-hook"])
+        #expect(redelivery.status != 0)
+        #expect(redelivery.errorOutput.contains("redelivery of products with joins is not supported yet"), "\(redelivery.errorOutput)")
     }
 
     @Test func joinErrorsNameTheirLineAndColumn() async throws {

@@ -191,6 +191,10 @@ public struct JoinSpec: Sendable, Equatable, Codable {
 
     public var isWindowed: Bool { withinMilliseconds != nil }
 
+    /// A `latest` table join: its output follows the table, so events are sent again when
+    /// a row they joined changes. (`mode` means nothing to a windowed join.)
+    public var followsRowChanges: Bool { !isWindowed && mode == .latest }
+
     enum CodingKeys: String, CodingKey {
         case dataset, on, alias = "as", kind = "type", mode, withinMilliseconds = "within", maxDelayMilliseconds = "maxDelay"
     }

@@ -158,9 +158,9 @@ public actor JoinInputs {
     private init(plan: ProductPlan, log: any EventLog, clock: @escaping @Sendable () -> TimestampMilliseconds) {
         self.log = log
         self.clock = clock
-        hasLatestJoins = plan.joins.contains { $0.spec.mode == .latest && !$0.spec.isWindowed }
+        resendsOnChange = plan.joins.contains { $0.spec.followsRowChanges }
         rules = plan.joins.map { join in
-            Rule(lookup: join.spec.isWindowed ? .windowed : join.spec.mode == .latest ? .latest : .asOf, kind: join.spec.kind,
+            Rule(lookup: join.spec.isWindowed ? .windowed : join.spec.followsRowChanges ? .latest : .asOf, kind: join.spec.kind,
                  maxDelay: join.spec.maxDelayMilliseconds, within: join.spec.withinMilliseconds ?? 0)
         }
         inputs = plan.joins.map { join in
@@ -170,8 +170,7 @@ public actor JoinInputs {
     }
 
     /// Whether some join sends events again when a row they joined changes.
-    public nonisolated var resendsOnChange: Bool { hasLatestJoins }
-    private nonisolated let hasLatestJoins: Bool
+    public nonisolated let resendsOnChange: Bool
 
     public var position: JoinPosition {
         JoinPosition(inputs: Dictionary(uniqueKeysWithValues: inputs.map { ($0.plan.spec.alias, $0.positions) }),
@@ -222,8 +221,7 @@ public actor JoinInputs {
             }
             if let newestEvent {
                 for index in inputs.indices {
-                    let spec = inputs[index].plan.spec
-                    try await load(index, through: spec.mode == .latest && !spec.isWindowed ? nil : newestEvent + inputs[index].within)
+                    try await load(index, through: rules[index].lookup == .latest ? nil : newestEvent + rules[index].within)
                 }
             }
             match(probes, slice, into: &rows)
@@ -272,7 +270,7 @@ public actor JoinInputs {
         for probe in probes {
             guard let probe, probe.isJoined, let position = probe.position else { continue }
             if let recordKey = probe.recordKey { newestPosition[recordKey] = position }
-            for index in inputs.indices where inputs[index].plan.spec.mode == .latest && !inputs[index].plan.spec.isWindowed {
+            for index in inputs.indices where rules[index].lookup == .latest {
                 if let key = probe.keys[index] { inputs[index].joinedBy[key, default: []].append(position) }
             }
         }
