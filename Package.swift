@@ -3,7 +3,7 @@ import PackageDescription
 
 let package = Package(
     name: "Provision",
-    platforms: [.macOS(.v14)],
+    platforms: [.macOS(.v15)],
     products: [
         .executable(name: "provisionctl", targets: ["provisionctl"]),
     ],
@@ -107,6 +107,9 @@ let package = Package(
             dependencies: [
                 "ProvisionModel", "ProvisionLog", "ProvisionPipeline", "ProvisionSinks",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
             exclude: ["flaky_proxy.py", "webhook_receiver.py"]
         ),

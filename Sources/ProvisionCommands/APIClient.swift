@@ -58,6 +58,16 @@ struct APIClient {
         guard (200..<300).contains(reply.status) else { throw Failure(description: reply.errorMessage) }
         return try reply.decode(type)
     }
+
+    /// A page of a topic's records, read with Provision's own JSON so decimals keep their digits.
+    func recordsPage(_ path: String) async throws -> RecordsPage {
+        let reply = try await send(.GET, path)
+        guard (200..<300).contains(reply.status) else { throw Failure(description: reply.errorMessage) }
+        guard let json = try? JSONParser.parse([UInt8](reply.body)), let page = RecordsPage(json: json) else {
+            throw Failure(description: "the server's answer is not a page of records")
+        }
+        return page
+    }
 }
 
 extension String {

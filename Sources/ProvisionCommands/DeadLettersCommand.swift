@@ -25,7 +25,7 @@ struct DeadLettersCommand: AsyncParsableCommand {
         let topic = "_deadletter.\(product)".urlComponentEncoded
         let end: RecordsPage
         do {
-            end = try await client.call(.GET, "/v1/topics/\(topic)/records?limit=1&from=-1", as: RecordsPage.self)
+            end = try await client.recordsPage("/v1/topics/\(topic)/records?limit=1&from=-1")
         } catch {
             print("no dead letters")
             return
@@ -33,7 +33,7 @@ struct DeadLettersCommand: AsyncParsableCommand {
         var from = max(0, end.endOffset - Int64(max(0, limit)))
         var records: [RecordView] = []
         while from < end.endOffset {
-            let page = try await client.call(.GET, "/v1/topics/\(topic)/records?from=\(from)&limit=1000", as: RecordsPage.self)
+            let page = try await client.recordsPage("/v1/topics/\(topic)/records?from=\(from)&limit=1000")
             records += page.records
             if page.records.isEmpty { break }
             from = page.nextOffset
@@ -43,9 +43,7 @@ struct DeadLettersCommand: AsyncParsableCommand {
             return
         }
         if json {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-            for record in records { print(String(decoding: try encoder.encode(record), as: UTF8.self)) }
+            for record in records { print(JSONWriter.string(record.json)) }
             return
         }
         print(["OFFSET", "TIME", "KEY", "SOURCE", "REASON"].joined(separator: "\t"))

@@ -28,19 +28,14 @@ struct TailCommand: AsyncParsableCommand {
         if fromBeginning {
             from = 0
         } else {
-            let page = try await client.call(.GET, "/v1/topics/\(topic.urlComponentEncoded)/records?limit=1&from=-1", as: RecordsPage.self)
+            let page = try await client.recordsPage("/v1/topics/\(topic.urlComponentEncoded)/records?limit=1&from=-1")
             from = follow && limit == nil ? page.endOffset : max(0, page.endOffset - Int64(min(remaining, 10_000)))
         }
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         while remaining > 0 {
             let wait = follow ? "&wait=10000" : ""
-            let page = try await client.call(
-                .GET, "/v1/topics/\(topic.urlComponentEncoded)/records?from=\(from)&limit=\(min(pageSize, remaining))\(wait)",
-                as: RecordsPage.self)
-            for record in page.records {
-                print(String(decoding: try encoder.encode(record), as: UTF8.self))
-            }
+            let page = try await client.recordsPage(
+                "/v1/topics/\(topic.urlComponentEncoded)/records?from=\(from)&limit=\(min(pageSize, remaining))\(wait)")
+            for record in page.records { print(JSONWriter.string(record.json)) }
             remaining -= page.records.count
             from = page.nextOffset
             if page.records.isEmpty && !follow { break }

@@ -41,17 +41,19 @@ public struct RecordProcessor: Sendable {
         self.plan = plan
         self.startTime = startTime
         self.endTime = endTime
-        // Without a window the event time only matters for output, so it waits for phase two.
+        // Without a window the event time only matters for output, so it waits for phase two,
+        // unless the filter reads the time field itself.
         let windowed = startTime != nil || endTime != nil
+        let timeNeededFirst = windowed || plan.filterReadsTimeField
         let timeSlot = plan.timeSlot
         let filterSlotCount = plan.filterSlotCount
         // Joined records fill their slots from the join, never from the event.
         let joined = Set(plan.joins.map(\.slot))
         filterNames = JSONFieldNames(plan.slots.names) { index in
-            index < filterSlotCount && (index != timeSlot || windowed) && !joined.contains(index)
+            index < filterSlotCount && (index != timeSlot || timeNeededFirst) && !joined.contains(index)
         }
         outputNames = JSONFieldNames(plan.slots.names) { index in
-            (index >= filterSlotCount || (index == timeSlot && !windowed)) && !joined.contains(index)
+            (index >= filterSlotCount || (index == timeSlot && !timeNeededFirst)) && !joined.contains(index)
         }
         joinSlots = plan.joins.map(\.slot)
         followsRowChanges = plan.joins.contains { $0.spec.followsRowChanges }

@@ -141,7 +141,7 @@ public struct APIRouter: Sendable {
                 partition: 0, offset: record.offset, time: Timestamp.format(record.record.timestamp),
                 key: record.record.key.map { String(decoding: $0, as: UTF8.self) },
                 value: record.record.value.map { bytes in
-                    JSONText((try? JSONParser.parse(bytes)) ?? .string(String(decoding: bytes, as: UTF8.self)))
+                    (try? JSONParser.parse(bytes)) ?? .string(String(decoding: bytes, as: UTF8.self))
                 },
                 headers: record.record.headers.isEmpty ? nil : Dictionary(
                     record.record.headers.map { ($0.name, String(decoding: $0.value, as: UTF8.self)) },
@@ -149,7 +149,7 @@ public struct APIRouter: Sendable {
         }
         let logStart = try await log.startOffset(of: partition)
         let next = stored.last.map { $0.offset + 1 } ?? max(from, logStart)
-        return Self.json(RecordsPage(records: views, nextOffset: next, endOffset: try await log.endOffset(of: partition)))
+        return Self.json(RecordsPage(records: views, nextOffset: next, endOffset: try await log.endOffset(of: partition)).json)
     }
 
     // MARK: Responses
@@ -161,6 +161,15 @@ public struct APIRouter: Sendable {
         var headers = HTTPFields()
         headers[.contentType] = "application/json"
         return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+
+    /// A JSON value written by Provision's own writer: decimals keep their digits.
+    static func json(_ value: JSONValue, status: HTTPResponse.Status = .ok) -> Response {
+        var bytes: [UInt8] = []
+        JSONWriter.write(value, into: &bytes)
+        var headers = HTTPFields()
+        headers[.contentType] = "application/json"
+        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
     }
 
     static func error(_ status: HTTPResponse.Status, code: String, message: String, details: [SpecError]? = nil) -> Response {

@@ -100,7 +100,7 @@ private struct Harness {
         try await harness.waitFor { $0?.status.phase == .live && $0?.status.recordsWritten == 100 && $0?.status.observedGeneration == 2 }
         let lines = try harness.lines()
         #expect(lines.count == 100)
-        #expect(lines.first == #"{"id":"o-90","amount":90.0}"#)
+        #expect(lines.first == #"{"id":"o-90","amount":90}"#, "an integer in a decimal field keeps its digits")
 
         // Changing only the deletion policy is an in-place update.
         #expect(try await harness.apply(catalog, productSpec(where: "amount >= 90", policy: "Delete")).map(\.action) == [.unchanged, .update])

@@ -103,7 +103,7 @@ func seedLog(_ server: ServerProcess, _ orders: [TestOrder]) async throws {
 }
 
 
-@Suite(.serialized) struct EndToEndTests {
+@Suite(.serialized, integrationTimeLimit) struct EndToEndTests {
     @Test func produceApplyBackfillThenFollowLive() async throws {
         let server = ServerProcess()
         try await server.start()

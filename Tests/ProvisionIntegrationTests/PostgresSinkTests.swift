@@ -12,22 +12,32 @@ import Glibc
 /// The server `scripts/test` starts for these tests.
 let postgresURL = ProcessInfo.processInfo.environment["PROVISION_TEST_POSTGRES_URL"]
 
-/// Runs a query with psql and returns its rows, fields split on tabs.
+/// The URL of the test PostgreSQL, or a failure saying how to get one.
+func requirePostgresURL() throws -> String {
+    guard let postgresURL else {
+        throw Failure("PROVISION_TEST_POSTGRES_URL is not set: run the suite with scripts/test, which starts PostgreSQL")
+    }
+    return postgresURL
+}
+
+/// Runs a query with psql (two minutes at most) and returns its rows, fields split on tabs.
 func psqlRows(_ sql: String, url: String? = postgresURL) throws -> [[String]] {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    process.arguments = ["psql", url!, "-X", "-A", "-t", "-F", "\t", "-v", "ON_ERROR_STOP=1", "-c", sql]
-    let output = Pipe()
-    process.standardOutput = output
+    process.arguments = ["psql", try url ?? requirePostgresURL(), "-X", "-A", "-t", "-F", "\t", "-v", "ON_ERROR_STOP=1", "-c", sql]
+    let outputPath = NSTemporaryDirectory() + "provision-psql-\(UUID().uuidString)"
+    _ = FileManager.default.createFile(atPath: outputPath, contents: nil)
+    defer { try? FileManager.default.removeItem(atPath: outputPath) }
+    process.standardOutput = FileHandle(forWritingAtPath: outputPath)
     process.standardError = FileHandle.nullDevice
     try process.run()
-    let data = output.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
+    try waitForExit(process, timeout: .seconds(120), what: "psql")
+    let data = FileManager.default.contents(atPath: outputPath) ?? Data()
     guard process.terminationStatus == 0 else { throw Failure("psql failed for: \(sql)") }
     return String(decoding: data, as: UTF8.self).split(separator: "\n").map { $0.split(separator: "\t", omittingEmptySubsequences: false).map(String.init) }
 }
 
-@Suite(.serialized, .enabled(if: postgresURL != nil, "needs the PostgreSQL server scripts/test starts"))
+@Suite(.serialized, integrationTimeLimit, .enabled(if: postgresURL != nil || runningInCI, "needs the PostgreSQL server scripts/test starts"))
 struct PostgresSinkTests {
     @Test func upsertsDeletesAndFiltersIntoATable() async throws {
         let server = ServerProcess()
@@ -135,7 +145,7 @@ struct PostgresSinkTests {
         let sink = PostgresSink(spec: PostgresSinkSpec(url: "${env:PROVISION_TEST_POSTGRES_URL}", table: table),
                                 environment: ProcessInfo.processInfo.environment, product: "stale", outputSchema: schema,
                                 keyField: "id", logger: Logger(label: "test"))
-        func row(_ amount: Double, offset: Int64) -> OutputRecord {
+        func row(_ amount: DecimalNumber, offset: Int64) -> OutputRecord {
             OutputRecord(key: .string("k"), body: .row([.string("k"), .decimal(amount)]), partition: 0, offset: offset, eventTime: 0)
         }
         #expect(try await sink.open() == nil)
@@ -151,15 +161,16 @@ struct PostgresSinkTests {
     }
 
     @Test func sslModesAreHonoured() async throws {
+        _ = try requirePostgresURL()
         let schema = Schema(fields: [.init(name: "id", type: .string)])
         func sink(_ mode: String) -> PostgresSink {
             PostgresSink(spec: PostgresSinkSpec(url: "${env:DATABASE}", table: "tls_\(mode.replacingOccurrences(of: "-", with: "_"))"),
-                         environment: ["DATABASE": postgresURL! + "?sslmode=\(mode)"], product: "tls", outputSchema: schema,
+                         environment: ["DATABASE": (postgresURL ?? "") + "?sslmode=\(mode)"], product: "tls", outputSchema: schema,
                          keyField: "id", logger: Logger(label: "test"))
         }
         // Counted over a plain connection, so psql's own does not count.
         func encryptedConnections() throws -> Int {
-            Int(try psqlRows("SELECT count(*) FROM pg_stat_ssl WHERE ssl", url: postgresURL! + "?sslmode=disable")[0][0]) ?? -1
+            Int(try psqlRows("SELECT count(*) FROM pg_stat_ssl WHERE ssl", url: try requirePostgresURL() + "?sslmode=disable")[0][0]) ?? -1
         }
         let plain = sink("disable")
         _ = try await plain.open()
@@ -186,7 +197,7 @@ struct PostgresSinkTests {
             throw Failure("PROVISION_TEST_POSTGRES_CTL is not set")
         }
         let extra = action == "start" ? "-w -o '\(options)'" : "-m fast -w"
-        let status = try runShell("\(control) \(extra) \(action) >/dev/null 2>&1")
+        let status = try runShell("timeout 120 \(control) \(extra) \(action) >/dev/null 2>&1")
         guard status == 0 else { throw Failure("pg_ctl \(action) failed with status \(status)") }
     }
 

@@ -1,11 +1,90 @@
+import AsyncHTTPClient
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
+import NIOCore
+import NIOHTTP1
 import Testing
 #if canImport(Glibc)
 import Glibc
 #endif
+
+/// True under CI (`CI=true`): a test server that is missing fails the run there instead of
+/// skipping its tests.
+let runningInCI = ["true", "1"].contains(ProcessInfo.processInfo.environment["CI"]?.lowercased() ?? "")
+
+/// How long an integration test may take before it fails with a message, well inside CI's
+/// limit: the slowest ones back-fill a million records and kill a server on the way.
+let integrationTimeLimit: TimeLimitTrait = .timeLimit(.minutes(8))
+
+// MARK: HTTP
+
+/// One HTTP exchange from a test, always with a deadline: AsyncHTTPClient, not URLSession,
+/// whose requests could hang on a half-closed connection past any timeout.
+struct HTTPReply {
+    var status: Int
+    var body: Data
+
+    var json: Any? { try? JSONSerialization.jsonObject(with: body, options: .fragmentsAllowed) }
+}
+
+func httpRequest(_ method: HTTPMethod, _ url: String, body: Data? = nil, contentType: String = "application/json",
+                 headers: [(String, String)] = [], timeout: Duration = .seconds(30)) async throws -> HTTPReply
+{
+    var request = HTTPClientRequest(url: url)
+    request.method = method
+    for (name, value) in headers { request.headers.add(name: name, value: value) }
+    if let body {
+        request.headers.add(name: "Content-Type", value: contentType)
+        request.body = .bytes(ByteBuffer(data: body))
+    }
+    let milliseconds = timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000
+    let deadline = NIODeadline.now() + .milliseconds(milliseconds)
+    let response = try await HTTPClient.shared.execute(request, deadline: deadline)
+    let bytes = try await response.body.collect(upTo: 256 * 1024 * 1024)
+    return HTTPReply(status: Int(response.status.code), body: Data(buffer: bytes))
+}
+
+// MARK: Processes
+
+/// Waits for a child process to end, at most `timeout`; past it the process is killed and
+/// the wait fails with `what` in the message, so a hung child fails its test in minutes.
+func waitForExit(_ process: Process, timeout: Duration, what: String) throws {
+    let deadline = ContinuousClock.now + timeout
+    while process.isRunning {
+        if ContinuousClock.now >= deadline {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+            throw Failure("\(what) did not finish within \(timeout); it was killed")
+        }
+        usleep(5_000)
+    }
+    process.waitUntilExit()
+}
+
+/// Waits until something accepts TCP connections on 127.0.0.1:`port`.
+func waitForPort(_ port: Int, of process: Process, timeout: Duration = .seconds(30), what: String) throws {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        guard process.isRunning else { throw Failure("\(what) exited before it listened on port \(port)") }
+        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        close(descriptor)
+        if connected == 0 { return }
+        usleep(20_000)
+    }
+    throw Failure("\(what) did not listen on port \(port) within \(timeout)")
+}
+
+/// Removes what a test left on disk, unless `PROVISION_KEEP_TEST_DATA` asks to keep it.
+func removeTestData(_ paths: String...) {
+    guard ProcessInfo.processInfo.environment["PROVISION_KEEP_TEST_DATA"] == nil else { return }
+    for path in paths { try? FileManager.default.removeItem(atPath: path) }
+}
 
 /// The `provisionctl` binary under test: `$PROVISIONCTL_BIN`, or the debug build beside the sources.
 let provisionctlPath: String = {
@@ -20,9 +99,9 @@ struct CommandResult {
     var errorOutput: String
 }
 
-/// Runs `provisionctl` with arguments and waits for it.
+/// Runs `provisionctl` with arguments and waits for it, at most `timeout`.
 @discardableResult
-func provisionctl(_ arguments: [String], input: Data? = nil) throws -> CommandResult {
+func provisionctl(_ arguments: [String], input: Data? = nil, timeout: Duration = .seconds(180)) throws -> CommandResult {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: provisionctlPath)
     process.arguments = arguments
@@ -42,11 +121,11 @@ func provisionctl(_ arguments: [String], input: Data? = nil) throws -> CommandRe
         process.standardInput = FileHandle.nullDevice
         try process.run()
     }
-    process.waitUntilExit()
     defer {
         try? FileManager.default.removeItem(atPath: outputFile)
         try? FileManager.default.removeItem(atPath: errorFile)
     }
+    try waitForExit(process, timeout: timeout, what: "provisionctl \(arguments.prefix(3).joined(separator: " "))")
     return CommandResult(status: process.terminationStatus,
                          output: (try? String(contentsOfFile: outputFile, encoding: .utf8)) ?? "",
                          errorOutput: (try? String(contentsOfFile: errorFile, encoding: .utf8)) ?? "")
@@ -118,22 +197,20 @@ final class ServerProcess: @unchecked Sendable {
     var serverLog: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
 
     private func isHealthy() async throws -> Bool {
-        var request = URLRequest(url: URL(string: url + "/healthz")!)
-        request.timeoutInterval = 2
-        do {
-            let (_, response) = try await URLSession.shared.data(for: request)
-            return (response as? HTTPURLResponse)?.statusCode == 200
-        } catch {
-            return false
-        }
+        (try? await httpRequest(.GET, url + "/healthz", timeout: .seconds(2)))?.status == 200
     }
 
-    /// Sends a signal and waits for the process to end; returns its exit status.
+    /// Sends a signal and waits for the process to end, at most a minute (then SIGKILL);
+    /// returns its exit status.
     @discardableResult
     func stop(signal: Int32 = SIGTERM) -> Int32 {
         guard let process else { return -1 }
         kill(process.processIdentifier, signal)
-        process.waitUntilExit()
+        do {
+            try waitForExit(process, timeout: .seconds(60), what: "the server (signal \(signal))")
+        } catch {
+            Issue.record("\(error)")
+        }
         self.process = nil
         return process.terminationStatus
     }
@@ -151,11 +228,9 @@ final class ServerProcess: @unchecked Sendable {
 
     /// The product straight from the API: cheap enough to poll every few milliseconds.
     func fetchProduct(_ name: String) async throws -> [String: Any]? {
-        var request = URLRequest(url: URL(string: url + "/v1/products/" + name)!)
-        request.timeoutInterval = 5
-        let (data, response) = try await URLSession.shared.data(for: request)
-        guard (response as? HTTPURLResponse)?.statusCode == 200 else { return nil }
-        return try JSONSerialization.jsonObject(with: data) as? [String: Any]
+        let reply = try await httpRequest(.GET, url + "/v1/products/" + name, timeout: .seconds(10))
+        guard reply.status == 200 else { return nil }
+        return reply.json as? [String: Any]
     }
 
     /// Polls the API until the product meets the condition. The poll is quick, so a test can
@@ -179,6 +254,7 @@ final class ServerProcess: @unchecked Sendable {
             kill(process.processIdentifier, SIGKILL)
             process.waitUntilExit()
         }
+        removeTestData(dataDirectory, logPath)
     }
 }
 
@@ -192,4 +268,16 @@ extension Dictionary where Key == String, Value == Any {
     var phase: String? { status["phase"] as? String }
     var recordsWritten: Int { (status["recordsWritten"] as? NSNumber)?.intValue ?? -1 }
     var lag: Int { (status["lag"] as? NSNumber)?.intValue ?? -1 }
+}
+
+@Suite struct TestEnvironmentTests {
+    /// Under CI every test server must be there: a suite that skipped for want of one would
+    /// let a broken sink land.
+    @Test func ciProvidesEveryTestServer() {
+        guard runningInCI else { return }
+        let environment = ProcessInfo.processInfo.environment
+        for variable in ["PROVISION_TEST_POSTGRES_URL", "PROVISION_TEST_ELASTICSEARCH_URLS", "PROVISIONCTL_BIN"] {
+            #expect(environment[variable]?.isEmpty == false, "\(variable) is not set: run the suite with scripts/test")
+        }
+    }
 }

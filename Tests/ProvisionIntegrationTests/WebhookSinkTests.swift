@@ -31,8 +31,7 @@ final class WebhookReceiver: @unchecked Sendable {
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         try process.run()
-        for _ in 0..<100 where !FileManager.default.fileExists(atPath: logPath) { usleep(50_000) }
-        usleep(200_000)
+        try waitForPort(port, of: process, what: "webhook_receiver.py")
     }
 
     var requests: [Request] {
@@ -53,6 +52,14 @@ final class WebhookReceiver: @unchecked Sendable {
     func stop() {
         kill(process.processIdentifier, SIGKILL)
         process.waitUntilExit()
+    }
+
+    deinit {
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+        removeTestData(logPath)
     }
 }
 
@@ -83,7 +90,7 @@ private func offsetsByKey(_ delivered: [(id: String, key: String, offset: Int)])
     return byKey
 }
 
-@Suite(.serialized)
+@Suite(.serialized, integrationTimeLimit)
 struct WebhookSinkTests {
     @Test func failuresAreRetriedInOrderSignedAndRefusalsDeadLettered() async throws {
         let secret = "whsec-\(UUID().uuidString)"

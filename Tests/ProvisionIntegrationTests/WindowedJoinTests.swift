@@ -103,7 +103,7 @@ func paidOrdersSpec(type: String) -> String {
     """
 }
 
-@Suite(.serialized) struct WindowedJoinTests {
+@Suite(.serialized, integrationTimeLimit) struct WindowedJoinTests {
     static let start: Int64 = 1_767_225_600_000
 
     @Test(arguments: ["inner", "left"])

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""An HTTP proxy for the tests: forwards every request to an upstream server, but for the
-first SECONDS answers every other `_bulk` request with 429 (and a Retry-After) or 503, as an
-overloaded cluster does. Writes how many requests it refused to STATS_PATH.
+"""An HTTP proxy for the tests: forwards every request to an upstream server, but for
+SECONDS from the first `_bulk` request on answers every other `_bulk` request with 429 (and a
+Retry-After) or 503, as an overloaded cluster does. Writes how many requests it refused to
+STATS_PATH.
 
     flaky_proxy.py PORT UPSTREAM SECONDS STATS_PATH
 """
@@ -13,7 +14,7 @@ import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 port, upstream, seconds, stats_path = int(sys.argv[1]), sys.argv[2].rstrip("/"), float(sys.argv[3]), sys.argv[4]
-started = time.monotonic()
+started = None  # when the first _bulk request arrives: the failing window starts there
 lock = threading.Lock()
 bulk_requests = 0
 refused = 0
@@ -36,6 +37,11 @@ class Proxy(BaseHTTPRequestHandler):
         global bulk_requests, refused
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else None
+        global started
+        if "/_bulk" in self.path:
+            with lock:
+                if started is None:
+                    started = time.monotonic()
         if "/_bulk" in self.path and time.monotonic() - started < seconds:
             with lock:
                 bulk_requests += 1

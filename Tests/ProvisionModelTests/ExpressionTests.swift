@@ -45,9 +45,46 @@ private let order: JSONValue = [
     @Test func arithmetic() throws {
         #expect(try evaluate("items * 2", order) == .integer(6))
         #expect(try evaluate("amount * 2", order) == .decimal(2501))
+        #expect(JSONWriter.string(try evaluate("amount * 2", order).json) == "2501.0")
         #expect(try evaluate("items / 2", order) == .decimal(1.5))
         #expect(try evaluate("items / 0", order) == .null)
         #expect(try evaluate("amount - items", order) == .decimal(1247.5))
+    }
+
+    @Test func decimalsAreExact() throws {
+        let money: JSONValue = ["amount": .decimal("512.40"), "items": 3, "order_id": "o-1"]
+        #expect(try evaluate("amount * 3", money) == .decimal("1537.20"))
+        #expect(JSONWriter.string(try evaluate("amount * 3", money).json) == "1537.20")
+        #expect(try evaluate("amount + 0.1 + 0.2 == amount + 0.3", money) == .boolean(true))
+        #expect(try evaluate("amount * 1.5", money).json == .decimal("768.600"), "a product's scale is the sum of the scales")
+        #expect(JSONWriter.string(try evaluate("amount - 12.4", money).json) == "500.00")
+        // Division: max(6, scales) places, rounded half away from zero.
+        #expect(JSONWriter.string(try evaluate("amount / 3", money).json) == "170.800000")
+        #expect(JSONWriter.string(try evaluate("2 / 3", money).json) == "0.666667")
+        #expect(JSONWriter.string(try evaluate("-2 / 3", money).json) == "-0.666667")
+        #expect(JSONWriter.string(try evaluate("1 / 8", money).json) == "0.125000")
+        #expect(JSONWriter.string(try evaluate("0.0000005 / 1", money).json) == "0.0000005")
+        // A notional with 17 significant digits is copied digit for digit.
+        let trade: JSONValue = ["amount": .decimal("841692974686333.29")]
+        #expect(JSONWriter.string(try evaluate("amount", trade).json) == "841692974686333.29")
+        #expect(try evaluate("amount > 841692974686333.28", trade) == .boolean(true))
+        // Integers and decimals compare exactly, beyond what a double can tell apart.
+        let big: JSONValue = ["items": 9_007_199_254_740_993, "amount": .decimal("9007199254740992.0")]
+        #expect(try evaluate("items > amount", big) == .boolean(true))
+        #expect(try evaluate("amount == 9007199254740992", big) == .boolean(true))
+    }
+
+    @Test func overflowIsAnErrorOfTheEventNotAWrongNumber() throws {
+        let huge: JSONValue = ["amount": .decimal("99999999999999999999999999999999999999"), "items": .integer(.max)]
+        #expect(throws: EvaluationError.self) { try evaluate("amount + 1", huge) }
+        #expect(throws: EvaluationError.self) { try evaluate("amount * 10", huge) }
+        #expect(throws: EvaluationError.self) { try evaluate("items + 1", huge) }
+        #expect(throws: EvaluationError.self) { try evaluate("items * 2", huge) }
+        // Fractional digits beyond 38 in all are rounded off, not an overflow.
+        let tiny: JSONValue = ["amount": .decimal("0.1234567890123456789012345678901234567")]
+        #expect(JSONWriter.string(try evaluate("amount * amount", tiny).json) == "0.01524157875323883675049535156256668192")
+        // A value beyond 38 digits is refused when read as a decimal.
+        #expect(throws: EvaluationError.self) { try evaluate("amount > 1", ["amount": .number(1e300)]) }
     }
 
     @Test func membership() throws {

@@ -7,7 +7,7 @@ import Testing
         let text = #"{"a":1,"b":-2.5,"c":"x\"y\\z\n","d":[true,false,null],"e":{"f":"é😀"},"g":12345678901234}"#
         let value = try JSONParser.parse(text)
         #expect(value["a"] == .integer(1))
-        #expect(value["b"] == .number(-2.5))
+        #expect(value["b"] == .decimal("-2.5"))
         #expect(value["c"] == .string("x\"y\\z\n"))
         #expect(value["e"]?["f"] == .string("é😀"))
         #expect(JSONWriter.string(value) == text)
@@ -34,7 +34,7 @@ import Testing
             let foundation = try JSONSerialization.jsonObject(with: Data(text.utf8), options: .fragmentsAllowed) as! NSNumber
             switch ours {
             case .integer(let integer): #expect(Double(integer) == foundation.doubleValue)
-            case .number(let number): #expect(number == foundation.doubleValue)
+            case .decimal(let number): #expect(number.doubleValue == foundation.doubleValue)
             default: Issue.record("\(text) is not a number")
             }
         }
@@ -95,7 +95,7 @@ import Testing
 
     @Test func readsOnlyTheNamedFieldsAndSkipsTheRest() throws {
         let text = #"{"skip":{"deep":[1,{"x":"y"}]},"amount":12.5,"s":"a\"b","region":"EU","n":null,"t":true,"arr":[1,2]}"#
-        #expect(try scan(text, ["region", "amount", "absent", "s"]) == [.string("EU"), .number(12.5), nil, .string("a\"b")])
+        #expect(try scan(text, ["region", "amount", "absent", "s"]) == [.string("EU"), .decimal("12.5"), nil, .string("a\"b")])
     }
 
     @Test func skipsStringsWithEscapedQuotesAndBackslashes() throws {
@@ -113,22 +113,28 @@ import Testing
         #expect(throws: JSONParseError.self) { try scan(text, ["a"]) }
     }
 
-    @Test func decimalsMatchTheStandardLibrary() throws {
+    @Test func decimalsKeepEveryDigitAndAgreeWithTheStandardLibrary() throws {
         var generator = SystemRandomNumberGenerator()
-        var texts = ["0.1", "0.3", "1234.56", "-0.05", "9007199254740993.5", "1e22", "1.5e-7", "123456789012345.6", "0.000001"]
+        var texts = ["0.1", "0.3", "1234.56", "-0.05", "9007199254740993.5", "123456789012345.6", "0.000001", "512.40",
+                     "841692974686333.29", "99999999999999999999999999999999999999", "-0.00000000000000000000000000000000000001"]
         for _ in 0..<2000 {
             let cents = Int.random(in: 0..<100_000_000, using: &generator)
             texts.append("\(cents / 100).\(String(format: "%02d", cents % 100))")
             texts.append(String(Double.random(in: -1e6..<1e6, using: &generator)))
         }
         for text in texts {
-            let parsed = try JSONParser.parse(text)
-            let expected = Double(text)!
-            switch parsed {
-            case .number(let number): #expect(number == expected, "\(text)")
-            case .integer(let integer): #expect(Double(integer) == expected, "\(text)")
-            default: Issue.record("\(text) did not parse as a number")
+            guard case .decimal(let number) = try JSONParser.parse(text) else {
+                Issue.record("\(text) did not parse as a decimal")
+                continue
             }
+            // Written back digit for digit, and the nearest double is the standard library's.
+            if !text.contains("e") { #expect(JSONWriter.string(.decimal(number)) == text) }
+            #expect(number.doubleValue == Double(text)!, "\(text)")
         }
+        // Exponents are read exactly; beyond 38 digits a number is binary floating point.
+        #expect(try JSONParser.parse("1.5e-7") == .decimal("0.00000015"))
+        #expect(try JSONParser.parse("12E2") == .decimal(1200))
+        #expect(try JSONParser.parse("123456789012345678901234567890123456789") == .number(123456789012345678901234567890123456789.0))
+        #expect(try JSONParser.parse("1e400") == .number(.infinity))
     }
 }

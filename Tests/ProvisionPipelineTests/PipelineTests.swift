@@ -51,6 +51,30 @@ private func order(_ index: Int, amount: Double, region: String = "EU", time: In
         }
     }
 
+    /// Every field, whatever its role in the dataset (key, event time, plain), is read by a
+    /// filter: without a time window the event-time field used to reach `where` as null.
+    @Test(arguments: [nil, 0] as [Int64?])
+    func whereReadsTheKeyAndTimeFieldsLikeAnyOther(windowStart: Int64?) throws {
+        let cutoff = Timestamp.format(15 * 60_000)
+        let filters: [(String, [Int])] = [
+            ("placed_at >= \(cutoff)", Array(15..<30)),
+            ("placed_at is not null", Array(0..<30)),
+            ("placed_at < \"\(cutoff)\" and amount > 0", Array(1..<15)),
+            ("order_id in ['o-3', 'o-4']", [3, 4]),
+            ("order_id is not null and placed_at > now() - 10m", Array(21..<30)),
+        ]
+        for (filter, expected) in filters {
+            let processor = RecordProcessor(plan: try plan(filter: filter), startTime: windowStart, endTime: nil)
+            let kept = (0..<30).compactMap { index -> Int? in
+                let outcome = processor.process(StoredRecord(offset: Int64(index), record: order(index, amount: Double(index))),
+                                                partition: 0, now: 30 * 60_000)
+                if case .output = outcome { return index }
+                return nil
+            }
+            #expect(kept == expected, "\(filter)")
+        }
+    }
+
     @Test func theEventTimeFieldBoundsTheBackfill() throws {
         let processor = RecordProcessor(plan: try plan(filter: nil), startTime: 10 * 60_000, endTime: 20 * 60_000)
         let outcomes = (0..<30).map { processor.process(StoredRecord(offset: Int64($0), record: order($0, amount: 1)), partition: 0, now: 0) }
@@ -92,7 +116,7 @@ private func order(_ index: Int, amount: Double, region: String = "EU", time: In
 
 @Suite struct FileSinkTests {
     private func rows(_ range: Range<Int>, partition: Int = 0) -> [OutputRecord] {
-        range.map { OutputRecord(key: .string("o-\($0)"), body: .row([.string("o-\($0)"), .decimal(Double($0) + 0.5), .string("a,\"b\"")]),
+        range.map { OutputRecord(key: .string("o-\($0)"), body: .row([.string("o-\($0)"), .decimal(DecimalNumber(significand: Int128($0) * 10 + 5, scale: 1)!), .string("a,\"b\"")]),
                                  partition: partition, offset: Int64($0), eventTime: 0) }
     }
 

@@ -79,10 +79,10 @@ enum DemoData {
         let id = "o-\(index)"
         // Mostly small baskets, a long tail of large ones.
         let cents = random.next(below: 100) < 85 ? 500 + random.next(below: 30_000) : 30_000 + random.next(below: 500_000)
-        let amount = Double(cents) / 100
+        let amount = DecimalNumber(significand: Int128(cents), scale: 2)!
         let status = statuses[random.next(below: statuses.count)]
         let order: JSONValue = [
-            "order_id": .string(id), "customer_id": .string("c-\(customer)"), "amount": .number(amount),
+            "order_id": .string(id), "customer_id": .string("c-\(customer)"), "amount": .decimal(amount),
             "currency": .string(region == "EU" ? "EUR" : "USD"), "region": .string(region), "status": .string(status),
             "items": .integer(Int64(1 + random.next(below: 6))), "placed_at": .string(Timestamp.format(time)),
         ]
@@ -91,7 +91,7 @@ enum DemoData {
             let paidAt = time + Int64(random.next(below: 3_600_000))
             let paymentStatus = random.next(below: 100) < 4 ? "failed" : "captured"
             let value: JSONValue = [
-                "payment_id": .string("p-\(index)"), "order_id": .string(id), "amount": .number(amount),
+                "payment_id": .string("p-\(index)"), "order_id": .string(id), "amount": .decimal(amount),
                 "method": .string(methods[random.next(below: methods.count)]), "status": .string(paymentStatus),
                 "paid_at": .string(Timestamp.format(paidAt)),
             ]

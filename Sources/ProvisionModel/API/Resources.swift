@@ -138,17 +138,18 @@ public struct ProduceResponse: Sendable, Codable {
     }
 }
 
-/// One record as `GET /v1/topics/{topic}/records` returns it.
-public struct RecordView: Sendable, Codable {
+/// One record as `GET /v1/topics/{topic}/records` returns it. Written and read with
+/// Provision's own JSON, not Codable, so a decimal in a value keeps every stored digit.
+public struct RecordView: Sendable, Equatable {
     public var partition: Int
     public var offset: Int64
     public var time: String
     public var key: String?
     /// The value as JSON when it parses as JSON, else as text; nil for a tombstone.
-    public var value: JSONText?
+    public var value: JSONValue?
     public var headers: [String: String]?
 
-    public init(partition: Int, offset: Int64, time: String, key: String?, value: JSONText?, headers: [String: String]?) {
+    public init(partition: Int, offset: Int64, time: String, key: String?, value: JSONValue?, headers: [String: String]?) {
         self.partition = partition
         self.offset = offset
         self.time = time
@@ -156,9 +157,38 @@ public struct RecordView: Sendable, Codable {
         self.value = value
         self.headers = headers
     }
+
+    /// The record as a JSON object with its keys in sorted order.
+    public var json: JSONValue {
+        var fields: [(key: String, value: JSONValue)] = []
+        if let headers {
+            fields.append(("headers", .object(JSONObject(headers.sorted { $0.key < $1.key }.map { ($0.key, .string($0.value)) }))))
+        }
+        fields.append(("key", key.map(JSONValue.string) ?? .null))
+        fields.append(("offset", .integer(offset)))
+        fields.append(("partition", .integer(Int64(partition))))
+        fields.append(("time", .string(time)))
+        fields.append(("value", value ?? .null))
+        return .object(JSONObject(fields))
+    }
+
+    public init?(json: JSONValue) {
+        guard case .integer(let offset)? = json["offset"], case .string(let time)? = json["time"] else { return nil }
+        var partition = 0
+        if case .integer(let number)? = json["partition"] { partition = Int(number) }
+        var key: String?
+        if case .string(let text)? = json["key"] { key = text }
+        var headers: [String: String]?
+        if case .object(let object)? = json["headers"] {
+            headers = [:]
+            for field in object.fields { if case .string(let text) = field.value { headers?[field.key] = text } }
+        }
+        let value = json["value"].flatMap { $0.isNull ? nil : $0 }
+        self.init(partition: partition, offset: offset, time: time, key: key, value: value, headers: headers)
+    }
 }
 
-public struct RecordsPage: Sendable, Codable {
+public struct RecordsPage: Sendable, Equatable {
     public var records: [RecordView]
     /// Where the next read continues.
     public var nextOffset: Int64
@@ -168,6 +198,22 @@ public struct RecordsPage: Sendable, Codable {
         self.records = records
         self.nextOffset = nextOffset
         self.endOffset = endOffset
+    }
+
+    public var json: JSONValue {
+        ["endOffset": .integer(endOffset), "nextOffset": .integer(nextOffset), "records": .array(records.map(\.json))]
+    }
+
+    public init?(json: JSONValue) {
+        guard case .integer(let next)? = json["nextOffset"], case .integer(let end)? = json["endOffset"],
+              case .array(let elements)? = json["records"]
+        else { return nil }
+        var records: [RecordView] = []
+        for element in elements {
+            guard let record = RecordView(json: element) else { return nil }
+            records.append(record)
+        }
+        self.init(records: records, nextOffset: next, endOffset: end)
     }
 }
 
@@ -212,6 +258,10 @@ public struct JSONText: Sendable, Codable, Equatable {
         case .number(let number):
             var container = encoder.singleValueContainer()
             try container.encode(number)
+        case .decimal(let number):
+            // Codable has no exact decimal; the exact JSON form is `JSONWriter`'s.
+            var container = encoder.singleValueContainer()
+            try container.encode(number.doubleValue)
         case .string(let text):
             var container = encoder.singleValueContainer()
             try container.encode(text)

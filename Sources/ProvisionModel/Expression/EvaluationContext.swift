@@ -34,6 +34,11 @@ public struct FieldSlots: Sendable, Equatable {
         }
     }
 
+    /// True when some expression compiled so far reads the top-level field `name`.
+    public func reads(_ name: String) -> Bool {
+        wholeReads.contains(name) || nestedReads[name] != nil
+    }
+
     /// The fields of object `name` that expressions read, or nil when some read it whole.
     public func fieldsRead(in name: String) -> Set<String>? {
         wholeReads.contains(name) ? nil : nestedReads[name] ?? []
@@ -76,13 +81,17 @@ public enum FieldReader {
         case (_, .null): return .null
         case (.string, .string(let text)): return .string(text)
         case (.integer, .integer(let integer)): return .integer(integer)
-        case (.integer, .number(let number)) where number == number.rounded() && abs(number) < 9e18:
-            return .integer(Int64(number))
-        case (.decimal, .integer(let integer)): return .decimal(Double(integer))
-        case (.decimal, .number(let number)): return .decimal(number)
+        case (.integer, .decimal(let number)):
+            // `5.0` is an integer; `5.5` is not.
+            guard let integer = number.exactInt64 else { break }
+            return .integer(integer)
+        case (.decimal, .integer(let integer)): return .decimal(DecimalNumber(integer))
+        case (.decimal, .decimal(let number)): return .decimal(number)
+        case (.decimal, .number):
+            throw EvaluationError("field '\(path)': \(JSONWriter.string(json).prefix(60)) does not fit a decimal (at most 38 digits, 38 after the point)")
         case (.decimal, .string(let text)):
             // Money is often sent as a string to keep its digits; accept that.
-            guard let number = Double(text) else { break }
+            guard let number = DecimalNumber(text) else { break }
             return .decimal(number)
         case (.boolean, .bool(let flag)): return .boolean(flag)
         case (.timestamp, .string(let text)):

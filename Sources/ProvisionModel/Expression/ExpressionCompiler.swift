@@ -52,12 +52,13 @@ struct ExpressionCompiler {
             switch inner.type {
             case .integer:
                 return Compiled(type: .integer, evaluate: { context throws(EvaluationError) in
-                    if case .integer(let integer) = try evaluate(context) { return .integer(0 &- integer) }
-                    return .null
+                    guard case .integer(let integer) = try evaluate(context) else { return .null }
+                    guard integer != .min else { throw EvaluationError("integer overflow: -(\(integer))") }
+                    return .integer(-integer)
                 })
             case .decimal:
                 return Compiled(type: .decimal, evaluate: { context throws(EvaluationError) in
-                    if case .decimal(let number) = try evaluate(context) { return .decimal(-number) }
+                    if case .decimal(let number) = try evaluate(context) { return .decimal(number.negated) }
                     return .null
                 })
             case .duration:
@@ -224,9 +225,9 @@ struct ExpressionCompiler {
     static func compare(_ left: Value, _ right: Value) -> Int? {
         switch (left, right) {
         case (.integer(let a), .integer(let b)): return a < b ? -1 : (a == b ? 0 : 1)
-        case (.decimal(let a), .decimal(let b)): return a < b ? -1 : (a == b ? 0 : 1)
-        case (.integer(let a), .decimal(let b)): let a = Double(a); return a < b ? -1 : (a == b ? 0 : 1)
-        case (.decimal(let a), .integer(let b)): let b = Double(b); return a < b ? -1 : (a == b ? 0 : 1)
+        case (.decimal(let a), .decimal(let b)): return DecimalNumber.compare(a, b)
+        case (.integer(let a), .decimal(let b)): return -DecimalNumber.compare(b, a)
+        case (.decimal(let a), .integer(let b)): return DecimalNumber.compare(a, b)
         case (.string(let a), .string(let b)): return a < b ? -1 : (a == b ? 0 : 1)
         case (.timestamp(let a), .timestamp(let b)): return a < b ? -1 : (a == b ? 0 : 1)
         case (.duration(let a), .duration(let b)): return a < b ? -1 : (a == b ? 0 : 1)
@@ -287,15 +288,17 @@ struct ExpressionCompiler {
         }
         let evaluateLeft = left.evaluate, evaluateRight = right.evaluate
         return Compiled(type: resultType, evaluate: { context throws(EvaluationError) in
-            Self.applyArithmetic(binaryOperator, try evaluateLeft(context), try evaluateRight(context))
+            try Self.applyArithmetic(binaryOperator, try evaluateLeft(context), try evaluateRight(context))
         })
     }
 
-    /// Null in, null out; division by zero is null rather than a crash or infinity.
-    static func applyArithmetic(_ binaryOperator: Syntax.BinaryOperator, _ left: Value, _ right: Value) -> Value {
-        func decimal(_ value: Value) -> Double? {
+    /// Null in, null out; division by zero is null rather than a crash or infinity. An
+    /// overflow is an error of the event (it goes to the dead-letter topic with the reason),
+    /// never a wrapped or rounded-off number.
+    static func applyArithmetic(_ binaryOperator: Syntax.BinaryOperator, _ left: Value, _ right: Value) throws(EvaluationError) -> Value {
+        func decimal(_ value: Value) -> DecimalNumber? {
             switch value {
-            case .integer(let integer): return Double(integer)
+            case .integer(let integer): return DecimalNumber(integer)
             case .decimal(let number): return number
             default: return nil
             }
@@ -308,21 +311,38 @@ struct ExpressionCompiler {
             case .minus: result = a.subtractingReportingOverflow(b)
             default: result = a.multipliedReportingOverflow(by: b)
             }
-            return result.1 ? .null : .integer(result.0)
-        case (.timestamp(let a), .duration(let b)): return .timestamp(binaryOperator == .plus ? a + b : a - b)
-        case (.duration(let a), .timestamp(let b)): return .timestamp(a + b)
-        case (.timestamp(let a), .timestamp(let b)): return .duration(a - b)
-        case (.duration(let a), .duration(let b)): return .duration(binaryOperator == .plus ? a + b : a - b)
-        case (.duration(let a), .integer(let b)), (.integer(let b), .duration(let a)): return .duration(a &* b)
+            if result.1 { throw EvaluationError("integer overflow: \(a) \(binaryOperator.rawValue) \(b) does not fit 64 bits") }
+            return .integer(result.0)
+        case (.timestamp(let a), .duration(let b)): return .timestamp(try checked(a, binaryOperator, b))
+        case (.duration(let a), .timestamp(let b)): return .timestamp(try checked(a, .plus, b))
+        case (.timestamp(let a), .timestamp(let b)): return .duration(try checked(a, .minus, b))
+        case (.duration(let a), .duration(let b)): return .duration(try checked(a, binaryOperator, b))
+        case (.duration(let a), .integer(let b)), (.integer(let b), .duration(let a)): return .duration(try checked(a, .times, b))
         default:
             guard let a = decimal(left), let b = decimal(right) else { return .null }
-            switch binaryOperator {
-            case .plus: return .decimal(a + b)
-            case .minus: return .decimal(a - b)
-            case .times: return .decimal(a * b)
-            default: return b == 0 ? .null : .decimal(a / b)
+            do throws(DecimalNumber.Overflow) {
+                switch binaryOperator {
+                case .plus: return .decimal(try a.adding(b))
+                case .minus: return .decimal(try a.subtracting(b))
+                case .times: return .decimal(try a.multiplied(by: b))
+                default: return try a.divided(by: b).map(Value.decimal) ?? .null
+                }
+            } catch {
+                throw EvaluationError("\(error): \(a) \(binaryOperator.rawValue) \(b)")
             }
         }
+    }
+
+    /// Millisecond arithmetic on times and durations, with overflow an error of the event.
+    private static func checked(_ a: Int64, _ binaryOperator: Syntax.BinaryOperator, _ b: Int64) throws(EvaluationError) -> Int64 {
+        let (result, overflow): (Int64, Bool)
+        switch binaryOperator {
+        case .plus: (result, overflow) = a.addingReportingOverflow(b)
+        case .minus: (result, overflow) = a.subtractingReportingOverflow(b)
+        default: (result, overflow) = a.multipliedReportingOverflow(by: b)
+        }
+        if overflow { throw EvaluationError("time overflow: \(a) ms \(binaryOperator.rawValue) \(b) does not fit 64 bits") }
+        return result
     }
 
     // MARK: Functions
@@ -386,7 +406,7 @@ struct ExpressionCompiler {
                 for evaluate in evaluators {
                     let value = try evaluate(context)
                     if value.isNull { continue }
-                    if widenToDecimal, case .integer(let integer) = value { return .decimal(Double(integer)) }
+                    if widenToDecimal, case .integer(let integer) = value { return .decimal(DecimalNumber(integer)) }
                     return value
                 }
                 return .null

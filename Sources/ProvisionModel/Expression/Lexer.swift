@@ -4,7 +4,7 @@ struct Token: Equatable {
         case identifier(String)
         case string(String)
         case integer(Int64)
-        case decimal(Double)
+        case decimal(DecimalNumber)
         case timestamp(TimestampMilliseconds)
         case duration(Int64)
         case keyword(Keyword)
@@ -140,7 +140,7 @@ struct Lexer {
             return .timestamp(timestamp)
         }
         if text.contains(where: { $0.isLetter }) {
-            if text.contains("."), let number = Double(text), text.lowercased().contains("e") {
+            if text.contains("."), text.lowercased().contains("e"), let number = DecimalNumber(text) {
                 return .decimal(number)
             }
             guard let milliseconds = DurationText.parseMilliseconds(text) else {
@@ -149,8 +149,8 @@ struct Lexer {
             return .duration(milliseconds)
         }
         if text.contains(".") {
-            guard let number = Double(text) else {
-                throw ExpressionError(column: column, message: "invalid decimal literal '\(text)'")
+            guard let number = DecimalNumber(text) else {
+                throw ExpressionError(column: column, message: "invalid decimal literal '\(text)' (at most 38 digits, 38 after the point)")
             }
             return .decimal(number)
         }

@@ -3,7 +3,7 @@ public enum Value: Sendable, Equatable {
     case null
     case boolean(Bool)
     case integer(Int64)
-    case decimal(Double)
+    case decimal(DecimalNumber)
     case string(String)
     case timestamp(TimestampMilliseconds)
     case duration(Int64)
@@ -21,7 +21,7 @@ public enum Value: Sendable, Equatable {
         case .null: return .null
         case .boolean(let flag): return .bool(flag)
         case .integer(let integer): return .integer(integer)
-        case .decimal(let number): return number.isFinite ? .number(number) : .null
+        case .decimal(let number): return .decimal(number)
         case .string(let text): return .string(text)
         case .timestamp(let milliseconds): return .string(Timestamp.format(milliseconds))
         case .duration(let milliseconds): return .string(DurationText.format(milliseconds: milliseconds))
@@ -35,10 +35,7 @@ public enum Value: Sendable, Equatable {
         case .null: return ""
         case .boolean(let flag): return flag ? "true" : "false"
         case .integer(let integer): return String(integer)
-        case .decimal(let number):
-            var bytes: [UInt8] = []
-            JSONWriter.writeNumber(number, into: &bytes)
-            return String(decoding: bytes, as: UTF8.self)
+        case .decimal(let number): return number.text
         case .string(let text): return text
         case .timestamp(let milliseconds): return Timestamp.format(milliseconds)
         case .duration(let milliseconds): return DurationText.format(milliseconds: milliseconds)
@@ -54,7 +51,7 @@ public enum Value: Sendable, Equatable {
         case .null: output.append(contentsOf: "null".utf8)
         case .boolean(let flag): output.append(contentsOf: (flag ? "true" : "false").utf8)
         case .integer(let integer): JSONWriter.writeInteger(integer, into: &output)
-        case .decimal(let number): JSONWriter.writeNumber(number, into: &output)
+        case .decimal(let number): number.write(into: &output)
         case .string(let text): JSONWriter.writeString(text, into: &output)
         case .timestamp(let milliseconds):
             output.append(UInt8(ascii: "\""))

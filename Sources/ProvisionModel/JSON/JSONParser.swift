@@ -389,63 +389,11 @@ public struct JSONParser: ~Copyable {
         if isInteger && !overflow {
             return .integer(negative ? -integer : integer)
         }
-        if let fast = fastDecimal(from: start) { return .number(fast) }
+        // Every number of up to 38 digits is kept exactly; only larger ones become doubles.
+        if let decimal = DecimalNumber.parse(bytes, from: start, to: position) { return .decimal(decimal) }
         let text = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<position]), as: UTF8.self)
         guard let number = Double(text) else { throw error("invalid number") }
         return .number(number)
-    }
-
-    private static let exactPowersOfTen: [Double] = (0...22).map { exponent in
-        var value = 1.0
-        for _ in 0..<exponent { value *= 10 }
-        return value
-    }
-
-    /// Clinger's fast path: a decimal with at most 15 significant digits and a small power of
-    /// ten is one correctly rounded multiplication or division of two exact doubles.
-    private func fastDecimal(from start: Int) -> Double? {
-        var index = start
-        var negative = false
-        if bytes[index] == UInt8(ascii: "-") {
-            negative = true
-            index += 1
-        }
-        var mantissa: UInt64 = 0
-        var digits = 0
-        var exponent = 0
-        var seenPoint = false
-        while index < position {
-            let byte = bytes[index]
-            if byte == UInt8(ascii: ".") {
-                seenPoint = true
-            } else if isDigit(byte) {
-                if mantissa != 0 || byte != UInt8(ascii: "0") { digits += 1 }
-                mantissa = mantissa &* 10 &+ UInt64(byte - UInt8(ascii: "0"))
-                if seenPoint { exponent -= 1 }
-            } else {
-                break  // an exponent part
-            }
-            index += 1
-        }
-        if index < position {
-            index += 1
-            var exponentNegative = false
-            if bytes[index] == UInt8(ascii: "+") || bytes[index] == UInt8(ascii: "-") {
-                exponentNegative = bytes[index] == UInt8(ascii: "-")
-                index += 1
-            }
-            var explicit = 0
-            while index < position {
-                explicit = explicit * 10 + Int(bytes[index] - UInt8(ascii: "0"))
-                if explicit > 1000 { return nil }
-                index += 1
-            }
-            exponent += exponentNegative ? -explicit : explicit
-        }
-        guard digits <= 15, abs(exponent) <= 22 else { return nil }
-        var value = Double(mantissa)
-        value = exponent < 0 ? value / Self.exactPowersOfTen[-exponent] : value * Self.exactPowersOfTen[exponent]
-        return negative ? -value : value
     }
 
     @inline(__always)

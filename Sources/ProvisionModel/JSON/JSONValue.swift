@@ -4,6 +4,9 @@ public enum JSONValue: Sendable, Equatable, Hashable {
     case null
     case bool(Bool)
     case integer(Int64)
+    /// A number with a fraction, an exponent or more digits than Int64 holds, kept exactly.
+    case decimal(DecimalNumber)
+    /// A number beyond `decimal`'s 38 digits; only such numbers are binary floating point.
     case number(Double)
     case string(String)
     case array([JSONValue])
@@ -25,7 +28,7 @@ public enum JSONValue: Sendable, Equatable, Hashable {
         case .null: return "null"
         case .bool: return "boolean"
         case .integer: return "integer"
-        case .number: return "number"
+        case .decimal, .number: return "number"
         case .string: return "string"
         case .array: return "array"
         case .object: return "object"
@@ -77,7 +80,7 @@ extension JSONValue: ExpressibleByStringLiteral, ExpressibleByIntegerLiteral, Ex
     public init(stringLiteral value: String) { self = .string(value) }
     public init(integerLiteral value: Int64) { self = .integer(value) }
     public init(booleanLiteral value: Bool) { self = .bool(value) }
-    public init(floatLiteral value: Double) { self = .number(value) }
+    public init(floatLiteral value: Double) { self = DecimalNumber(String(value)).map(JSONValue.decimal) ?? .number(value) }
     public init(nilLiteral: ()) { self = .null }
     public init(arrayLiteral elements: JSONValue...) { self = .array(elements) }
     public init(dictionaryLiteral elements: (String, JSONValue)...) {

@@ -16,6 +16,9 @@ public struct ProductPlan: Sendable {
     /// Slots below this one are all the filter (and the event time) needs, so an event the
     /// filter rejects is never decoded further.
     public let filterSlotCount: Int
+    /// The filter reads the event-time field itself (`placed_at >= 2026-06-18`), so the first
+    /// scan must decode it even when no time window needs it.
+    public let filterReadsTimeField: Bool
     /// Without `select`: the slot of each output field, in output order.
     public let passthroughSlots: [Int]?
     /// The joined datasets, in spec order; each fills a slot with the matched record.
@@ -77,6 +80,7 @@ public struct ProductPlan: Sendable {
             }
         }
         let filterSlotCount = slots.names.count
+        let filterReadsTimeField = dataset.spec.time.map { slots.reads($0) } ?? false
         var projection: [(name: String, expression: Expression)]?
         var outputSchema = dataset.spec.schema
         // Without `select`, a joined event is its own fields plus one object per join.
@@ -125,7 +129,8 @@ public struct ProductPlan: Sendable {
         return ProductPlan(product: product, dataset: dataset, filter: filter, projection: projection,
                            outputSchema: outputSchema, keyField: keyField, slots: slots,
                            timeSlot: timeSlot,
-                           filterSlotCount: filterSlotCount, passthroughSlots: passthroughSlots, joins: joins)
+                           filterSlotCount: filterSlotCount, filterReadsTimeField: filterReadsTimeField,
+                           passthroughSlots: passthroughSlots, joins: joins)
     }
 
     private static func compileJoin(_ join: JoinSpec, at path: String, source: Dataset, datasets: [String: Dataset],

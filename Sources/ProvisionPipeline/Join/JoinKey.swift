@@ -28,9 +28,10 @@ public struct JoinKey: Hashable, Sendable {
         switch value {
         case nil, .null?: return nil
         case .string(let text)?: self.init(text.utf8)
-        case .number(let number)? where number == number.rounded() && abs(number) < 9e18:
+        case .decimal(let number)? where number.exactInt64 != nil:
+            // `7.0` joins `7`, as the integer field it is read as.
             var bytes: [UInt8] = []
-            JSONWriter.writeInteger(Int64(number), into: &bytes)
+            JSONWriter.writeInteger(number.exactInt64!, into: &bytes)
             self.init(bytes)
         case let value?:
             var bytes: [UInt8] = []

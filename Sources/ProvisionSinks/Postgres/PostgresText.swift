@@ -48,9 +48,9 @@ enum PostgresText {
         switch value {
         case .integer(let integer) where columnType != "jsonb":
             appendInteger(integer, to: &buffer)
-        case .decimal(let number) where columnType != "jsonb" && number.isFinite:
+        case .decimal(let number) where columnType != "jsonb":
             scratch.removeAll(keepingCapacity: true)
-            JSONWriter.writeNumber(number, into: &scratch)
+            number.write(into: &scratch)
             buffer.writeBytes(scratch)
         case .timestamp(let milliseconds) where columnType != "jsonb":
             scratch.removeAll(keepingCapacity: true)
