@@ -35,13 +35,20 @@ public struct JoinPosition: Sendable, Equatable, Codable {
     public var inputs: [String: [Int: Int64]]
     /// The newest source event time processed; the prune horizon follows from it.
     public var watermark: TimestampMilliseconds?
-    /// Records that arrived after the output they belonged to (see `JoinInputs`).
+    /// Records that arrived after the output they belonged to (see `JoinInputs` and
+    /// `StreamJoin`).
     public var late: Int64
+    /// A windowed join's stream time: the newest event time of both inputs processed, or
+    /// the wall clock a quiet join moved it to.
+    public var streamTime: TimestampMilliseconds?
 
-    public init(inputs: [String: [Int: Int64]] = [:], watermark: TimestampMilliseconds? = nil, late: Int64 = 0) {
+    public init(inputs: [String: [Int: Int64]] = [:], watermark: TimestampMilliseconds? = nil, late: Int64 = 0,
+                streamTime: TimestampMilliseconds? = nil)
+    {
         self.inputs = inputs
         self.watermark = watermark
         self.late = late
+        self.streamTime = streamTime
     }
 }
 

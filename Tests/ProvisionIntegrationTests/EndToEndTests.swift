@@ -85,8 +85,15 @@ func writeSpecs(_ documents: String..., to directory: String) throws -> String {
 
 /// The output file's rows, each parsed independently of Provision.
 func outputRows(_ path: String) throws -> [NSDictionary] {
-    guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return [] }
-    return try text.split(separator: "\n").map { try JSONSerialization.jsonObject(with: Data($0.utf8)) as! NSDictionary }
+    guard let data = FileManager.default.contents(atPath: path) else { return [] }
+    return try parsedRows(data)
+}
+
+/// JSON Lines parsed by Foundation, one dictionary a line.
+func parsedRows(_ data: Data) throws -> [NSDictionary] {
+    try String(decoding: data, as: UTF8.self).split(separator: "\n").map {
+        try JSONSerialization.jsonObject(with: Data($0.utf8)) as! NSDictionary
+    }
 }
 
 /// Writes orders straight into the embedded log of a server that is not running yet.

@@ -51,20 +51,114 @@ private func key(_ text: String) -> JoinKey { JoinKey(text.utf8) }
     }
 }
 
-@Suite struct WindowedEventsTests {
-    @Test func matchesWithinTheWindowAndExpires() {
-        var events = WindowedEvents()
-        events.insert(key: key("o1"), time: 100, value: "p100", floor: 0)
-        events.insert(key: key("o1"), time: 50, value: "p50", floor: 0)
-        events.insert(key: key("o2"), time: 60, value: "q60", floor: 0)
-        let keptLate = events.insert(key: key("o1"), time: 5, value: "late", floor: 10)
-        #expect(!keptLate, "older than every open window")
-        #expect(events.matches(of: key("o1"), from: 40, through: 100) == ["p50", "p100"])
-        #expect(events.matches(of: key("o1"), from: 60, through: 99) == [])
-        events.expire(before: 70)
-        #expect(events.matches(of: key("o1"), from: 0, through: 200) == ["p100"])
-        #expect(events.matches(of: key("o2"), from: 0, through: 200) == [])
-        #expect(events.count == 1)
+@Suite struct StreamJoinTests {
+    private func pairs(_ step: StreamJoin.Step) -> [String] {
+        step.emissions.map { emission in
+            switch emission {
+            case .pair(let left, let right): return "\(left)+\(JSONWriter.string(right))"
+            case .unmatched(let left): return "\(left)+null"
+            }
+        }
+    }
+
+    @Test func aPairIsEmittedAsSoonAsBothSidesAreRead() {
+        var join = StreamJoin(within: 100, grace: 10, keepsUnmatched: false)
+        // The order first, its payment later: the pair comes with the payment.
+        #expect(pairs(join.left(id: 1, time: 1_000, key: key("o1"))) == [])
+        #expect(pairs(join.right(time: 1_050, key: key("o1"), value: "p1")) == ["1+\"p1\""])
+        // The payment first: the pair comes with the order.
+        #expect(pairs(join.right(time: 1_060, key: key("o2"), value: "p2")) == [])
+        #expect(pairs(join.left(id: 2, time: 1_070, key: key("o2"))) == ["2+\"p2\""])
+        // Two payments in the window make two pairs, in their time order; one outside, none.
+        #expect(pairs(join.right(time: 1_075, key: key("o3"), value: "b")) == [])
+        #expect(pairs(join.right(time: 1_072, key: key("o3"), value: "a")) == [])
+        #expect(pairs(join.left(id: 3, time: 1_090, key: key("o3"))) == ["3+\"a\"", "3+\"b\""])
+        #expect(pairs(join.right(time: 1_195, key: key("o3"), value: "far")) == [])
+    }
+
+    @Test func aLeftJoinEmitsAnUnmatchedEventOnceItsWindowClosesInStreamTime() {
+        var join = StreamJoin(within: 100, grace: 10, keepsUnmatched: true)
+        _ = join.left(id: 1, time: 1_000, key: key("o1"))
+        _ = join.left(id: 2, time: 1_000, key: key("o2"))
+        _ = join.right(time: 1_020, key: key("o2"), value: "p2")
+        // Window end + grace = 1_110: not closed at 1_110, closed past it.
+        #expect(pairs(join.right(time: 1_110, key: key("x"), value: "x")) == [])
+        let closing = join.right(time: 1_111, key: key("x"), value: "x")
+        #expect(pairs(closing) == ["1+null"], "only the event without a pair, once")
+        #expect(closing.released == [1, 2])
+        #expect(pairs(join.advance(to: 5_000)) == [])
+        #expect(join.bufferedCount == 0)
+    }
+
+    @Test func aRecordOlderThanStreamTimeMinusGraceIsLate() {
+        var join = StreamJoin(within: 100, grace: 10, keepsUnmatched: true)
+        _ = join.left(id: 1, time: 1_000, key: key("o1"))
+        #expect(!join.right(time: 990, key: key("o1"), value: "on time").late)
+        let late = join.right(time: 989, key: key("o1"), value: "late")
+        #expect(late.late && late.emissions.isEmpty)
+        #expect(join.left(id: 2, time: 900, key: key("o1")).late)
+        #expect(join.streamTime == 1_000)
+    }
+
+    /// Every pair of on-time events is found whatever order they come in, so arrival order
+    /// changes only the order of the output, never what it holds.
+    @Test func thePairsDependOnlyOnTheRecords() {
+        var random = SystemRandomNumberGenerator()
+        for _ in 0..<50 {
+            let lefts = (0..<60).map { (id: $0, time: Int64($0 * 10 + Int.random(in: 0..<5, using: &random)), key: "k\(Int.random(in: 0..<6, using: &random))") }
+            let rights = (0..<60).map { (time: Int64(Int.random(in: 0..<640, using: &random)), key: "k\(Int.random(in: 0..<6, using: &random))", value: $0) }
+                .sorted { $0.time < $1.time }
+            let within: Int64 = 25
+            var expected: Set<String> = []
+            var unmatched: Set<Int> = Set(lefts.map(\.id))
+            for left in lefts {
+                for right in rights where right.key == left.key && abs(right.time - left.time) <= within {
+                    expected.insert("\(left.id)+\(right.value)")
+                    unmatched.remove(left.id)
+                }
+            }
+            // Merged in time order, and one input entirely before the other (a grace that
+            // covers the whole span, so nothing is late).
+            for order in ["merged", "lefts first", "rights first"] {
+                var join = StreamJoin(within: within, grace: order == "merged" ? 5 : 10_000, keepsUnmatched: true)
+                var found: Set<String> = []
+                var emittedUnmatched: [Int] = []
+                func take(_ step: StreamJoin.Step) {
+                    #expect(!step.late)
+                    for emission in step.emissions {
+                        switch emission {
+                        case .pair(let left, .integer(let right)): found.insert("\(left)+\(right)")
+                        case .unmatched(let left): emittedUnmatched.append(left)
+                        default: Issue.record("unexpected \(emission)")
+                        }
+                    }
+                }
+                let leftSteps = lefts.map { left in { (join: inout StreamJoin) in join.left(id: left.id, time: left.time, key: key(left.key)) } }
+                let rightSteps = rights.map { right in
+                    { (join: inout StreamJoin) in join.right(time: right.time, key: key(right.key), value: .integer(Int64(right.value))) }
+                }
+                switch order {
+                case "merged":
+                    var (l, r) = (0, 0)
+                    while l < lefts.count || r < rights.count {
+                        if r >= rights.count || (l < lefts.count && lefts[l].time <= rights[r].time) {
+                            take(leftSteps[l](&join)); l += 1
+                        } else {
+                            take(rightSteps[r](&join)); r += 1
+                        }
+                    }
+                case "lefts first":
+                    for step in leftSteps { take(step(&join)) }
+                    for step in rightSteps { take(step(&join)) }
+                default:
+                    for step in rightSteps { take(step(&join)) }
+                    for step in leftSteps { take(step(&join)) }
+                }
+                take(join.advance(to: 1_000_000))
+                #expect(found == expected, "\(order)")
+                #expect(Set(emittedUnmatched) == unmatched && emittedUnmatched.count == unmatched.count, "\(order)")
+            }
+        }
     }
 }
 

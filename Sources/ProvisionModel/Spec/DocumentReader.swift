@@ -398,7 +398,7 @@ struct DocumentReader {
     }
 
     private mutating func readJoin(_ node: Node, at path: String) -> JoinSpec? {
-        let allowed = ["dataset", "on", "as", "type", "mode", "within", "maxDelay"]
+        let allowed = ["dataset", "on", "as", "type", "mode", "within", "maxDelay", "idleTimeout"]
         guard let fields = fields(of: node, at: path, allowed: allowed) else { return nil }
         let dataset = name(required(fields, "dataset", in: node, at: path), at: "\(path).dataset", what: "dataset name")
         let on = identifier(required(fields, "on", in: node, at: path), at: "\(path).on")
@@ -420,9 +420,18 @@ struct DocumentReader {
             guard let value = duration(delayNode, at: "\(path).maxDelay", allowZero: true) else { return nil }
             maxDelay = value
         }
+        var idleTimeout: Int64?
+        if let idleNode = fields["idleTimeout"] {
+            guard within != nil else {
+                fail(idleNode, "\(path).idleTimeout", "idleTimeout belongs to a windowed join ('within'); a table join waits 'maxDelay'")
+                return nil
+            }
+            guard let value = duration(idleNode, at: "\(path).idleTimeout") else { return nil }
+            idleTimeout = value
+        }
         guard let dataset, let on, let alias else { return nil }
         return JoinSpec(dataset: dataset, on: on, alias: alias, kind: kind, mode: mode, withinMilliseconds: within,
-                        maxDelayMilliseconds: maxDelay)
+                        maxDelayMilliseconds: maxDelay, idleTimeoutMilliseconds: idleTimeout)
     }
 
     /// Expressions are scalars; a YAML number or boolean is read as its text (`select: {one: 1}`).

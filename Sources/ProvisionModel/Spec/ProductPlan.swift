@@ -64,6 +64,10 @@ public struct ProductPlan: Sendable {
         let timeSlot = dataset.spec.time.map { slots.slot(for: $0) }
         var joins: [JoinPlan] = []
         for (index, join) in product.spec.joins.enumerated() {
+            if join.isWindowed, let earlier = product.spec.joins[..<index].firstIndex(where: \.isWindowed) {
+                throw .join(path: "spec.join[\(index)].within",
+                            message: "a product joins one stream in a window at most (spec.join[\(earlier)] is one already)")
+            }
             let plan = try compileJoin(join, at: "spec.join[\(index)]", source: dataset, datasets: datasets, slots: &slots)
             scope.schema.fields.append(.init(name: join.alias, type: .object(plan.dataset.spec.schema)))
             joins.append(plan)

@@ -163,6 +163,7 @@ public struct JoinSpec: Sendable, Equatable, Codable {
     }
 
     public static let defaultMaxDelayMilliseconds: Int64 = 5_000
+    public static let defaultIdleTimeoutMilliseconds: Int64 = 2_000
 
     public var dataset: String
     /// The source event's field matched against the table's key (or, windowed, the
@@ -174,12 +175,21 @@ public struct JoinSpec: Sendable, Equatable, Codable {
     public var mode: Mode
     /// Set for a windowed join: the largest difference between the two event times.
     public var withinMilliseconds: Int64?
-    /// How long a live event waits for the joined input to reach its time.
+    /// How long a live event waits for the joined input to reach its time; for a windowed
+    /// join, the grace period in stream time after a window's end.
     public var maxDelayMilliseconds: Int64
+    /// A windowed join: how long (wall clock) one input waits for the other when only one
+    /// has records, and after which a quiet join moves stream time to the wall clock so its
+    /// windows close. Nil for the default.
+    public var idleTimeoutMilliseconds: Int64?
+
+    public var effectiveIdleTimeoutMilliseconds: Int64 { idleTimeoutMilliseconds ?? Self.defaultIdleTimeoutMilliseconds }
 
     public init(dataset: String, on: String, alias: String, kind: Kind = .left, mode: Mode = .asOf,
-                withinMilliseconds: Int64? = nil, maxDelayMilliseconds: Int64 = JoinSpec.defaultMaxDelayMilliseconds)
+                withinMilliseconds: Int64? = nil, maxDelayMilliseconds: Int64 = JoinSpec.defaultMaxDelayMilliseconds,
+                idleTimeoutMilliseconds: Int64? = nil)
     {
+        self.idleTimeoutMilliseconds = idleTimeoutMilliseconds
         self.dataset = dataset
         self.on = on
         self.alias = alias
@@ -197,6 +207,7 @@ public struct JoinSpec: Sendable, Equatable, Codable {
 
     enum CodingKeys: String, CodingKey {
         case dataset, on, alias = "as", kind = "type", mode, withinMilliseconds = "within", maxDelayMilliseconds = "maxDelay"
+        case idleTimeoutMilliseconds = "idleTimeout"
     }
 }
 

@@ -44,6 +44,47 @@ struct FieldScan: Sendable {
     }
 }
 
+/// Reads a joined dataset's records as join state keeps them: only the fields expressions
+/// read (all of them when one reads the record whole), its event time and its matched field.
+struct JoinedRecordReader: Sendable {
+    let plan: ProductPlan.JoinPlan
+    private let scan: FieldScan?
+
+    init(_ plan: ProductPlan.JoinPlan) {
+        self.plan = plan
+        scan = plan.fieldsRead.map { FieldScan(time: plan.dataset.spec.time, matched: plan.matchedField, read: $0) }
+    }
+
+    /// The record's kept value, event time (its time field, else the log timestamp) and
+    /// matched field; nil if it is a tombstone or not a JSON object.
+    func read(_ batch: RecordBatch, at position: Int) -> (value: JSONObject, time: TimestampMilliseconds, matched: JSONValue?)? {
+        let entry = batch.entries[position]
+        guard entry.value != nil else { return nil }
+        let object: JSONObject, recordTime: JSONValue?, matched: JSONValue?
+        if let scan {
+            var values = [JSONValue?](repeating: nil, count: scan.names.count)
+            let scanned: Bool = batch.withValue(at: position) { (try? JSONParser.scanObject($0, names: scan.names, into: &values)) != nil }
+            guard scanned else { return nil }
+            var kept = JSONObject()
+            kept.fields.reserveCapacity(scan.read.count)
+            for (name, slot) in scan.read {
+                if let value = values[slot] { kept.fields.append((name, value)) }
+            }
+            (object, recordTime, matched) = (kept, scan.time.flatMap { values[$0] }, values[scan.matched])
+        } else {
+            guard case .object(let parsed)? = batch.withValue(at: position, { try? JSONParser.parse($0) }) else { return nil }
+            (object, recordTime, matched) = (parsed, plan.dataset.spec.time.flatMap { parsed[$0] }, parsed[plan.matchedField])
+        }
+        var time = entry.timestamp
+        switch recordTime {
+        case .string(let text)?: time = Timestamp.parse(text) ?? time
+        case .integer(let milliseconds)?: time = milliseconds
+        default: break
+        }
+        return (object, time, matched)
+    }
+}
+
 /// A source event's place in the log.
 public struct EventPosition: Sendable, Hashable, Comparable {
     public var partition: Int
@@ -87,24 +128,23 @@ public struct JoinedRows: Sendable {
     }
 }
 
-/// The joined inputs of a product: reads them beside the source, in event time, and answers
-/// each source event with its matches.
+/// The joined tables of a product (`asOf` and `latest` joins): reads them beside the source,
+/// in event time, and answers each source event with its rows. A windowed join of two
+/// streams is not here: `StreamJoin` and the pipeline's merged reading do it in stream time.
 ///
-/// Before a batch of source events is joined, every joined input is read until it has passed
-/// the batch's newest event time (plus `within` for a windowed join): then no record that
-/// belongs to those events is still unread, so history and live give the same answer. At the
-/// end of an input that has not got that far, a live product waits for it up to `maxDelay`
-/// (and not at all for events older than `maxDelay`); a record that arrives later still
-/// counts, is joined to what comes after it, and is counted as late.
+/// Before a batch of source events is joined, every table is read until it has passed the
+/// batch's newest event time: then no record that belongs to those events is still unread,
+/// so history and live give the same answer. At the end of a table that has not got that
+/// far, a live product waits for it up to `maxDelay` (and not at all for events older than
+/// `maxDelay`); a record that arrives later still counts, is joined to what comes after it,
+/// and is counted as late.
 ///
 /// One task uses it at a time: the pipeline's reader, or the read-ahead task that replaces it.
 public actor JoinInputs {
     private struct Input {
         let plan: ProductPlan.JoinPlan
         let topic: String
-        /// With `fieldsRead`, what is scanned from each record: its time field, the matched
-        /// field and the fields read, each once, and where each of them is among the names.
-        let scan: FieldScan?
+        let reader: JoinedRecordReader
         var positions: [Int: Int64] = [:]
         /// Per partition, the newest record time read.
         var newest: [Int: TimestampMilliseconds] = [:]
@@ -112,19 +152,18 @@ public actor JoinInputs {
         var current: [JoinKey: JSONValue] = [:]
         /// `latest`: the events that joined each row, to send again when it changes.
         var joinedBy: [JoinKey: [EventPosition]] = [:]
-        var window = WindowedEvents()
 
         var maxDelay: TimestampMilliseconds { plan.spec.maxDelayMilliseconds }
-        var within: TimestampMilliseconds { plan.spec.withinMilliseconds ?? 0 }
     }
 
     /// What each join does, apart from its state, so matching reads no plan.
     private struct Rule {
-        enum Lookup { case asOf, latest, windowed }
+        enum Lookup { case asOf, latest }
         var lookup: Lookup
         var kind: JoinSpec.Kind
         var maxDelay: TimestampMilliseconds
-        var within: TimestampMilliseconds
+        /// Where the join is among the plan's joins, and so among a probe's keys.
+        var planIndex: Int
     }
 
     private let rules: [Rule]
@@ -159,14 +198,12 @@ public actor JoinInputs {
         self.log = log
         self.clock = clock
         resendsOnChange = plan.joins.contains { $0.spec.followsRowChanges }
-        rules = plan.joins.map { join in
-            Rule(lookup: join.spec.isWindowed ? .windowed : join.spec.followsRowChanges ? .latest : .asOf, kind: join.spec.kind,
-                 maxDelay: join.spec.maxDelayMilliseconds, within: join.spec.withinMilliseconds ?? 0)
+        let tables = plan.joins.enumerated().filter { !$0.element.spec.isWindowed }
+        rules = tables.map { index, join in
+            Rule(lookup: join.spec.followsRowChanges ? .latest : .asOf, kind: join.spec.kind,
+                 maxDelay: join.spec.maxDelayMilliseconds, planIndex: index)
         }
-        inputs = plan.joins.map { join in
-            Input(plan: join, topic: join.dataset.spec.topic,
-                  scan: join.fieldsRead.map { FieldScan(time: join.dataset.spec.time, matched: join.matchedField, read: $0) })
-        }
+        inputs = tables.map { _, join in Input(plan: join, topic: join.dataset.spec.topic, reader: JoinedRecordReader(join)) }
     }
 
     /// Whether some join sends events again when a row they joined changes.
@@ -176,6 +213,9 @@ public actor JoinInputs {
         JoinPosition(inputs: Dictionary(uniqueKeysWithValues: inputs.map { ($0.plan.spec.alias, $0.positions) }),
                      watermark: watermark, late: late)
     }
+
+    /// How many tables are joined here: the width of the rows `match` returns.
+    public nonisolated var tableCount: Int { rules.count }
 
     private func restore(startTime: TimestampMilliseconds?, position: JoinPosition?) async throws {
         watermark = position?.watermark
@@ -187,12 +227,8 @@ public actor JoinInputs {
             for partition in 0..<partitionCount {
                 let source = TopicPartition(topic: topic, partition: partition)
                 // A table is read from its beginning: an event joins the row as of its time,
-                // however old that row is. A windowed input only back to the first window.
-                var start = try await log.startOffset(of: source)
-                if inputs[index].plan.spec.isWindowed, let startTime {
-                    start = try await log.offset(forTimestamp: startTime - inputs[index].within - inputs[index].maxDelay, in: source)
-                }
-                inputs[index].positions[partition] = start
+                // however old that row is.
+                inputs[index].positions[partition] = try await log.startOffset(of: source)
                 guard let committed = position?.inputs[inputs[index].plan.spec.alias]?[partition] else { continue }
                 while inputs[index].positions[partition]! < committed {
                     let batch = try await log.readBatch(source, from: inputs[index].positions[partition]!,
@@ -221,15 +257,10 @@ public actor JoinInputs {
             }
             if let newestEvent {
                 for index in inputs.indices {
-                    try await load(index, through: rules[index].lookup == .latest ? nil : newestEvent + rules[index].within)
+                    try await load(index, through: rules[index].lookup == .latest ? nil : newestEvent)
                 }
             }
             match(probes, slice, into: &rows)
-            if let watermark {
-                for index in inputs.indices where inputs[index].plan.spec.isWindowed {
-                    inputs[index].window.expire(before: watermark - inputs[index].maxDelay - inputs[index].within)
-                }
-            }
         }
         return rows
     }
@@ -271,7 +302,7 @@ public actor JoinInputs {
             guard let probe, probe.isJoined, let position = probe.position else { continue }
             if let recordKey = probe.recordKey { newestPosition[recordKey] = position }
             for index in inputs.indices where rules[index].lookup == .latest {
-                if let key = probe.keys[index] { inputs[index].joinedBy[key, default: []].append(position) }
+                if let key = probe.keys[rules[index].planIndex] { inputs[index].joinedBy[key, default: []].append(position) }
             }
         }
     }
@@ -297,16 +328,14 @@ public actor JoinInputs {
             if let position = probes[eventIndex]!.position, let recordKey = probes[eventIndex]!.recordKey {
                 newestPosition[recordKey] = position
             }
-            // One match per join is the rule; only a windowed join can make several rows.
             values.removeAll(keepingCapacity: true)
-            var combinations: [[JSONValue?]]?
             var isLate = false
             var dropped = false
             for joinIndex in 0..<joinCount {
                 let rule = rules[joinIndex]
                 let horizon = newest - rule.maxDelay
                 if time < horizon { isLate = true }
-                let key = probes[eventIndex]!.keys[joinIndex]
+                let key = probes[eventIndex]!.keys[rule.planIndex]
                 var match: JSONValue?
                 switch rule.lookup {
                 case .asOf:
@@ -316,34 +345,16 @@ public actor JoinInputs {
                         match = inputs[joinIndex].current[key]
                         if let position = probes[eventIndex]!.position { inputs[joinIndex].joinedBy[key, default: []].append(position) }
                     }
-                case .windowed:
-                    let matches = key.map {
-                        inputs[joinIndex].window.matches(of: $0, from: max(time, horizon) - rule.within, through: time + rule.within)
-                    } ?? []
-                    if matches.count > 1 {
-                        let base = combinations ?? [values]
-                        combinations = base.flatMap { combination in matches.map { combination + [$0] } }
-                        continue
-                    }
-                    match = matches.first
                 }
                 if match == nil && rule.kind == .inner {
                     dropped = true
                     break
                 }
-                if combinations != nil {
-                    combinations = combinations!.map { $0 + [match] }
-                } else {
-                    values.append(match)
-                }
+                values.append(match)
             }
             if isLate { late += 1 }
             guard !dropped else { continue }
-            if let combinations {
-                for combination in combinations { rows.append(event: eventIndex, combination) }
-            } else {
-                rows.append(event: eventIndex, values)
-            }
+            rows.append(event: eventIndex, values)
         }
     }
 
@@ -364,43 +375,19 @@ public actor JoinInputs {
                     continue
                 }
                 // At the end of the input, short of the target. Records older than maxDelay
-                // are assumed complete.
+                // are assumed complete; a table row is waited for maxDelay at most per batch.
                 guard let target else { break }
                 let now = clock()
-                var remaining = target + maxDelay - now
-                if !inputs[index].plan.spec.isWindowed {
-                    // A table row is waited for maxDelay at most per batch. A window is not
-                    // cut short: an unmatched event goes out once its window has closed.
-                    let started = waitStarted ?? now
-                    waitStarted = started
-                    remaining = min(remaining, maxDelay - (now - started))
-                }
+                let started = waitStarted ?? now
+                waitStarted = started
+                let remaining = min(target + maxDelay - now, maxDelay - (now - started))
                 if remaining <= 0 { break }
-                // In steps of a second at most, so a shutdown is not held up by a long window.
+                // In steps of a second at most, so a shutdown is not held up.
                 try Task.checkCancellation()
                 try await log.waitForRecords(in: source, at: position, timeout: .milliseconds(min(remaining, 1_000)))
                 try Task.checkCancellation()
             }
         }
-    }
-
-    /// A joined record's value as join state keeps it (only the fields expressions read,
-    /// when they read fields), its time field and its matched field; nil if it is not a
-    /// JSON object.
-    private func read(_ batch: RecordBatch, at position: Int, index: Int) -> (JSONObject, JSONValue?, JSONValue?)? {
-        guard let scan = inputs[index].scan else {
-            guard case .object(let object)? = batch.withValue(at: position, { try? JSONParser.parse($0) }) else { return nil }
-            return (object, inputs[index].plan.dataset.spec.time.flatMap { object[$0] }, object[inputs[index].plan.matchedField])
-        }
-        var values = [JSONValue?](repeating: nil, count: scan.names.count)
-        let scanned: Bool = batch.withValue(at: position) { (try? JSONParser.scanObject($0, names: scan.names, into: &values)) != nil }
-        guard scanned else { return nil }
-        var object = JSONObject()
-        object.fields.reserveCapacity(scan.read.count)
-        for (name, slot) in scan.read {
-            if let value = values[slot] { object.fields.append((name, value)) }
-        }
-        return (object, scan.time.flatMap { values[$0] }, values[scan.matched])
     }
 
     private func ingest(_ batch: RecordBatch, into index: Int, partition: Int, until end: Int64?, counting: Bool) {
@@ -410,28 +397,15 @@ public actor JoinInputs {
             if let end, entry.offset >= end { break }
             var time = entry.timestamp
             var object: JSONObject?
-            var matched: JSONValue?
             if entry.value != nil {
                 // A joined record that is not a JSON object cannot be matched; the dataset's
                 // own products dead-letter it.
-                guard let (parsed, recordTime, matchedValue) = read(batch, at: position, index: index) else { continue }
-                object = parsed
-                matched = matchedValue
-                switch recordTime {
-                case .string(let text)?: time = Timestamp.parse(text) ?? time
-                case .integer(let milliseconds)?: time = milliseconds
-                default: break
-                }
+                guard let read = inputs[index].reader.read(batch, at: position) else { continue }
+                object = read.value
+                time = read.time
             }
             inputs[index].newest[partition] = max(inputs[index].newest[partition] ?? time, time)
             let value = object.map(JSONValue.object)
-            if spec.isWindowed {
-                guard let value, let key = JoinKey(matched) else { continue }
-                let floor = horizon == .min ? horizon : horizon - inputs[index].within
-                // Older than every window still open: the events it belonged to are out.
-                if !inputs[index].window.insert(key: key, time: time, value: value, floor: floor), counting { late += 1 }
-                continue
-            }
             // A version older than events already joined came too late for them.
             if counting, spec.mode == .asOf, let watermark, time < watermark { late += 1 }
             if let key = entry.key.map({ JoinKey(batch.bytes[$0]) }) {
