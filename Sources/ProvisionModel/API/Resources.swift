@@ -164,11 +164,12 @@ public struct RecordView: Sendable, Equatable {
         if let headers {
             fields.append(("headers", .object(JSONObject(headers.sorted { $0.key < $1.key }.map { ($0.key, .string($0.value)) }))))
         }
-        fields.append(("key", key.map(JSONValue.string) ?? .null))
+        // A null key and a tombstone's value are left out, not written as null.
+        if let key { fields.append(("key", .string(key))) }
         fields.append(("offset", .integer(offset)))
         fields.append(("partition", .integer(Int64(partition))))
         fields.append(("time", .string(time)))
-        fields.append(("value", value ?? .null))
+        if let value { fields.append(("value", value)) }
         return .object(JSONObject(fields))
     }
 
