@@ -1,8 +1,13 @@
 # Shared by the benchmark scripts: a release provisionctl, timing, and a server to run it.
 # The sourcing script sets `work` (a temporary directory) first.
 
-swift build -c release --product provisionctl >/dev/null
-bin="$(swift build -c release --show-bin-path)/provisionctl"
+# PROVISIONCTL_BIN measures another build (an earlier commit's, say) with the same script.
+if [ -n "${PROVISIONCTL_BIN:-}" ]; then
+  bin="$PROVISIONCTL_BIN"
+else
+  swift build -c release --product provisionctl >/dev/null
+  bin="$(swift build -c release --show-bin-path)/provisionctl"
+fi
 
 now_seconds() { date +%s.%N; }
 elapsed() { echo "$2 - $1" | bc -l; }

@@ -179,9 +179,17 @@ public struct DecimalNumber: Sendable, Comparable, Hashable, CustomStringConvert
         // 39 digits at most, written backwards into a fixed buffer.
         withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 40) { buffer in
             var count = 0
-            while magnitude > 0 || count <= scale {
+            // 128-bit division is a library call; most values fit in 64 bits, whose division
+            // by a constant is a multiplication.
+            while magnitude > UInt128(UInt64.max) {
                 buffer[count] = UInt8(ascii: "0") + UInt8(magnitude % 10)
                 magnitude /= 10
+                count += 1
+            }
+            var small = UInt64(magnitude)
+            while small > 0 || count <= scale {
+                buffer[count] = UInt8(ascii: "0") + UInt8(small % 10)
+                small /= 10
                 count += 1
             }
             var index = count - 1
