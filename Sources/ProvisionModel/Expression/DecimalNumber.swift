@@ -46,8 +46,9 @@ public struct DecimalNumber: Sendable, Comparable, Hashable, CustomStringConvert
 
     public static let zero = DecimalNumber(0)
 
-    /// 10^38: every significand's magnitude is below it.
-    static let limit: UInt128 = powersOfTen[38]
+    /// 10^38: every significand's magnitude is below it. A literal, so reading it costs no
+    /// lazy initialisation on the hot path.
+    static let limit: UInt128 = 100_000_000_000_000_000_000_000_000_000_000_000_000
     static let powersOfTen: [UInt128] = {
         var powers: [UInt128] = [1]
         for _ in 1...38 { powers.append(powers.last! * 10) }
@@ -230,11 +231,28 @@ public struct DecimalNumber: Sendable, Comparable, Hashable, CustomStringConvert
         hasher.combine(scale)
     }
 
+    /// The significand, when it fits in 64 bits (as almost every value does).
+    @inline(__always)
+    private var smallSignificand: Int64? {
+        let value = Int64(bitPattern: low)
+        return high == (value < 0 ? -1 : 0) ? value : nil
+    }
+
     /// -1, 0 or 1, exactly, whatever the scales.
     public static func compare(_ lhs: DecimalNumber, _ rhs: DecimalNumber) -> Int {
+        if lhs.storedScale == rhs.storedScale, let left = lhs.smallSignificand, let right = rhs.smallSignificand {
+            return left < right ? -1 : (left == right ? 0 : 1)
+        }
         let left = lhs.significand, right = rhs.significand
         if lhs.scale == rhs.scale { return left < right ? -1 : (left == right ? 0 : 1) }
         if lhs.isNegative != rhs.isNegative { return lhs.isNegative ? -1 : 1 }
+        // The common case: 64-bit significands a few places apart; the product cannot overflow.
+        let difference = abs(lhs.scale - rhs.scale)
+        if difference <= 18, let small = (lhs.scale < rhs.scale ? lhs : rhs).smallSignificand {
+            let scaled = Int128(small) &* Int128(smallPowersOfTen[difference])
+            let (a, b) = lhs.scale < rhs.scale ? (scaled, right) : (left, scaled)
+            return a < b ? -1 : (a == b ? 0 : 1)
+        }
         // Align the smaller scale up; if that overflows, its magnitude is the larger one.
         if lhs.scale < rhs.scale {
             let (scaled, overflow) = left.multipliedReportingOverflow(by: Int128(powersOfTen[rhs.scale - lhs.scale]))
@@ -247,6 +265,13 @@ public struct DecimalNumber: Sendable, Comparable, Hashable, CustomStringConvert
     }
 
     public static func compare(_ lhs: DecimalNumber, _ rhs: Int64) -> Int { compare(lhs, DecimalNumber(rhs)) }
+
+    /// 10^0 … 10^18 as a literal table.
+    private static let smallPowersOfTen: [Int64] = [
+        1, 10, 100, 1_000, 10_000, 100_000, 1_000_000, 10_000_000, 100_000_000, 1_000_000_000, 10_000_000_000,
+        100_000_000_000, 1_000_000_000_000, 10_000_000_000_000, 100_000_000_000_000, 1_000_000_000_000_000,
+        10_000_000_000_000_000, 100_000_000_000_000_000, 1_000_000_000_000_000_000,
+    ]
 
     // MARK: Arithmetic
 

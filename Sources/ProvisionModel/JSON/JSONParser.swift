@@ -163,7 +163,7 @@ public struct JSONParser: ~Copyable {
         case UInt8(ascii: "f"): try expectLiteral("false")
         case UInt8(ascii: "n"): try expectLiteral("null")
         case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"):
-            _ = try parseNumber()
+            try skipNumber()
         default:
             throw error("unexpected character '\(Character(Unicode.Scalar(bytes[position])))'")
         }
@@ -349,36 +349,32 @@ public struct JSONParser: ~Copyable {
         return code
     }
 
-    private mutating func parseNumber() throws(JSONParseError) -> JSONValue {
-        let start = position
-        var negative = false
-        if bytes[position] == UInt8(ascii: "-") {
-            negative = true
-            position += 1
-        }
+    /// Checks a number's syntax and moves past it; returns how many digits it has and
+    /// whether it has a fraction or an exponent.
+    @inline(__always)
+    private mutating func scanNumber() throws(JSONParseError) -> (digits: Int, fractionDigits: Int, exponent: Bool) {
+        if bytes[position] == UInt8(ascii: "-") { position += 1 }
         guard position < bytes.count, isDigit(bytes[position]) else { throw error("invalid number") }
         if bytes[position] == UInt8(ascii: "0"), position + 1 < bytes.count, isDigit(bytes[position + 1]) {
             throw error("leading zero in number")
         }
-        var integer: Int64 = 0
-        var overflow = false
+        var digits = 0
         while position < bytes.count, isDigit(bytes[position]) {
-            let digit = Int64(bytes[position] - UInt8(ascii: "0"))
-            let (shifted, overflowMultiply) = integer.multipliedReportingOverflow(by: 10)
-            let (added, overflowAdd) = shifted.addingReportingOverflow(digit)
-            overflow = overflow || overflowMultiply || overflowAdd
-            integer = added
+            digits += 1
             position += 1
         }
-        var isInteger = true
+        var fractionDigits = 0
         if position < bytes.count, bytes[position] == UInt8(ascii: ".") {
-            isInteger = false
             position += 1
             guard position < bytes.count, isDigit(bytes[position]) else { throw error("invalid number") }
-            while position < bytes.count, isDigit(bytes[position]) { position += 1 }
+            while position < bytes.count, isDigit(bytes[position]) {
+                fractionDigits += 1
+                position += 1
+            }
         }
+        var exponent = false
         if position < bytes.count, bytes[position] == UInt8(ascii: "e") || bytes[position] == UInt8(ascii: "E") {
-            isInteger = false
+            exponent = true
             position += 1
             if position < bytes.count, bytes[position] == UInt8(ascii: "+") || bytes[position] == UInt8(ascii: "-") {
                 position += 1
@@ -386,8 +382,35 @@ public struct JSONParser: ~Copyable {
             guard position < bytes.count, isDigit(bytes[position]) else { throw error("invalid number") }
             while position < bytes.count, isDigit(bytes[position]) { position += 1 }
         }
-        if isInteger && !overflow {
-            return .integer(negative ? -integer : integer)
+        return (digits + fractionDigits, fractionDigits, exponent)
+    }
+
+    /// A skipped number is checked, never converted.
+    private mutating func skipNumber() throws(JSONParseError) {
+        _ = try scanNumber()
+    }
+
+    private mutating func parseNumber() throws(JSONParseError) -> JSONValue {
+        let start = position
+        let (digits, fractionDigits, exponent) = try scanNumber()
+        // The common case, up to 19 digits and no exponent: one pass over the digits into
+        // 64 bits gives an integer or an exact decimal.
+        if digits <= 19 && !exponent {
+            var index = start
+            let negative = bytes[index] == UInt8(ascii: "-")
+            if negative { index += 1 }
+            var significand: UInt64 = 0
+            while index < position {
+                let digit = bytes[index] &- UInt8(ascii: "0")
+                if digit < 10 { significand = significand &* 10 &+ UInt64(digit) }
+                index += 1
+            }
+            if fractionDigits == 0 {
+                if negative, significand <= UInt64(Int64.max) + 1 { return .integer(Int64(truncatingIfNeeded: 0 &- significand)) }
+                if !negative, significand <= UInt64(Int64.max) { return .integer(Int64(significand)) }
+            }
+            let signed = negative ? -Int128(significand) : Int128(significand)
+            if let decimal = DecimalNumber(significand: signed, scale: fractionDigits) { return .decimal(decimal) }
         }
         // Every number of up to 38 digits is kept exactly; only larger ones become doubles.
         if let decimal = DecimalNumber.parse(bytes, from: start, to: position) { return .decimal(decimal) }
