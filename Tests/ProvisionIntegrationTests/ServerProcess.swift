@@ -254,7 +254,11 @@ final class ServerProcess: @unchecked Sendable {
             kill(process.processIdentifier, SIGKILL)
             process.waitUntilExit()
         }
-        removeTestData(dataDirectory, logPath)
+        // The data directory, its log and what tests kept beside it (`<data>-specs`, …).
+        let parent = (dataDirectory as NSString).deletingLastPathComponent
+        let name = (dataDirectory as NSString).lastPathComponent
+        let siblings = ((try? FileManager.default.contentsOfDirectory(atPath: parent)) ?? []).filter { $0.hasPrefix(name) }
+        for sibling in siblings { removeTestData(parent + "/" + sibling) }
     }
 }
 

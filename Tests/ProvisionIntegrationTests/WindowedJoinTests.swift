@@ -208,6 +208,28 @@ func paidOrdersSpec(type: String, idleTimeout: String? = nil) -> String {
         #expect(interleaved == backfill, "interleaved slices")
     }
 
+    /// SIGKILL once the first windows have been written: the restarted product rebuilds its
+    /// windows from both inputs up to the committed offsets and continues with exactly the
+    /// rows, in the order, an uninterrupted run writes.
+    @Test func killedMidBackfillTheWindowedOutputEqualsTheReference() async throws {
+        let world = PaymentWorld.generate(orders: 150_000, from: Self.start, minutesApart: 1, seed: 34)
+        let expected = world.expectedRows(left: true)
+        let server = ServerProcess()
+        try await world.seed(server)
+        try await server.start()
+        defer { server.stop(signal: SIGKILL) }
+        let applied = try server.ctl(["apply", "-f", try writeSpecs(paymentsCatalogSpec, paidOrdersSpec(type: "left"), to: server.dataDirectory + "-specs")])
+        #expect(applied.status == 0, "\(applied.errorOutput)")
+        let caught = try await server.waitForProduct("paid-orders", timeout: .seconds(120)) { $0.recordsWritten > 0 }
+        server.stop(signal: SIGKILL)
+        #expect(caught.recordsWritten < expected.count, "the backfill had finished before the kill")
+        try await server.start()
+        _ = try await server.waitForProduct("paid-orders", timeout: .seconds(240)) { $0.recordsWritten == expected.count && $0.phase == "Live" }
+        let rows = try outputRows(server.fileRoot + "/paid-orders.jsonl")
+        #expect(rows.count == expected.count)
+        #expect(rows == expected)
+    }
+
     /// Live, an inner pair goes out as soon as both sides have arrived, not when the window
     /// closes; a payment later than `maxDelay` but inside the window is still the order's
     /// match; and a record older than stream time minus `maxDelay` is late: counted and

@@ -3,13 +3,14 @@
 JSON line to LOG_PATH: {"idempotencyKey", "attempt", "status", "verified", "records": [[id, key, offset]]}.
 
     webhook_receiver.py PORT LOG_PATH [--fail-first N] [--throttle-every K] [--hang-every K --hang-seconds S]
-                                      [--reject-marker TEXT] [--secret S]
+                                      [--reject-marker TEXT] [--secret S] [--body-log PATH]
 
 --fail-first N       answer 500 to the first N attempts of every batch
 --throttle-every K   answer 429 with Retry-After: 1 to the first attempt of every K-th batch
 --hang-every K       do not answer the first attempt of every K-th batch for S seconds
 --reject-marker T    answer 400 to a batch whose body contains T
 --secret S           check the Provision-Signature header (HMAC-SHA256 of "<t>.<body>")
+--body-log PATH      also append every request body, as received, one a line
 """
 import argparse
 import hashlib
@@ -28,12 +29,14 @@ parser.add_argument("--hang-every", type=int, default=0)
 parser.add_argument("--hang-seconds", type=float, default=0)
 parser.add_argument("--reject-marker", default=None)
 parser.add_argument("--secret", default=None)
+parser.add_argument("--body-log", default=None)
 options = parser.parse_args()
 
 lock = threading.Lock()
 attempts = {}   # idempotency key -> attempts so far
 batches = {}    # idempotency key -> its number, in order of first arrival
 log = open(options.log, "a", buffering=1)
+body_log = open(options.body_log, "ab", buffering=0) if options.body_log else None
 
 
 def verify(headers, body):
@@ -69,6 +72,9 @@ class Receiver(BaseHTTPRequestHandler):
             attempt = attempts.get(key, 0) + 1
             attempts[key] = attempt
             number = batches.setdefault(key, len(batches) + 1)
+        if body_log:
+            with lock:
+                body_log.write(body.replace(b"\n", b" ") + b"\n")
         records = [[r["id"], r["key"], r["offset"]] for r in json.loads(body)["records"]]
         verified = verify(self.headers, body)
         status, headers, payload = 200, (), b'{"ok":true}'
