@@ -301,14 +301,14 @@ final class FlakyProxy: @unchecked Sendable {
     private let process: Process
     private let statsPath: String
 
-    init(upstream: String, failingFor seconds: Int) throws {
+    init(upstream: String, failingFor seconds: Int, bodyLog: String? = nil) throws {
         let port = freePort()
         url = "http://127.0.0.1:\(port)"
         statsPath = NSTemporaryDirectory() + "provision-proxy-\(UUID().uuidString)"
         let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("flaky_proxy.py").path
         process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", script, String(port), upstream, String(seconds), statsPath]
+        process.arguments = ["python3", script, String(port), upstream, String(seconds), statsPath] + (bodyLog.map { [$0] } ?? [])
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         try process.run()

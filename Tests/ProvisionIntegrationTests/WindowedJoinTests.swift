@@ -89,7 +89,13 @@ struct PaymentWorld {
                                                                  "placed_at": JoinWorld.timestamp(order.time)] as NSDictionary))
             }
             if matched.isEmpty && left {
-                let closing = steps.firstIndex { $0.time > order.time + within + grace } ?? steps.count
+                // The first step past the window's end + grace: a binary search, the steps being in time order.
+                var (low, high) = (0, steps.count)
+                while low < high {
+                    let middle = (low + high) / 2
+                    if steps[middle].time > order.time + within + grace { high = middle } else { low = middle + 1 }
+                }
+                let closing = low
                 keyed.append(([Int64(closing), 1, order.time, Int64(orderStep[orderIndex]!)],
                               ["order_id": order.id, "payment_id": NSNull(), "paid": NSNull(),
                                "placed_at": JoinWorld.timestamp(order.time)] as NSDictionary))

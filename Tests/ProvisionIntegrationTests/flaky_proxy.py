@@ -4,7 +4,9 @@ SECONDS from the first `_bulk` request on answers every other `_bulk` request wi
 Retry-After) or 503, as an overloaded cluster does. Writes how many requests it refused to
 STATS_PATH.
 
-    flaky_proxy.py PORT UPSTREAM SECONDS STATS_PATH
+    flaky_proxy.py PORT UPSTREAM SECONDS STATS_PATH [BODY_LOG]
+
+With BODY_LOG, every `_bulk` request body is appended to it as received.
 """
 import sys
 import threading
@@ -14,6 +16,7 @@ import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 port, upstream, seconds, stats_path = int(sys.argv[1]), sys.argv[2].rstrip("/"), float(sys.argv[3]), sys.argv[4]
+body_log = open(sys.argv[5], "ab", buffering=0) if len(sys.argv) > 5 else None
 started = None  # when the first _bulk request arrives: the failing window starts there
 lock = threading.Lock()
 bulk_requests = 0
@@ -42,6 +45,8 @@ class Proxy(BaseHTTPRequestHandler):
             with lock:
                 if started is None:
                     started = time.monotonic()
+                if body_log and body:
+                    body_log.write(body)
         if "/_bulk" in self.path and time.monotonic() - started < seconds:
             with lock:
                 bulk_requests += 1
