@@ -43,7 +43,9 @@ enum DemoData {
             let time = start + Int64(index) * step + Int64(random.next(below: Int(step)))
             let customer = random.next(below: customerCount)
             let region = customerRegion[customer]
-            let (order, payment) = orderRecords(index, customer: customer, region: region, time: time, random: &random)
+            // No payment in the future: the trickle goes on from now.
+            let (order, payment) = orderRecords(index, customer: customer, region: region, time: time,
+                                                paymentDelayMax: Int(min(3_600_000, now - time)), random: &random)
             batch.append(order)
             if let payment { payments.append(payment) }
             if batch.count == 50_000 {
@@ -52,6 +54,8 @@ enum DemoData {
             }
         }
         try await log.append(batch, to: orders)
+        // A payment stream is in the order payments happen, not in the order of their orders.
+        payments = payments.enumerated().sorted { ($0.element.timestamp, $0.offset) < ($1.element.timestamp, $1.offset) }.map(\.element)
         try await log.append(payments, to: TopicPartition(topic: "payments", partition: 0))
         logger.info("demo data seeded", metadata: ["customers": "\(customerCount)", "orders": "\(orderCount)",
                                                    "payments": "\(payments.count)"])
@@ -73,8 +77,9 @@ enum DemoData {
         return record(key: id, value: value, time: time)
     }
 
+    /// An order and, unless it was cancelled, its payment up to `paymentDelayMax` later.
     static func orderRecords(_ index: Int, customer: Int, region: String, time: TimestampMilliseconds,
-                             random: inout SeededRandom) -> (LogRecord, LogRecord?)
+                             paymentDelayMax: Int = 3_600_000, random: inout SeededRandom) -> (LogRecord, LogRecord?)
     {
         let id = "o-\(index)"
         // Mostly small baskets, a long tail of large ones.
@@ -88,7 +93,7 @@ enum DemoData {
         ]
         var payment: LogRecord?
         if status != "cancelled" {
-            let paidAt = time + Int64(random.next(below: 3_600_000))
+            let paidAt = time + Int64(random.next(below: max(1, paymentDelayMax)))
             let paymentStatus = random.next(below: 100) < 4 ? "failed" : "captured"
             let value: JSONValue = [
                 "payment_id": .string("p-\(index)"), "order_id": .string(id), "amount": .decimal(amount),

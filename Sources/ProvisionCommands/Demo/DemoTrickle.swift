@@ -17,8 +17,9 @@ struct DemoTrickle: Service {
         var index = Int(try await log.endOffset(of: orders))
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
             let region = DemoData.regions[random.next(below: DemoData.regions.count)]
+            // Live, a payment follows its order within seconds.
             let (order, payment) = DemoData.orderRecords(index, customer: random.next(below: DemoData.customerCount), region: region,
-                                                         time: Reconciler.now(), random: &random)
+                                                         time: Reconciler.now(), paymentDelayMax: 2_000, random: &random)
             try await log.append([order], to: orders)
             if let payment { try await log.append([payment], to: payments) }
             index += 1
