@@ -52,7 +52,7 @@ private func product(_ name: String, select: String, sink: String, filter: Strin
     """
 }
 
-@Suite(.serialized, integrationTimeLimit,
+@Suite(.serialized, .timeLimit(.minutes(8)),
        .enabled(if: (postgresURL != nil && !elasticsearchServers.isEmpty) || runningInCI, "needs the servers scripts/test starts"))
 struct DecimalSinkTests {
     /// A decimal selected as it is reaches every sink with its digits unchanged, and `tail`

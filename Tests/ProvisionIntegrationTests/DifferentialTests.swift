@@ -343,7 +343,7 @@ private func psqlScript(_ script: String, in directory: String) throws -> String
     return text
 }
 
-@Suite(.serialized, integrationTimeLimit, .enabled(if: postgresURL != nil || runningInCI, "needs the PostgreSQL server scripts/test starts"))
+@Suite(.serialized, .timeLimit(.minutes(8)), .enabled(if: postgresURL != nil || runningInCI, "needs the PostgreSQL server scripts/test starts"))
 struct DifferentialTests {
     static let factCount = 400
     static let selectProducts = 6

@@ -86,7 +86,7 @@ private func liveAt(_ count: Int) -> ([String: Any]) -> Bool {
     { $0.phase == "Live" && ($0.status["checkpoint"] as? [String: Any])?["0"] as? Int == count }
 }
 
-@Suite(.serialized, integrationTimeLimit, .enabled(if: !elasticsearchServers.isEmpty, "needs the Elasticsearch-API servers scripts/test starts"))
+@Suite(.serialized, .timeLimit(.minutes(8)), .enabled(if: !elasticsearchServers.isEmpty, "needs the Elasticsearch-API servers scripts/test starts"))
 struct ElasticsearchSinkTests {
     @Test(arguments: elasticsearchServers)
     func indexesUpdatesAndDeletesBehindAnAlias(_ elasticsearch: ElasticsearchServer) async throws {

@@ -110,7 +110,7 @@ func seedLog(_ server: ServerProcess, _ orders: [TestOrder]) async throws {
 }
 
 
-@Suite(.serialized, integrationTimeLimit) struct EndToEndTests {
+@Suite(.serialized, .timeLimit(.minutes(8))) struct EndToEndTests {
     @Test func produceApplyBackfillThenFollowLive() async throws {
         let server = ServerProcess()
         try await server.start()

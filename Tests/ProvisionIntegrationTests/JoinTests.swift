@@ -201,7 +201,7 @@ extension ServerProcess {
     }
 }
 
-@Suite(.serialized, integrationTimeLimit) struct JoinTests {
+@Suite(.serialized, .timeLimit(.minutes(8))) struct JoinTests {
     static let start: Int64 = 1_767_225_600_000 // 2026-01-01
 
     @Test func asOfJoinEqualsTheBruteForceReferenceAfterBackfillAndLive() async throws {
@@ -400,7 +400,7 @@ extension ServerProcess {
     }
 }
 
-@Suite(.serialized, integrationTimeLimit) struct LatestJoinTests {
+@Suite(.serialized, .timeLimit(.minutes(8))) struct LatestJoinTests {
     static let spec = """
         apiVersion: provision/v1
         kind: DataProduct

@@ -37,7 +37,7 @@ func psqlRows(_ sql: String, url: String? = postgresURL) throws -> [[String]] {
     return String(decoding: data, as: UTF8.self).split(separator: "\n").map { $0.split(separator: "\t", omittingEmptySubsequences: false).map(String.init) }
 }
 
-@Suite(.serialized, integrationTimeLimit, .enabled(if: postgresURL != nil || runningInCI, "needs the PostgreSQL server scripts/test starts"))
+@Suite(.serialized, .timeLimit(.minutes(8)), .enabled(if: postgresURL != nil || runningInCI, "needs the PostgreSQL server scripts/test starts"))
 struct PostgresSinkTests {
     @Test func upsertsDeletesAndFiltersIntoATable() async throws {
         let server = ServerProcess()

@@ -11,14 +11,11 @@ import Glibc
 /// skipping its tests.
 let runningInCI = ["true", "1"].contains(ProcessInfo.processInfo.environment["CI"]?.lowercased() ?? "")
 
-/// How long an integration test may take before it fails with a message, well inside CI's
-/// limit: the slowest ones back-fill a million records and kill a server on the way.
-let integrationTimeLimit: TimeLimitTrait = .timeLimit(.minutes(8))
 
 // MARK: HTTP
 
-/// One HTTP exchange from a test, always with a deadline: AsyncHTTPClient, not URLSession,
-/// whose requests could hang on a half-closed connection past any timeout.
+/// One HTTP exchange from a test, always with a deadline (AsyncHTTPClient): a request on a
+/// half-closed connection fails in time instead of hanging the suite.
 struct HTTPReply {
     var status: Int
     var body: Data
@@ -274,7 +271,7 @@ extension Dictionary where Key == String, Value == Any {
     var lag: Int { (status["lag"] as? NSNumber)?.intValue ?? -1 }
 }
 
-@Suite struct TestEnvironmentTests {
+@Suite(.timeLimit(.minutes(1))) struct TestEnvironmentTests {
     /// Under CI every test server must be there: a suite that skipped for want of one would
     /// let a broken sink land.
     @Test func ciProvidesEveryTestServer() {

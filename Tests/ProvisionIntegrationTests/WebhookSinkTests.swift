@@ -90,7 +90,7 @@ private func offsetsByKey(_ delivered: [(id: String, key: String, offset: Int)])
     return byKey
 }
 
-@Suite(.serialized, integrationTimeLimit)
+@Suite(.serialized, .timeLimit(.minutes(8)))
 struct WebhookSinkTests {
     @Test func failuresAreRetriedInOrderSignedAndRefusalsDeadLettered() async throws {
         let secret = "whsec-\(UUID().uuidString)"

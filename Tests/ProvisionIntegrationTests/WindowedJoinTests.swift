@@ -133,7 +133,7 @@ func paidOrdersSpec(type: String, idleTimeout: String? = nil) -> String {
     """
 }
 
-@Suite(.serialized, integrationTimeLimit) struct WindowedJoinTests {
+@Suite(.serialized, .timeLimit(.minutes(8))) struct WindowedJoinTests {
     static let start: Int64 = 1_767_225_600_000
 
     @Test(arguments: ["inner", "left"])
