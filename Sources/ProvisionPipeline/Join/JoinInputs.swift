@@ -214,9 +214,6 @@ public actor JoinInputs {
                      watermark: watermark, late: late)
     }
 
-    /// How many tables are joined here: the width of the rows `match` returns.
-    public nonisolated var tableCount: Int { rules.count }
-
     private func restore(startTime: TimestampMilliseconds?, position: JoinPosition?) async throws {
         watermark = position?.watermark
         late = position?.late ?? 0
