@@ -37,6 +37,13 @@ public struct ControlState: Sendable, Equatable, Codable {
     public init() {}
 }
 
+/// A change was not saved, so it was not made.
+public struct ControlStateNotSaved: Error, Sendable, CustomStringConvertible {
+    public var cause: String
+
+    public var description: String { "the change was not saved, so it was not made: \(cause)" }
+}
+
 /// Where specs and status live between restarts. A JSON file today; compacted topics when
 /// several servers share one control plane.
 public protocol ControlStore: Sendable {

@@ -67,7 +67,7 @@ extension Reconciler {
                 try await createTopic(topic)
             }
         }
-        replaceState(next)
+        try replaceState(next)
         for change in changes where change.kind == .dataProduct && change.action != .unchanged {
             requestReconcile(change.name)
         }
@@ -166,24 +166,24 @@ extension Reconciler {
 
     /// Marks the product for deletion and returns at once; the reconciler stops it and
     /// applies its deletion policy. Returns false if it does not exist.
-    public func deleteProduct(_ name: String) -> Bool {
-        changeProduct(name) { $0.deleting = true }
+    public func deleteProduct(_ name: String) throws(ControlStateNotSaved) -> Bool {
+        try changeProduct(name) { $0.deleting = true }
     }
 
     /// Stops or restarts a product's pipeline, keeping its output and checkpoint. Returns
     /// false if it does not exist.
-    public func setPaused(_ name: String, _ paused: Bool) -> Bool {
-        changeProduct(name) { $0.paused = paused }
+    public func setPaused(_ name: String, _ paused: Bool) throws(ControlStateNotSaved) -> Bool {
+        try changeProduct(name) { $0.paused = paused }
     }
 
     /// Records a change to a product that is not being deleted, saves it and asks for its
     /// reconciliation.
-    private func changeProduct(_ name: String, _ change: (inout StoredProduct) -> Void) -> Bool {
+    private func changeProduct(_ name: String, _ change: (inout StoredProduct) -> Void) throws(ControlStateNotSaved) -> Bool {
         guard var stored = currentState.products[name], !stored.deleting else { return false }
         change(&stored)
         var next = currentState
         next.products[name] = stored
-        replaceState(next)
+        try replaceState(next)
         requestReconcile(name)
         return true
     }

@@ -124,9 +124,17 @@ public actor Reconciler: Service {
     var currentTime: TimestampMilliseconds { clock() }
     var eventLog: any EventLog { log }
 
-    func replaceState(_ next: ControlState) {
+    /// Saves `next` and only then makes it current: when the save fails nothing changes and
+    /// the request that asked for it fails.
+    func replaceState(_ next: ControlState) throws(ControlStateNotSaved) {
+        do {
+            try store.save(next)
+        } catch {
+            logger.error("cannot save control state", metadata: ["error": "\(error)"])
+            throw ControlStateNotSaved(cause: "\(error)")
+        }
         state = next
-        save()
+        statusDirty = false
     }
 
     func sinkLocation(of spec: DataProductSpec) -> String {

@@ -20,6 +20,12 @@ public struct APIRouter: Sendable {
 
     public func build() -> Router<BasicRequestContext> {
         let router = Router()
+        let routes = RouteTable()
+        router.add(middleware: APIErrorMiddleware(routes: routes))
+        defer {
+            // Every route registered below, for the 405 answers.
+            for (method, path) in Self.routes { routes.add(method, path) }
+        }
         router.get("/healthz") { _, _ in Self.json(["status": "ok"]) }
         router.post("/v1/apply") { request, _ in try await self.apply(request) }
         router.get("/v1/products") { _, _ in Self.json(await self.reconciler.products()) }
@@ -32,7 +38,7 @@ public struct APIRouter: Sendable {
         }
         router.delete("/v1/products/:name") { _, context in
             let name = try context.parameters.require("name")
-            guard await self.reconciler.deleteProduct(name) else {
+            guard try await self.reconciler.deleteProduct(name) else {
                 return Self.error(.notFound, code: "NotFound", message: "product '\(name)' does not exist")
             }
             return Self.json(["deleted": name], status: .accepted)
@@ -40,7 +46,7 @@ public struct APIRouter: Sendable {
         for (action, paused) in [("pause", true), ("resume", false)] {
             router.post("/v1/products/:name/\(action)") { _, context in
                 let name = try context.parameters.require("name")
-                guard await self.reconciler.setPaused(name, paused) else {
+                guard try await self.reconciler.setPaused(name, paused) else {
                     return Self.error(.notFound, code: "NotFound", message: "product '\(name)' does not exist")
                 }
                 return Self.json([action == "pause" ? "paused" : "resumed": name], status: .accepted)
@@ -75,6 +81,14 @@ public struct APIRouter: Sendable {
         }
         return router
     }
+
+    /// The routes `build()` registers, by method and path.
+    static let routes: [(HTTPRequest.Method, String)] = [
+        (.get, "/healthz"), (.post, "/v1/apply"), (.get, "/v1/products"), (.get, "/v1/products/:name"),
+        (.delete, "/v1/products/:name"), (.post, "/v1/products/:name/pause"), (.post, "/v1/products/:name/resume"),
+        (.post, "/v1/products/:name/redeliver"), (.get, "/v1/datasets"), (.get, "/v1/datasets/:name"),
+        (.get, "/v1/topics"), (.post, "/v1/topics/:topic/records"), (.get, "/v1/topics/:topic/records"),
+    ]
 
     // MARK: Handlers
 

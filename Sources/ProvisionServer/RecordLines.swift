@@ -80,7 +80,7 @@ public enum RecordLines {
                 throw LineError(line: line, message: "the time field '\(timeField)' is missing")
             }
             guard let parsed = time(timeValue) else {
-                throw LineError(line: line, message: "the time field '\(timeField)' is not an RFC 3339 timestamp or epoch milliseconds")
+                throw LineError(line: line, message: "the time field '\(timeField)' is not an RFC 3339 timestamp or epoch milliseconds of the years 0000 to 9999")
             }
             timestamp = parsed
         }
@@ -108,7 +108,7 @@ public enum RecordLines {
         var timestamp = now
         if let timeValue = object["time"], !timeValue.isNull {
             guard let parsed = time(timeValue) else {
-                throw LineError(line: line, message: "the envelope time is not an RFC 3339 timestamp or epoch milliseconds")
+                throw LineError(line: line, message: "the envelope time is not an RFC 3339 timestamp or epoch milliseconds of the years 0000 to 9999")
             }
             timestamp = parsed
         }
@@ -134,7 +134,7 @@ public enum RecordLines {
     private static func time(_ value: JSONValue) -> TimestampMilliseconds? {
         switch value {
         case .string(let text): return Timestamp.parse(text)
-        case .integer(let milliseconds): return milliseconds
+        case .integer(let milliseconds): return Timestamp.isInRange(milliseconds) ? milliseconds : nil
         default: return nil
         }
     }

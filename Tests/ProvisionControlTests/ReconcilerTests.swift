@@ -30,18 +30,40 @@ private func productSpec(where filter: String, path: String = "out/orders.jsonl"
     """
 }
 
+/// A store whose disk is full once `failing` is set.
+private final class FailingControlStore: ControlStore, @unchecked Sendable {
+    private let lock = NSLock()
+    private var saved = ControlState()
+    private var failingNow = false
+
+    var failing: Bool {
+        get { lock.withLock { failingNow } }
+        set { lock.withLock { failingNow = newValue } }
+    }
+
+    func load() throws -> ControlState { lock.withLock { saved } }
+
+    func save(_ state: ControlState) throws {
+        try lock.withLock {
+            if failingNow { throw CocoaError(.fileWriteOutOfSpace) }
+            saved = state
+        }
+    }
+}
+
 /// A reconciler on a real embedded log and file sinks in a temporary directory.
 private struct Harness {
     let directory: String
     let log: EmbeddedEventLog
     let reconciler: Reconciler
 
-    init(directory: String = NSTemporaryDirectory() + "provision-control-\(UUID().uuidString)") throws {
+    init(directory: String = NSTemporaryDirectory() + "provision-control-\(UUID().uuidString)",
+         store: (any ControlStore)? = nil) throws {
         self.directory = directory
         log = try EmbeddedEventLog(directory: directory + "/log")
         let checkpoints = try FileCheckpointStore(directory: directory + "/checkpoints")
         reconciler = try Reconciler(
-            log: log, store: FileControlStore(directory: directory + "/control"),
+            log: log, store: store ?? FileControlStore(directory: directory + "/control"),
             sinks: SinkFactory(fileRoot: directory + "/files", checkpoints: checkpoints),
             configuration: .init(backoff: RetryBackoff(initial: .milliseconds(20), cap: .milliseconds(200)),
                                  pipelineLimits: .init(batchRecordsMax: 500, idleWait: .milliseconds(50)),
@@ -107,7 +129,7 @@ private struct Harness {
         try await harness.waitFor { $0?.status.observedGeneration == 3 }
         #expect(try harness.lines().count == 100)
 
-        #expect(await harness.reconciler.deleteProduct("big-orders"))
+        #expect(try await harness.reconciler.deleteProduct("big-orders"))
         try await harness.waitFor { $0 == nil }
         #expect(!FileManager.default.fileExists(atPath: harness.directory + "/files/out/orders.jsonl"))
     }
@@ -119,7 +141,7 @@ private struct Harness {
         _ = try await harness.apply(catalog, productSpec(where: "amount >= 50"))
         try await harness.produce(0..<200)
         try await harness.waitFor { $0?.status.recordsWritten == 100 }
-        #expect(await harness.reconciler.deleteProduct("big-orders"))
+        #expect(try await harness.reconciler.deleteProduct("big-orders"))
         try await harness.waitFor { $0 == nil }
         #expect(try harness.lines().count == 100)
     }
@@ -140,17 +162,17 @@ private struct Harness {
         _ = try await harness.apply(catalog, productSpec(where: "amount >= 50"))
         try await harness.produce(0..<200)
         try await harness.waitFor { $0?.status.phase == .live && $0?.status.recordsWritten == 100 }
-        #expect(await harness.reconciler.setPaused("big-orders", true))
+        #expect(try await harness.reconciler.setPaused("big-orders", true))
         try await harness.waitFor { $0?.status.phase == .paused }
         try await harness.produce(200..<400)
         try await Task.sleep(for: .milliseconds(300))
         #expect(try harness.lines().count == 100)
         #expect(await harness.reconciler.product("big-orders")?.status.condition("Ready")?.reason == "Paused")
-        #expect(await harness.reconciler.setPaused("big-orders", false))
+        #expect(try await harness.reconciler.setPaused("big-orders", false))
         try await harness.waitFor { $0?.status.phase == .live && $0?.status.recordsWritten == 200 }
         let ids = try harness.lines().map { $0.split(separator: "\"")[3] }
         #expect(ids.count == 200 && Set(ids).count == 200)
-        #expect(await harness.reconciler.setPaused("absent", true) == false)
+        #expect(try await harness.reconciler.setPaused("absent", true) == false)
     }
 
     @Test func aDatasetChangeRebuildsItsProductsOrIsRejectedIfItBreaksThem() async throws {
@@ -234,5 +256,26 @@ private struct Harness {
         let ids = try harness.lines().map { $0.split(separator: "\"")[3] }
         #expect(ids.count == 300)
         #expect(Set(ids).count == 300)  // nothing re-sent after the restart
+    }
+
+    /// A change that cannot be saved is not made: the request fails, and nothing of it is
+    /// visible, now or after a restart.
+    @Test func aChangeThatCannotBeSavedFailsTheRequestAndChangesNothing() async throws {
+        let store = FailingControlStore()
+        let harness = try Harness(store: store)
+        _ = try await harness.apply(catalog)
+        store.failing = true
+        await #expect(throws: ControlStateNotSaved.self) {
+            _ = try await harness.apply(catalog, productSpec(where: "amount > 10"))
+        }
+        #expect(await harness.reconciler.products().isEmpty)
+        #expect(try store.load().products.isEmpty)
+        store.failing = false
+        _ = try await harness.apply(catalog, productSpec(where: "amount > 10"))
+        store.failing = true
+        await #expect(throws: ControlStateNotSaved.self) { _ = try await harness.reconciler.setPaused("big-orders", true) }
+        #expect(await harness.reconciler.currentState.products["big-orders"]?.paused == false)
+        await #expect(throws: ControlStateNotSaved.self) { _ = try await harness.reconciler.deleteProduct("big-orders") }
+        #expect(await harness.reconciler.currentState.products["big-orders"]?.deleting == false)
     }
 }

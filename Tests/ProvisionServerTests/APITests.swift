@@ -91,6 +91,30 @@ private let dataset = """
         }
     }
 
+    /// The router's own errors are JSON like every other: an unknown route is 404, a known
+    /// path with another method 405 naming the methods it takes.
+    @Test func unknownRoutesAndWrongMethodsAnswerJSON() async throws {
+        try await makeApplication().test(.router) { client in
+            try await client.execute(uri: "/v1/nothing-here", method: .get) { response in
+                #expect(response.status == .notFound)
+                let error = try json(response.body)["error"] as? [String: Any]
+                #expect(error?["code"] as? String == "NotFound")
+                #expect(error?["message"] as? String == "no route for GET /v1/nothing-here")
+            }
+            for (method, uri, allowed) in [(HTTPRequest.Method.put, "/v1/products/p", "DELETE, GET"),
+                                           (.delete, "/v1/apply", "POST"),
+                                           (.patch, "/v1/topics/orders/records", "GET, POST")] {
+                try await client.execute(uri: uri, method: method) { response in
+                    #expect(response.status == .methodNotAllowed, "\(method) \(uri)")
+                    #expect(response.headers[.allow] == allowed)
+                    #expect(response.headers[.contentType] == "application/json")
+                    let error = try json(response.body)["error"] as? [String: Any]
+                    #expect(error?["code"] as? String == "MethodNotAllowed")
+                }
+            }
+        }
+    }
+
     @Test func produceThenReadBack() async throws {
         try await makeApplication().test(.router) { client in
             let lines = "{\"id\":\"a\",\"t\":\"2026-01-01T00:00:00Z\"}\n{\"id\":\"b\",\"t\":1000}\n"
@@ -123,6 +147,7 @@ private let dataset = """
         ("{\"id\":1}\n{\"id\":2,}\n", "line 2: invalid JSON"),
         ("{\"x\":1}\n", "line 1: the key field 'id' is missing"),
         ("{\"id\":1,\"at\":\"soon\"}\n", "line 1: the time field 'at' is not an RFC 3339 timestamp or epoch milliseconds"),
+        ("{\"id\":1,\"at\":9223372036854775807}\n", "line 1: the time field 'at' is not an RFC 3339 timestamp or epoch milliseconds of the years 0000 to 9999"),
     ])
     func reportsTheFirstBadLine(_ input: String, _ message: String) {
         do {

@@ -99,7 +99,11 @@ public enum FieldReader {
                 throw EvaluationError("field '\(path)': '\(text)' is not an RFC 3339 timestamp")
             }
             return .timestamp(milliseconds)
-        case (.timestamp, .integer(let milliseconds)): return .timestamp(milliseconds)
+        case (.timestamp, .integer(let milliseconds)):
+            guard Timestamp.isInRange(milliseconds) else {
+                throw EvaluationError("field '\(path)': \(milliseconds) milliseconds is outside the years 0000 to 9999")
+            }
+            return .timestamp(milliseconds)
         case (.json, _), (.object, .object): return .json(json)
         default: break
         }

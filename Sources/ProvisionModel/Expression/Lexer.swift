@@ -144,7 +144,9 @@ struct Lexer {
                 return .decimal(number)
             }
             guard let milliseconds = DurationText.parseMilliseconds(text) else {
-                throw ExpressionError(column: column, message: "invalid number or duration '\(text)'")
+                throw ExpressionError(column: column, message: DurationText.parse(text) == .tooLong
+                                        ? DurationText.problem(with: text, examples: "")
+                                        : "invalid number or duration '\(text)'")
             }
             return .duration(milliseconds)
         }

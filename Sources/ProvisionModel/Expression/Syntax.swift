@@ -36,10 +36,25 @@ indirect enum Syntax {
 /// A recursive-descent parser. Precedence, loosest first: `or`, `and`, `not`,
 /// comparison / `in` / `is null`, `+ -`, `* /`, unary minus.
 struct Parser {
+    /// Longer expressions are refused: a filter is a line or a few, and the limit bounds the
+    /// work one spec can ask of every event.
+    static let maximumLength = 4096
+    /// Parentheses, calls, `not` and unary minus nest at most this deep; the parser and the
+    /// compiled closures recurse once per level, so the limit keeps a spec from exhausting
+    /// the stack (5,000 parentheses would).
+    static let maximumNesting = 64
+    /// Operator chains (`a + b + c …`) build a tree as tall as the chain; evaluation recurses
+    /// through it.
+    static let maximumHeight = 256
+
     private let tokens: [Token]
     private var index = 0
+    private var nesting = 0
 
     static func parse(_ text: String) throws(ExpressionError) -> Syntax {
+        guard text.utf8.count <= maximumLength else {
+            throw ExpressionError(column: maximumLength + 1, message: "the expression is longer than \(maximumLength) characters")
+        }
         var parser = Parser(tokens: try Lexer.tokenize(text))
         if parser.current.kind == .end {
             throw ExpressionError(column: 1, message: "empty expression")
@@ -48,7 +63,34 @@ struct Parser {
         guard parser.current.kind == .end else {
             throw ExpressionError(column: parser.current.column, message: "unexpected \(parser.describe(parser.current))")
         }
+        try checkHeight(syntax, remaining: maximumHeight)
         return syntax
+    }
+
+    private static func checkHeight(_ syntax: Syntax, remaining: Int) throws(ExpressionError) {
+        guard remaining > 0 else {
+            throw ExpressionError(column: syntax.column, message: "the expression has more than \(maximumHeight) operators in one chain; split it")
+        }
+        switch syntax {
+        case .literal, .field: return
+        case .unary(_, let operand, _), .nullTest(let operand, _, _): try checkHeight(operand, remaining: remaining - 1)
+        case .binary(_, let left, let right, _):
+            try checkHeight(left, remaining: remaining - 1)
+            try checkHeight(right, remaining: remaining - 1)
+        case .membership(let operand, let list, _, _):
+            try checkHeight(operand, remaining: remaining - 1)
+            for element in list { try checkHeight(element, remaining: remaining - 1) }
+        case .call(_, let arguments, _):
+            for argument in arguments { try checkHeight(argument, remaining: remaining - 1) }
+        }
+    }
+
+    /// Enters one level of nesting at `column`, refusing to go past `maximumNesting`.
+    private mutating func nest(at column: Int) throws(ExpressionError) {
+        nesting += 1
+        guard nesting <= Self.maximumNesting else {
+            throw ExpressionError(column: column, message: "the expression nests more than \(Self.maximumNesting) levels deep")
+        }
     }
 
     private init(tokens: [Token]) {
@@ -105,6 +147,8 @@ struct Parser {
     private mutating func parseNot() throws(ExpressionError) -> Syntax {
         if current.kind == .keyword(.not) {
             let column = advance().column
+            try nest(at: column)
+            defer { nesting -= 1 }
             return .unary(.not, try parseNot(), column: column)
         }
         return try parseComparison()
@@ -186,6 +230,8 @@ struct Parser {
     private mutating func parseUnary() throws(ExpressionError) -> Syntax {
         if current.kind == .symbol(.minus) {
             let column = advance().column
+            try nest(at: column)
+            defer { nesting -= 1 }
             return .unary(.negate, try parseUnary(), column: column)
         }
         return try parsePrimary()
@@ -203,12 +249,16 @@ struct Parser {
         case .keyword(.false): return .literal(.boolean(false), column: token.column)
         case .keyword(.null): return .literal(.null, column: token.column)
         case .symbol(.openParen):
+            try nest(at: token.column)
+            defer { nesting -= 1 }
             let inner = try parseOr()
             try expect(.closeParen)
             return inner
         case .identifier(let name):
             if current.kind == .symbol(.openParen) {
                 _ = advance()
+                try nest(at: token.column)
+                defer { nesting -= 1 }
                 var arguments: [Syntax] = []
                 if current.kind != .symbol(.closeParen) {
                     while true {

@@ -11,8 +11,27 @@ struct DocumentReader {
         self.file = file
     }
 
+    /// A spec file is at most this long; specs are kilobytes.
+    static let maximumFileBytes = 1 << 20
+    /// Nodes in one document after aliases are expanded. Aliases are copies: a few hundred
+    /// bytes of nested aliases expand to billions of nodes (the "billion laughs"), so
+    /// `YAMLBudget` counts them from the parser's events before anything is composed.
+    static let maximumNodes = 20_000
+    /// Mappings and lists nest at most this deep (a schema's objects within objects). The
+    /// YAML parser itself stops at 1,000 levels, so composing cannot exhaust the stack.
+    static let maximumDepth = 32
+
     mutating func readAll(_ text: String) -> [ParsedDocument] {
         var documents: [ParsedDocument] = []
+        guard text.utf8.count <= Self.maximumFileBytes else {
+            errors.append(SpecError(file: file, line: 1, column: 1, path: "",
+                                    message: "the file is \(text.utf8.count) bytes; a spec file may have at most \(Self.maximumFileBytes)"))
+            return []
+        }
+        if let exceeded = YAMLBudget.check(text, maximumNodes: Self.maximumNodes, maximumDepth: Self.maximumDepth) {
+            errors.append(SpecError(file: file, line: exceeded.line, column: exceeded.column, path: "", message: exceeded.message))
+            return []
+        }
         do {
             var sequence = try Yams.compose_all(yaml: text)
             while let node = sequence.next() {
@@ -145,22 +164,36 @@ struct DocumentReader {
         return value
     }
 
-    /// `512`, `64KiB`, `1MiB`: a size in bytes.
-    private mutating func byteSize(_ node: Node, at path: String) -> Int? {
+    /// `512`, `64KiB`, `1MiB`: a size in bytes, at most `max`.
+    private mutating func byteSize(_ node: Node, at path: String, max: Int) -> Int? {
         guard let text = string(node, at: path) else { return nil }
         let units: [(String, Int)] = [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10), ("B", 1), ("", 1)]
         for (unit, factor) in units where text.hasSuffix(unit) {
-            if let value = Int(text.dropLast(unit.count)), value > 0 { return value * factor }
-            break
+            guard let value = Int(text.dropLast(unit.count)), value > 0 else { break }
+            let (bytes, overflow) = value.multipliedReportingOverflow(by: factor)
+            guard !overflow, bytes <= max else {
+                fail(node, path, "'\(text)' is more than the limit of \(max >> 20)MiB")
+                return nil
+            }
+            return bytes
         }
         fail(node, path, "'\(text)' is not a size (examples: 65536, 64KiB, 1MiB)")
         return nil
     }
 
-    private mutating func duration(_ node: Node, at path: String, allowZero: Bool = false) -> Int64? {
+    /// Timers (timeouts, linger, backoff) wait at most a week: a longer wait is a typo, and a
+    /// sleep of thousands of years does not fit a clock's nanoseconds.
+    private static let longestTimer: Int64 = 7 * 86_400_000
+
+    private mutating func duration(_ node: Node, at path: String, allowZero: Bool = false,
+                                   max: Int64 = longestTimer) -> Int64? {
         guard let text = string(node, at: path) else { return nil }
         guard let value = DurationText.parseMilliseconds(text), value > 0 || (allowZero && value == 0) else {
-            fail(node, path, "'\(text)' is not a duration (examples: 50ms, 10s, 2m)")
+            fail(node, path, DurationText.problem(with: text, examples: "50ms, 10s, 2m"))
+            return nil
+        }
+        guard value <= max else {
+            fail(node, path, "'\(text)' is longer than the limit of \(DurationText.format(milliseconds: max))")
             return nil
         }
         return value
@@ -408,7 +441,7 @@ struct DocumentReader {
         else { return nil }
         var within: Int64?
         if let withinNode = fields["within"] {
-            guard let value = duration(withinNode, at: "\(path).within") else { return nil }
+            guard let value = duration(withinNode, at: "\(path).within", max: DurationText.maximumMilliseconds) else { return nil }
             if let modeNode = fields["mode"] {
                 fail(modeNode, "\(path).mode", "a windowed join ('within') joins events, not table rows; it takes no mode")
                 return nil
@@ -487,7 +520,7 @@ struct DocumentReader {
             }
             guard let text = string(sinceNode, at: "spec.backfill.since") else { return nil }
             guard let milliseconds = DurationText.parseMilliseconds(text), milliseconds > 0 else {
-                fail(sinceNode, "spec.backfill.since", "'\(text)' is not a duration (examples: 90d, 12h, 30m)")
+                fail(sinceNode, "spec.backfill.since", DurationText.problem(with: text, examples: "90d, 12h, 30m"))
                 return nil
             }
             return .since(text: text, milliseconds: milliseconds)
@@ -653,7 +686,7 @@ struct DocumentReader {
                     spec.batch.maxRecords = value
                 }
                 if let node = batchFields["maxBytes"] {
-                    guard let value = byteSize(node, at: "\(path).batch.maxBytes") else { return nil }
+                    guard let value = byteSize(node, at: "\(path).batch.maxBytes", max: 256 << 20) else { return nil }
                     spec.batch.maxBytes = value
                 }
                 if let node = batchFields["linger"] {

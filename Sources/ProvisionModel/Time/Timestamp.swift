@@ -4,6 +4,17 @@ public typealias TimestampMilliseconds = Int64
 /// RFC 3339 timestamps, parsed and printed by hand: the pipeline parses one per event,
 /// and Foundation's formatters cost microseconds each.
 public enum Timestamp {
+    /// The times Provision accepts from events, specs and producers: years 0000 to 9999, the
+    /// range RFC 3339 can write. Bounding every time keeps a time plus or minus any duration
+    /// (`DurationText.maximumMilliseconds`) far inside 64 bits, so no arithmetic on an
+    /// event's time can overflow.
+    public static let earliest: TimestampMilliseconds = -62_167_219_200_000
+    public static let latest: TimestampMilliseconds = 253_402_300_799_999
+
+    public static func isInRange(_ milliseconds: TimestampMilliseconds) -> Bool {
+        milliseconds >= earliest && milliseconds <= latest
+    }
+
     /// Parses `2026-08-01`, `2026-08-01T12:00:00Z`, `2026-08-01T12:00:00.123+02:00` and the
     /// same with a space instead of `T`. Returns nil for anything else.
     public static func parse(_ text: String) -> TimestampMilliseconds? {
@@ -163,9 +174,34 @@ public enum Timestamp {
 
 /// Durations written as `90d`, `12h`, `30m`, `15s`, `250ms`, or combined: `1h30m`.
 public enum DurationText {
+    /// 10,000 years: longer than any span of `Timestamp`'s range, so `since: 3650000d` still
+    /// means "everything", and short enough that times and durations add without overflow.
+    public static let maximumMilliseconds: Int64 = 3_652_425 * 86_400_000
+
+    public enum Parsed: Equatable {
+        case milliseconds(Int64)
+        /// Written as a duration, but longer than `maximumMilliseconds`.
+        case tooLong
+        case invalid
+    }
+
+    /// Nil for anything that is not a duration, and for durations beyond `maximumMilliseconds`.
     public static func parseMilliseconds(_ text: String) -> Int64? {
+        if case .milliseconds(let value) = parse(text) { return value }
+        return nil
+    }
+
+    /// The error message for text that `parse` did not take, naming the limit when that is why.
+    public static func problem(with text: String, examples: String) -> String {
+        parse(text) == .tooLong
+            ? "'\(text)' is longer than the limit of \(format(milliseconds: maximumMilliseconds))"
+            : "'\(text)' is not a duration (examples: \(examples))"
+    }
+
+    public static func parse(_ text: String) -> Parsed {
         let bytes = Array(text.utf8)
-        guard !bytes.isEmpty else { return nil }
+        guard !bytes.isEmpty else { return .invalid }
+        var tooLong = false
         var position = 0
         var total: Int64 = 0
         while position < bytes.count {
@@ -173,11 +209,11 @@ public enum DurationText {
             let digitsStart = position
             while position < bytes.count, bytes[position] &- UInt8(ascii: "0") < 10 {
                 let (shifted, overflow) = amount.multipliedReportingOverflow(by: 10)
-                guard !overflow else { return nil }
-                amount = shifted + Int64(bytes[position] - UInt8(ascii: "0"))
+                let (sum, carry) = shifted.addingReportingOverflow(Int64(bytes[position] - UInt8(ascii: "0")))
+                if overflow || carry { tooLong = true } else { amount = sum }
                 position += 1
             }
-            guard position > digitsStart else { return nil }
+            guard position > digitsStart else { return .invalid }
             let unitStart = position
             while position < bytes.count, bytes[position] &- UInt8(ascii: "a") < 26 { position += 1 }
             let unit = String(decoding: bytes[unitStart..<position], as: UTF8.self)
@@ -189,13 +225,12 @@ public enum DurationText {
             case "h": scale = 3_600_000
             case "d": scale = 86_400_000
             case "w": scale = 7 * 86_400_000
-            default: return nil
+            default: return .invalid
             }
             let (scaled, overflow) = amount.multipliedReportingOverflow(by: scale)
-            guard !overflow else { return nil }
-            total += scaled
+            if overflow || scaled > maximumMilliseconds - total { tooLong = true } else { total += scaled }
         }
-        return total
+        return tooLong ? .tooLong : .milliseconds(total)
     }
 
     public static func format(milliseconds: Int64) -> String {

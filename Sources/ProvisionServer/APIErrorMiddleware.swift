@@ -1,0 +1,66 @@
+import Foundation
+import Hummingbird
+import ProvisionControl
+import ProvisionModel
+import Synchronization
+
+/// The paths and methods the API serves, so that a request for a known path with another
+/// method is answered 405 with `Allow`, not 404. Filled while the router is built.
+final class RouteTable: Sendable {
+    private let routes = Mutex<[(method: HTTPRequest.Method, segments: [Substring])]>([])
+
+    func add(_ method: HTTPRequest.Method, _ path: String) {
+        routes.withLock { $0.append((method, path.split(separator: "/"))) }
+    }
+
+    /// The methods served at `path`, sorted; empty when no route has that path.
+    func methods(at path: String) -> [String] {
+        let segments = path.split(separator: "/")
+        let found = routes.withLock { routes in
+            routes.filter { route in
+                route.segments.count == segments.count
+                    && zip(route.segments, segments).allSatisfy { $0.first == ":" || $0 == $1 }
+            }.map(\.method.rawValue)
+        }
+        return Set(found).sorted()
+    }
+}
+
+/// Every error leaves the API as `{"error": {"code", "message"}}` with a stable code, the
+/// router's own (unknown route, wrong method, body too large) included.
+struct APIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
+    let routes: RouteTable
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch let error as HTTPError {
+            if error.status == .notFound {
+                let allowed = routes.methods(at: request.uri.path)
+                if !allowed.isEmpty {
+                    var response = APIRouter.error(.methodNotAllowed, code: "MethodNotAllowed",
+                                                   message: "\(request.method.rawValue) is not allowed on \(request.uri.path); allowed: \(allowed.joined(separator: ", "))")
+                    response.headers[.allow] = allowed.joined(separator: ", ")
+                    return response
+                }
+                return APIRouter.error(.notFound, code: "NotFound", message: "no route for \(request.method.rawValue) \(request.uri.path)")
+            }
+            return APIRouter.error(error.status, code: Self.code(for: error.status), message: error.body ?? error.status.reasonPhrase)
+        } catch let error as ControlStateNotSaved {
+            return APIRouter.error(.serviceUnavailable, code: "StateNotSaved", message: error.description)
+        } catch {
+            context.logger.error("request failed", metadata: ["path": "\(request.uri.path)", "error": "\(error)"])
+            return APIRouter.error(.internalServerError, code: "Internal", message: "the request failed: \(error)")
+        }
+    }
+
+    static func code(for status: HTTPResponse.Status) -> String {
+        switch status {
+        case .badRequest: return "InvalidRequest"
+        case .contentTooLarge: return "PayloadTooLarge"
+        case .requestTimeout: return "RequestTimeout"
+        case .unsupportedMediaType: return "UnsupportedMediaType"
+        default: return status.reasonPhrase.filter { !$0.isWhitespace }
+        }
+    }
+}
