@@ -74,6 +74,8 @@ let package = Package(
             dependencies: [
                 "ProvisionModel", "ProvisionLog", "ProvisionControl",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),

@@ -38,6 +38,9 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .long, help: "The example specs that --demo applies.")
     var specs = "specs"
 
+    @Option(name: .long, help: "Close an HTTP connection that sends nothing for this long (e.g. 30s).")
+    var httpIdleTimeout = "30s"
+
     @Option(name: .long, help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel = "info"
 
@@ -45,6 +48,9 @@ struct ServeCommand: AsyncParsableCommand {
         guard parsedListen != nil else { throw ValidationError("--listen must be HOST:PORT") }
         if let retention, DurationText.parseMilliseconds(retention) == nil {
             throw ValidationError("--retention must be a duration such as 30d")
+        }
+        guard let idle = DurationText.parseMilliseconds(httpIdleTimeout), idle > 0 else {
+            throw ValidationError("--http-idle-timeout must be a duration such as 30s")
         }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level \(logLevel)") }
     }
@@ -84,10 +90,12 @@ struct ServeCommand: AsyncParsableCommand {
         var logConfiguration = EmbeddedLogConfiguration(segmentBytesMax: segmentBytes)
         logConfiguration.retentionAge = retention.flatMap(DurationText.parseMilliseconds).map { .milliseconds($0) }
         logConfiguration.retentionBytes = retentionBytes
-        let options = ProvisionServerRuntime.Options(
+        var options = ProvisionServerRuntime.Options(
             dataDirectory: dataDirectory, host: host, port: port,
             fileRoot: fileRoot.map { URL(fileURLWithPath: $0).standardizedFileURL.path }, logConfiguration: logConfiguration)
+        options.httpIdleTimeout = .milliseconds(DurationText.parseMilliseconds(httpIdleTimeout)!)
         let runtime = try ProvisionServerRuntime(options: options, logger: logger)
+        let fileRootShown = options.fileRoot
 
         var extraServices: [any Service] = []
         var demoProducts: [String] = []
@@ -111,7 +119,7 @@ struct ServeCommand: AsyncParsableCommand {
         try await runtime.run(extraServices: extraServices) {
             printNow("provision: listening on \(listenURL), data in \(dataDirectory)")
             guard !provisioned.isEmpty else { return }
-            printNow("demo: provisioned these products (files under \(options.fileRoot)):")
+            printNow("demo: provisioned these products (files under \(fileRootShown)):")
             for name in provisioned {
                 if let product = await reconciler.product(name) {
                     printNow("  \(name): \(product.status.output ?? "-")")

@@ -1,5 +1,7 @@
 import Foundation
 import Hummingbird
+import HummingbirdCore
+import NIOCore
 import Logging
 import ProvisionControl
 import ProvisionLog
@@ -17,6 +19,11 @@ public struct ProvisionServerRuntime: Sendable {
         public var port: Int
         public var fileRoot: String
         public var logConfiguration: EmbeddedLogConfiguration
+        /// A connection that sends nothing for this long is closed: between requests, while a
+        /// request's head arrives, and while its body does (a `Content-Length` larger than the
+        /// body sent no longer holds a connection forever). A request being answered, such as
+        /// a long poll, is not cut.
+        public var httpIdleTimeout: Duration = .seconds(30)
 
         public init(dataDirectory: String, host: String, port: Int, fileRoot: String?,
                     logConfiguration: EmbeddedLogConfiguration = .init())
@@ -51,6 +58,7 @@ public struct ProvisionServerRuntime: Sendable {
         let router = APIRouter(reconciler: reconciler, log: log).build()
         let application = Application(
             router: router,
+            server: .http1(configuration: .init(idleTimeout: TimeAmount(options.httpIdleTimeout))),
             configuration: .init(address: .hostname(options.host, port: options.port), serverName: "provision"),
             onServerRunning: { _ in await onReady() },
             logger: logger)

@@ -152,6 +152,10 @@ final class ServerProcess: @unchecked Sendable {
     let port: Int
     private var process: Process?
     let logPath: String
+    /// Added to `serve`'s arguments at every start.
+    var arguments: [String] = []
+    /// Added to the server's environment at every start (failpoints, for one).
+    var environment: [String: String] = [:]
 
     var url: String { "http://127.0.0.1:\(port)" }
     var fileRoot: String { dataDirectory + "/files" }
@@ -165,7 +169,10 @@ final class ServerProcess: @unchecked Sendable {
     func start() async throws {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: provisionctlPath)
-        process.arguments = ["serve", "--data-dir", dataDirectory, "--listen", "127.0.0.1:\(port)"]
+        process.arguments = ["serve", "--data-dir", dataDirectory, "--listen", "127.0.0.1:\(port)"] + arguments
+        if !environment.isEmpty {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
+        }
         if !FileManager.default.fileExists(atPath: logPath) { _ = FileManager.default.createFile(atPath: logPath, contents: nil) }
         let log = FileHandle(forWritingAtPath: logPath)!
         log.seekToEndOfFile()
