@@ -26,6 +26,8 @@ let package = Package(
             name: "ProvisionModel",
             dependencies: [.product(name: "Yams", package: "Yams")]
         ),
+        // Named points where a test stops the server on purpose (off unless switched on).
+        .target(name: "ProvisionFailpoints"),
         // CRC-32C with the processor's instruction where it has one.
         .target(name: "CRC32C"),
         // The `EventLog` protocol and the embedded segmented log.
@@ -40,7 +42,7 @@ let package = Package(
         .target(
             name: "ProvisionPipeline",
             dependencies: [
-                "ProvisionModel", "ProvisionLog",
+                "ProvisionModel", "ProvisionLog", "ProvisionFailpoints",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -48,7 +50,7 @@ let package = Package(
         .target(
             name: "ProvisionSinks",
             dependencies: [
-                "ProvisionModel", "ProvisionPipeline",
+                "ProvisionModel", "ProvisionPipeline", "ProvisionFailpoints",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
@@ -63,7 +65,7 @@ let package = Package(
         .target(
             name: "ProvisionControl",
             dependencies: [
-                "ProvisionModel", "ProvisionLog", "ProvisionPipeline", "ProvisionSinks",
+                "ProvisionModel", "ProvisionLog", "ProvisionPipeline", "ProvisionSinks", "ProvisionFailpoints",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
@@ -107,7 +109,7 @@ let package = Package(
         .testTarget(
             name: "ProvisionIntegrationTests",
             dependencies: [
-                "ProvisionModel", "ProvisionLog", "ProvisionPipeline", "ProvisionSinks",
+                "ProvisionModel", "ProvisionLog", "ProvisionPipeline", "ProvisionSinks", "ProvisionFailpoints",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -38,6 +38,9 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .long, help: "The example specs that --demo applies.")
     var specs = "specs"
 
+    @Option(name: .long, help: "Most records a pipeline reads and writes in one batch.")
+    var batchRecords = 65_536
+
     @Option(name: .long, help: "Close an HTTP connection that sends nothing for this long (e.g. 30s).")
     var httpIdleTimeout = "30s"
 
@@ -49,6 +52,7 @@ struct ServeCommand: AsyncParsableCommand {
         if let retention, DurationText.parseMilliseconds(retention) == nil {
             throw ValidationError("--retention must be a duration such as 30d")
         }
+        guard (1...1_000_000).contains(batchRecords) else { throw ValidationError("--batch-records must be 1 to 1000000") }
         guard let idle = DurationText.parseMilliseconds(httpIdleTimeout), idle > 0 else {
             throw ValidationError("--http-idle-timeout must be a duration such as 30s")
         }
@@ -94,6 +98,7 @@ struct ServeCommand: AsyncParsableCommand {
             dataDirectory: dataDirectory, host: host, port: port,
             fileRoot: fileRoot.map { URL(fileURLWithPath: $0).standardizedFileURL.path }, logConfiguration: logConfiguration)
         options.httpIdleTimeout = .milliseconds(DurationText.parseMilliseconds(httpIdleTimeout)!)
+        options.batchRecordsMax = batchRecords
         let runtime = try ProvisionServerRuntime(options: options, logger: logger)
         let fileRootShown = options.fileRoot
 

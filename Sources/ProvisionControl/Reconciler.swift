@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import ProvisionFailpoints
 import ProvisionLog
 import ProvisionModel
 import ProvisionPipeline
@@ -203,6 +204,7 @@ public actor Reconciler: Service {
         if let previous = stored.pendingCleanup {
             await removeOutput(of: previous, product: name, destroyFile: previous.deletionPolicy == .delete
                                || sinks.location(of: previous) == sinks.location(of: stored.product.spec))
+            Failpoint.reached(.previousOutputRemoved)
             state.products[name]?.pendingCleanup = nil
             save()
         }

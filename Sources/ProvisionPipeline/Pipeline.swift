@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import ProvisionFailpoints
 import ProvisionLog
 import ProvisionModel
 
@@ -336,6 +337,7 @@ public struct Pipeline: Sendable {
             })
         }
         checkpoint = try await sink.write(sinkBatch)
+        Failpoint.reached(.batchCommitted)
     }
 
     func appendDeadLetters(_ records: [LogRecord]) async throws {

@@ -24,6 +24,8 @@ public struct ProvisionServerRuntime: Sendable {
         /// body sent no longer holds a connection forever). A request being answered, such as
         /// a long poll, is not cut.
         public var httpIdleTimeout: Duration = .seconds(30)
+        /// How many records a pipeline reads and writes per batch, at most.
+        public var batchRecordsMax = Pipeline.Limits().batchRecordsMax
 
         public init(dataDirectory: String, host: String, port: Int, fileRoot: String?,
                     logConfiguration: EmbeddedLogConfiguration = .init())
@@ -50,6 +52,7 @@ public struct ProvisionServerRuntime: Sendable {
         try FileManager.default.createDirectory(atPath: options.fileRoot, withIntermediateDirectories: true)
         reconciler = try Reconciler(log: log, store: store,
                                     sinks: SinkFactory(fileRoot: options.fileRoot, checkpoints: checkpoints, logger: logger),
+                                    configuration: .init(pipelineLimits: .init(batchRecordsMax: options.batchRecordsMax)),
                                     logger: logger)
     }
 

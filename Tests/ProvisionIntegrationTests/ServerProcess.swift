@@ -175,7 +175,7 @@ final class ServerProcess: @unchecked Sendable {
         }
         if !FileManager.default.fileExists(atPath: logPath) { _ = FileManager.default.createFile(atPath: logPath, contents: nil) }
         let log = FileHandle(forWritingAtPath: logPath)!
-        log.seekToEndOfFile()
+        logOffsetAtStart = Int(log.seekToEndOfFile())
         process.standardOutput = log
         process.standardError = log
         process.standardInput = FileHandle.nullDevice
@@ -184,7 +184,11 @@ final class ServerProcess: @unchecked Sendable {
         let deadline = ContinuousClock.now + .seconds(60)
         while ContinuousClock.now < deadline {
             if try await isHealthy() { return }
-            guard process.isRunning else { break }
+            // Armed failpoints may stop the server before it answers: waitForFailpoint checks.
+            guard process.isRunning else {
+                if logSinceStart.contains("failpoint ") { return }
+                break
+            }
             try await Task.sleep(for: .milliseconds(100))
         }
         throw Failure("the server did not become healthy; log:\n\(serverLog)")
@@ -199,6 +203,9 @@ final class ServerProcess: @unchecked Sendable {
     }
 
     var serverLog: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+    private var logOffsetAtStart = 0
+    /// What the server logged since it was last started.
+    var logSinceStart: String { String(decoding: Data(serverLog.utf8).dropFirst(logOffsetAtStart), as: UTF8.self) }
 
     private func isHealthy() async throws -> Bool {
         (try? await httpRequest(.GET, url + "/healthz", timeout: .seconds(2)))?.status == 200
@@ -217,6 +224,32 @@ final class ServerProcess: @unchecked Sendable {
         }
         self.process = nil
         return process.terminationStatus
+    }
+
+    /// Waits for the server to kill itself at a failpoint (`PROVISION_FAILPOINTS` in
+    /// `environment`), and checks that it died there and nowhere else.
+    func waitForFailpoint(_ name: String, timeout: Duration = .seconds(120)) throws {
+        guard let process else { throw Failure("the server is not running") }
+        let deadline = ContinuousClock.now + timeout
+        while process.isRunning, ContinuousClock.now < deadline { usleep(20_000) }
+        guard !process.isRunning else {
+            throw Failure("the server did not reach failpoint \(name) in \(timeout); log:\n\(serverLog.suffix(3000))")
+        }
+        process.waitUntilExit()
+        self.process = nil
+        guard process.terminationReason == .uncaughtSignal, process.terminationStatus == SIGKILL,
+              logSinceStart.contains("failpoint \(name) reached")
+        else {
+            throw Failure("the server ended (status \(process.terminationStatus)) without reaching failpoint \(name); log:\n\(serverLog.suffix(3000))")
+        }
+    }
+
+    /// Stops the server if it runs, and starts it again with these failpoints armed (none:
+    /// a plain restart).
+    func restart(failpoints: String? = nil) async throws {
+        if process != nil { stop() }
+        environment["PROVISION_FAILPOINTS"] = failpoints ?? ""
+        try await start()
     }
 
     func ctl(_ arguments: [String], input: Data? = nil) throws -> CommandResult {

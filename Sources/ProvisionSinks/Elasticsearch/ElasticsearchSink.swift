@@ -1,8 +1,9 @@
-import AsyncHTTPClient
 import Foundation
+import AsyncHTTPClient
 import Logging
 import NIOCore
 import NIOHTTP1
+import ProvisionFailpoints
 import ProvisionModel
 import ProvisionPipeline
 
@@ -147,6 +148,7 @@ public final class ElasticsearchSink: Sink, @unchecked Sendable {
             logger.warning("documents refused", metadata: ["index": "\(buildIndex)", "count": "\(rejections.count)",
                                                           "first": "\(rejections[0].reason)"])
         }
+        Failpoint.reached(.elasticsearchBulkIndexed)
         var committed = batch.checkpoint(rejecting: rejections.count)
         committed.sinkPosition = Int64(build.number)
         try checkpoints.save(committed, for: product)
@@ -155,17 +157,36 @@ public final class ElasticsearchSink: Sink, @unchecked Sendable {
 
     public func promote() async throws {
         let served = try await aliasIndices()
-        guard served != [buildIndex] else { return }
-        // Everything written is searchable before readers are moved to it.
-        try await call(.POST, "/\(buildIndex)/_refresh", doing: "refresh \(buildIndex)")
-        var actions: [JSONValue] = served.map { ["remove": ["index": .string($0), "alias": .string(spec.index)]] }
-        actions.append(["add": ["index": .string(buildIndex), "alias": .string(spec.index)]])
-        try await call(.POST, "/_aliases", json: ["actions": .array(actions)], doing: "move the alias \(spec.index) to \(buildIndex)")
-        logger.info("rebuilt index swapped in", metadata: ["alias": "\(spec.index)", "index": "\(buildIndex)", "previous": "\(served)"])
-        for index in served where index != buildIndex {
-            if let owner = try await owner(of: index), owner.product == product {
-                try await call(.DELETE, "/\(index)", doing: "delete the previous index \(index)")
+        if served != [buildIndex] {
+            // Everything written is searchable before readers are moved to it.
+            try await call(.POST, "/\(buildIndex)/_refresh", doing: "refresh \(buildIndex)")
+            var actions: [JSONValue] = served.map { ["remove": ["index": .string($0), "alias": .string(spec.index)]] }
+            actions.append(["add": ["index": .string(buildIndex), "alias": .string(spec.index)]])
+            Failpoint.reached(.elasticsearchAliasBeforeMove)
+            try await call(.POST, "/_aliases", json: ["actions": .array(actions)], doing: "move the alias \(spec.index) to \(buildIndex)")
+            Failpoint.reached(.elasticsearchAliasMoved)
+            logger.info("rebuilt index swapped in", metadata: ["alias": "\(spec.index)", "index": "\(buildIndex)", "previous": "\(served)"])
+        }
+        // Also when the alias had moved already: a crash right after the move left the
+        // previous builds' indices behind.
+        try await deletePreviousBuilds()
+    }
+
+    /// Deletes this product's indices of earlier builds, which the alias no longer serves.
+    private func deletePreviousBuilds() async throws {
+        let (status, body) = try await request(.GET, "/\(spec.index)-*/_mapping", doing: "list the indices of \(spec.index)")
+        guard status == 200, case .object(let indices) = try JSONParser.parse(body) else { return }
+        for (index, description) in indices.fields where index != buildIndex {
+            let meta = description["mappings"]?["_meta"]
+            guard case .string("provision")? = meta?["managed_by"], case .string(product)? = meta?["product"] else { continue }
+            let build: Int? = switch meta?["build"] {
+            case .integer(let number)?: Int(number)
+            case .number(let number)?: Int(number)
+            default: nil
             }
+            guard let build, build < self.build.number else { continue }
+            try await call(.DELETE, "/\(index)", doing: "delete the previous index \(index)")
+            logger.info("previous index deleted", metadata: ["index": "\(index)", "alias": "\(spec.index)"])
         }
     }
 

@@ -4,6 +4,7 @@ import Glibc
 import Darwin
 #endif
 import Foundation
+import ProvisionFailpoints
 import ProvisionModel
 import ProvisionPipeline
 
@@ -95,6 +96,7 @@ public final class FileSink: Sink, @unchecked Sendable {
             }
         }
         if !buffer.isEmpty { try writeAndSync(buffer) }
+        Failpoint.reached(.fileBatchSynced)
         var committed = batch.checkpoint
         committed.sinkPosition = Int64(sizeBytes)
         try checkpoints.save(committed, for: product)

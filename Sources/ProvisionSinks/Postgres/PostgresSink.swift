@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import NIOCore
 import PostgresNIO
+import ProvisionFailpoints
 import ProvisionModel
 import ProvisionPipeline
 
@@ -119,6 +120,7 @@ public final class PostgresSink: Sink, @unchecked Sendable {
                 }
                 try await self.claim(served, refreshUntil: boundary.isEmpty ? nil : boundary, on: connection)
             }
+            Failpoint.reached(.postgresColumnsAdded)
             logger.info("columns added", metadata: ["table": "\(spec.schema).\(served)", "columns": "\(missing.map(\.name))"])
             target = served
             refreshUntil = boundary.isEmpty ? nil : boundary
@@ -151,6 +153,7 @@ public final class PostgresSink: Sink, @unchecked Sendable {
                     try await self.apply(Changes(batch.records, refreshUntil: self.refreshUntil).all[...], on: connection)
                 }
                 try await self.saveCheckpoint(batch.checkpoint, refreshUntil: nextRefresh, on: connection)
+                Failpoint.reached(.postgresBatchUncommitted)
             }
             refreshUntil = nextRefresh
             return batch.checkpoint
@@ -191,6 +194,7 @@ public final class PostgresSink: Sink, @unchecked Sendable {
                 try await connection.query(PostgresQuery(unsafeSQL: """
                     ALTER TABLE \(self.qualified(replacement)) RENAME TO \(self.quoted(served))
                     """), logger: self.logger)
+                Failpoint.reached(.postgresSwapRenamed)
                 try await connection.query(PostgresQuery(unsafeSQL: "DELETE FROM \(self.checkpoints) WHERE output_table = $1",
                                                          binds: try self.bindings([.string(served)])), logger: self.logger)
                 try await connection.query(PostgresQuery(unsafeSQL: """
@@ -200,6 +204,7 @@ public final class PostgresSink: Sink, @unchecked Sendable {
         } catch {
             throw failure(error, doing: "swap in the rebuilt table")
         }
+        Failpoint.reached(.postgresSwapCommitted)
         logger.info("rebuilt table swapped in", metadata: ["table": "\(spec.schema).\(served)", "from": "\(replacement)"])
         target = served
     }

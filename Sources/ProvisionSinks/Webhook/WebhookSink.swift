@@ -1,10 +1,11 @@
+import Foundation
 import AsyncHTTPClient
 import Crypto
-import Foundation
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
+import ProvisionFailpoints
 import ProvisionModel
 import ProvisionPipeline
 
@@ -88,6 +89,7 @@ public final class WebhookSink: Sink, @unchecked Sendable {
             logger.warning("records dead-lettered", metadata: ["endpoint": "\(location)", "count": "\(rejections.count)",
                                                               "first": "\(rejections[0].reason)"])
         }
+        Failpoint.reached(.webhookBatchDelivered)
         let committed = batch.checkpoint(rejecting: rejections.count)
         try checkpoints.save(committed, for: product)
         return committed
