@@ -26,7 +26,7 @@ public struct SinkFactory: Sendable {
                          build: SinkBuild = SinkBuild(number: 1, kind: .fresh)) -> any Sink {
         switch spec.sink {
         case .file(let file):
-            return FileSink(path: resolve(file.path), format: file.format, outputSchema: outputSchema, product: product,
+            return FileSink(path: resolve(file.path), root: fileRoot.hasSuffix("/") ? String(fileRoot.dropLast()) : fileRoot, format: file.format, outputSchema: outputSchema, product: product,
                             checkpoints: checkpoints)
         case .postgres(let postgres):
             return PostgresSink(spec: postgres, environment: environment, product: product, outputSchema: outputSchema,

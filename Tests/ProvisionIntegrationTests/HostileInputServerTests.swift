@@ -135,6 +135,43 @@ private func product(_ name: String, _ body: String) -> String {
         #expect(try await httpRequest(.GET, server.url + "/v1/topics", timeout: .seconds(10)).status == 200)
     }
 
+    /// Symbolic links inside the file root, to a directory and to a file outside it: the
+    /// product refuses to write through them, and deleting it with `Delete` removes nothing
+    /// outside the root.
+    @Test func outputsNeverFollowALinkOutOfTheFileRoot() async throws {
+        let server = ServerProcess()
+        try await server.start()
+        defer { server.stop() }
+        let outside = server.dataDirectory + "-outside"
+        try FileManager.default.createDirectory(atPath: outside, withIntermediateDirectories: true)
+        try "precious\n".write(toFile: outside + "/out.jsonl", atomically: true, encoding: .utf8)
+        try "precious\n".write(toFile: outside + "/victim.jsonl", atomically: true, encoding: .utf8)
+        try FileManager.default.createDirectory(atPath: server.fileRoot, withIntermediateDirectories: true)
+        try FileManager.default.createSymbolicLink(atPath: server.fileRoot + "/escape", withDestinationPath: outside)
+        try FileManager.default.createSymbolicLink(atPath: server.fileRoot + "/victim.jsonl", withDestinationPath: outside + "/victim.jsonl")
+        let throughDirectory = product("through-directory", "  sink: {file: {path: escape/out.jsonl}}\n  deletionPolicy: Delete")
+        let throughFile = product("through-file", "  sink: {file: {path: victim.jsonl}}\n  deletionPolicy: Delete")
+        #expect(try server.ctl(["apply", "-f", try writeSpecs(tradesDataset, throughDirectory, throughFile, to: server.dataDirectory + "-specs")]).status == 0)
+        let lines = #"{"trade_id":"t-1","placed_at":"2026-01-01T00:00:00Z","shipped_at":"2026-01-02T00:00:00Z"}"# + "\n"
+        _ = try await httpRequest(.POST, server.url + "/v1/topics/trades/records?key=trade_id&time=placed_at", body: Data(lines.utf8))
+        for name in ["through-directory", "through-file"] {
+            let refused = try await server.waitForProduct(name, timeout: .seconds(60)) { product in
+                let conditions = product.status["conditions"] as? [[String: Any]] ?? []
+                return conditions.contains { $0["reason"] as? String == "InvalidOutputPath" }
+            }
+            #expect(refused.recordsWritten <= 0, "\(name) wrote through a link")
+            #expect(try server.ctl(["delete", "product", name]).status == 0)
+        }
+        // Deleted, both are gone from the server, and nothing outside the root changed.
+        let deadline = ContinuousClock.now + .seconds(30)
+        while try await httpRequest(.GET, server.url + "/v1/products").body.count > 2, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(String(decoding: try await httpRequest(.GET, server.url + "/v1/products").body, as: UTF8.self) == "[]")
+        #expect(try String(contentsOfFile: outside + "/out.jsonl", encoding: .utf8) == "precious\n")
+        #expect(try String(contentsOfFile: outside + "/victim.jsonl", encoding: .utf8) == "precious\n")
+    }
+
     @Test func unknownRoutesAndWrongMethodsAnswerJSONOverHTTP() async throws {
         let server = ServerProcess()
         try await server.start()
