@@ -34,7 +34,7 @@ let package = Package(
         .target(
             name: "ProvisionLog",
             dependencies: [
-                "ProvisionModel", "CRC32C",
+                "ProvisionModel", "CRC32C", "ProvisionFailpoints",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),

@@ -45,13 +45,24 @@ public enum Failpoint {
         /// The reconciler removed a rebuilt product's previous output; the control state does
         /// not yet say so.
         case previousOutputRemoved = "reconciler.previous-output.removed"
+        /// The embedded log wrote half of one append's bytes (a torn write, as a crash or a
+        /// power cut leaves it); they are not yet synced.
+        case logAppendTorn = "log.append.torn"
     }
 
     /// Called where the named moment happens. Costs one load and a branch when off.
     @inline(__always)
     public static func reached(_ name: Name) {
         guard let armed else { return }
-        armed.reach(name)
+        armed.reach(name, beforeKill: {})
+    }
+
+    /// The same, running `beforeKill` just before the process dies there (to leave the
+    /// state a crash at that moment leaves, such as half a write).
+    @inline(__always)
+    public static func reached(_ name: Name, beforeKill: () -> Void) {
+        guard let armed else { return }
+        armed.reach(name, beforeKill: beforeKill)
     }
 
     private static let armed: Armed? = {
@@ -82,13 +93,14 @@ public enum Failpoint {
             self.killAt = killAt
         }
 
-        func reach(_ name: Name) {
+        func reach(_ name: Name, beforeKill: () -> Void) {
             guard let target = killAt[name] else { return }
             let count = counts.withLock { counts in
                 counts[name, default: 0] += 1
                 return counts[name]!
             }
             guard count == target else { return }
+            beforeKill()
             Self.say("failpoint \(name.rawValue) reached (\(count)): SIGKILL")
             kill(getpid(), SIGKILL)
         }

@@ -5,6 +5,7 @@ import Darwin
 #endif
 import Foundation
 import Logging
+import ProvisionFailpoints
 import ProvisionModel
 
 /// Limits of the embedded log.
@@ -107,6 +108,9 @@ final class PartitionLog: @unchecked Sendable {
             // Offsets do not change on roll (the new base is the old next offset), so the frames stand.
         }
         let position = active.sizeBytes
+        Failpoint.reached(.logAppendTorn) {
+            encoded.withUnsafeBytes { bytes in try? active.file.write(UnsafeRawBufferPointer(rebasing: bytes[..<(bytes.count / 2)]), at: position) }
+        }
         do {
             try encoded.withUnsafeBytes { try active.file.write($0, at: position) }
             try active.file.synchronize()

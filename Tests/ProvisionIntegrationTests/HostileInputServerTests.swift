@@ -172,6 +172,43 @@ private func product(_ name: String, _ body: String) -> String {
         #expect(try String(contentsOfFile: outside + "/victim.jsonl", encoding: .utf8) == "precious\n")
     }
 
+    /// Killed with half of a large request's bytes written, the log keeps a prefix of the
+    /// request's records, each whole and in order, and nothing of the torn rest: the prefix
+    /// rule the README states.
+    @Test func aProduceTornByAKillKeepsAPrefixOfWholeRecords() async throws {
+        let server = ServerProcess()
+        server.environment["PROVISION_FAILPOINTS"] = "log.append.torn=kill"
+        try await server.start()
+        defer { server.stop() }
+        let count = 50_000
+        let lines = (0..<count).map { #"{"id":"r-\#($0)","payload":"\#(String(repeating: "x", count: $0 % 50))"}"# }
+        let answer = try? await httpRequest(.POST, server.url + "/v1/topics/torn/records?key=id",
+                                            body: Data((lines.joined(separator: "\n") + "\n").utf8), timeout: .seconds(60))
+        #expect(answer == nil || answer!.status != 200, "a request the server died writing was answered 200")
+        try server.waitForFailpoint("log.append.torn")
+        try await server.restart()
+        var stored: [(key: String, value: String)] = []
+        var from = 0
+        while true {
+            let page = try await httpRequest(.GET, server.url + "/v1/topics/torn/records?from=\(from)&limit=10000")
+            let records = (page.json as? [String: Any])?["records"] as? [[String: Any]] ?? []
+            if records.isEmpty { break }
+            for record in records {
+                let value = try JSONSerialization.data(withJSONObject: record["value"] ?? NSNull(), options: [.sortedKeys])
+                stored.append((record["key"] as? String ?? "?", String(decoding: value, as: UTF8.self)))
+            }
+            from += records.count
+        }
+        #expect(stored.count > 0 && stored.count < count, "the torn write kept \(stored.count) of \(count) records")
+        for (index, record) in stored.enumerated() {
+            let wanted = #"{"id":"r-\#(index)","payload":"\#(String(repeating: "x", count: index % 50))"}"#
+            guard record.key == "r-\(index)", record.value == wanted else {
+                Issue.record("record \(index) is \(record), not the request's record \(index)")
+                break
+            }
+        }
+    }
+
     @Test func unknownRoutesAndWrongMethodsAnswerJSONOverHTTP() async throws {
         let server = ServerProcess()
         try await server.start()
