@@ -156,6 +156,35 @@ extension Reconciler {
         return errors
     }
 
+    /// Per partition of every topic a product reads, the lowest offset some product has not
+    /// read yet: retention by age keeps those records. A paused or stalled product holds its
+    /// position; a product without a checkpoint yet, and every joined dataset (read from its
+    /// beginning on each rebuild), hold the whole topic.
+    public func unreadOffsets() -> [TopicPartition: Int64] {
+        var unread: [TopicPartition: Int64] = [:]
+        func hold(_ partition: TopicPartition, from offset: Int64) {
+            unread[partition] = min(unread[partition] ?? offset, offset)
+        }
+        let state = currentState
+        for stored in state.products.values where !stored.deleting {
+            let spec = stored.product.spec
+            if let topic = state.datasets[spec.from]?.dataset.spec.topic {
+                if stored.status.checkpoint.isEmpty {
+                    hold(TopicPartition(topic: topic, partition: 0), from: 0)
+                }
+                for (partition, offset) in stored.status.checkpoint {
+                    hold(TopicPartition(topic: topic, partition: Int(partition) ?? 0), from: offset)
+                }
+            }
+            for join in spec.joins {
+                if let topic = state.datasets[join.dataset]?.dataset.spec.topic {
+                    hold(TopicPartition(topic: topic, partition: 0), from: 0)
+                }
+            }
+        }
+        return unread
+    }
+
     public func products() -> [ProductResource] {
         currentState.products.values.sorted { $0.product.name < $1.product.name }.map(resource)
     }

@@ -105,9 +105,12 @@ public final class EmbeddedEventLog: EventLog, @unchecked Sendable {
     }
 
     /// Applies the retention limits to every partition; returns the number of segments deleted.
+    ///
+    /// - Parameter unreadFrom: per partition, the lowest offset some product has not read;
+    ///   retention by age keeps every record from there on.
     @discardableResult
-    public func enforceRetention(now: TimestampMilliseconds) throws -> Int {
-        let logs = lock.withLock { partitions.values.flatMap { $0 } }
-        return try logs.reduce(0) { $0 + (try $1.enforceRetention(now: now)) }
+    public func enforceRetention(now: TimestampMilliseconds, unreadFrom: [TopicPartition: Int64] = [:]) throws -> Int {
+        let logs = lock.withLock { partitions.flatMap { topic, logs in logs.enumerated().map { (TopicPartition(topic: topic, partition: $0), $1) } } }
+        return try logs.reduce(0) { $0 + (try $1.1.enforceRetention(now: now, unreadFrom: unreadFrom[$1.0])) }
     }
 }

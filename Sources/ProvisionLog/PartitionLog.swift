@@ -276,8 +276,12 @@ final class PartitionLog: @unchecked Sendable {
 
     /// Deletes whole closed segments that are too old or beyond the size limit, oldest first.
     /// Returns the number of segments deleted.
+    ///
+    /// - Parameter unreadFrom: the lowest offset a reader (a product) has not read yet. Age
+    ///   never removes a segment holding records from there on; only the size limit, which
+    ///   protects the disk, may.
     @discardableResult
-    func enforceRetention(now: TimestampMilliseconds) throws -> Int {
+    func enforceRetention(now: TimestampMilliseconds, unreadFrom: Int64? = nil) throws -> Int {
         appendLock.lock()
         defer { appendLock.unlock() }
         let removed: [Segment] = withState {
@@ -286,9 +290,11 @@ final class PartitionLog: @unchecked Sendable {
             while segments.count > 1 {
                 let oldest = segments[0]
                 var expired = false
-                if let age = configuration.retentionAge, oldest.maxTimestamp != Segment.noTimestamp {
+                if let age = configuration.retentionAge, let appended = oldest.lastAppendTime,
+                   unreadFrom.map({ oldest.nextOffset <= $0 }) ?? true
+                {
                     let ageMilliseconds = age.components.seconds * 1000 + age.components.attoseconds / 1_000_000_000_000_000
-                    expired = oldest.maxTimestamp < now - ageMilliseconds
+                    expired = appended < now - ageMilliseconds
                 }
                 if let limit = configuration.retentionBytes, totalBytes > limit { expired = true }
                 guard expired else { break }

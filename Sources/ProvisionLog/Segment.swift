@@ -93,6 +93,15 @@ final class Segment: @unchecked Sendable {
         return String(repeating: "0", count: max(0, 20 - digits.count)) + digits
     }
 
+    /// When a record was last appended: the data file's modification time, in milliseconds.
+    /// Retention by age measures from here (Kafka's `LogAppendTime`), not from event times,
+    /// so history imported with its real, old event times is kept like any other.
+    var lastAppendTime: TimestampMilliseconds? {
+        var info = stat()
+        guard fstat(file.rawValue, &info) == 0 else { return nil }
+        return Int64(info.st_mtim.tv_sec) * 1000 + Int64(info.st_mtim.tv_nsec) / 1_000_000
+    }
+
     var offsetIndexPath: String { String(dataPath.dropLast(4)) + ".index" }
     var timeIndexPath: String { String(dataPath.dropLast(4)) + ".timeindex" }
 

@@ -65,7 +65,7 @@ public struct ProvisionServerRuntime: Sendable {
             configuration: .init(address: .hostname(options.host, port: options.port), serverName: "provision"),
             onServerRunning: { _ in await onReady() },
             logger: logger)
-        let retention = RetentionService(log: log, logger: logger)
+        let retention = RetentionService(log: log, reconciler: reconciler, logger: logger)
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
             .init(service: reconciler),
             .init(service: retention),
@@ -81,12 +81,15 @@ public struct ProvisionServerRuntime: Sendable {
 /// Applies the log's retention limits once a minute.
 struct RetentionService: Service {
     let log: EmbeddedEventLog
+    let reconciler: Reconciler
     let logger: Logger
 
     func run() async throws {
         while !Task.isCancelledOrShuttingDown {
             do {
-                let removed = try log.enforceRetention(now: Reconciler.systemClock())
+                // Read after the products' positions: a record appended meanwhile is above them.
+                let unread = await reconciler.unreadOffsets()
+                let removed = try log.enforceRetention(now: Reconciler.systemClock(), unreadFrom: unread)
                 if removed > 0 { logger.info("retention removed segments", metadata: ["segments": "\(removed)"]) }
             } catch {
                 logger.error("retention failed", metadata: ["error": "\(error)"])

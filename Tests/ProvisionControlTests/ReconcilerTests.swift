@@ -278,4 +278,23 @@ private struct Harness {
         await #expect(throws: ControlStateNotSaved.self) { _ = try await harness.reconciler.deleteProduct("big-orders") }
         #expect(await harness.reconciler.currentState.products["big-orders"]?.deleting == false)
     }
+
+    /// Retention by age keeps what a product has not read: a product without a checkpoint
+    /// holds the whole topic, a caught-up one holds from its position, a paused one keeps
+    /// holding it while records arrive.
+    @Test func productsHoldTheRecordsTheyHaveNotReadAgainstRetention() async throws {
+        let harness = try Harness()
+        let orders = TopicPartition(topic: "orders", partition: 0)
+        _ = try await harness.apply(catalog, productSpec(where: "amount > 10"))
+        #expect(await harness.reconciler.unreadOffsets()[orders] == 0)
+        try await harness.produce(0..<300)
+        let service = Task { try await harness.reconciler.run() }
+        defer { service.cancel() }
+        try await harness.waitFor { $0?.status.checkpoint["0"] == 300 }
+        #expect(await harness.reconciler.unreadOffsets()[orders] == 300)
+        #expect(try await harness.reconciler.setPaused("big-orders", true))
+        try await harness.waitFor { $0?.status.phase == .paused }
+        try await harness.produce(300..<400)
+        #expect(await harness.reconciler.unreadOffsets()[orders] == 300)
+    }
 }

@@ -126,22 +126,52 @@ private let orders = TopicPartition(topic: "orders", partition: 0)
         #expect(read.map(\.record) == (0..<40).map { record($0) })
     }
 
-    @Test func retentionByAgeDeletesOnlyWholeOldSegments() async throws {
-        let log = try EmbeddedEventLog(directory: temporaryDirectory(),
-                                       configuration: .init(segmentBytesMax: 4 * 1024, retentionAge: .seconds(500)))
+    /// Retention by age measures from when a segment was last appended to (its file's
+    /// modification time), never from event times: history imported with five-year-old
+    /// event times is kept.
+    @Test func retentionByAgeMeasuresFromTheAppendNotTheEventTime() async throws {
+        let directory = temporaryDirectory()
+        let log = try EmbeddedEventLog(directory: directory, configuration: .init(segmentBytesMax: 4 * 1024, retentionAge: .seconds(3600)))
         try await log.createTopic("orders", partitions: 1)
+        let fiveYearsAgo = Int64(Date().timeIntervalSince1970 * 1000) - 5 * 365 * 86_400_000
         for chunk in stride(from: 0, to: 1000, by: 20) {
-            try await log.append((chunk..<chunk + 20).map { record($0) }, to: orders)
+            try await log.append((chunk..<chunk + 20).map { record($0, timestamp: fiveYearsAgo + Int64($0)) }, to: orders)
         }
-        let removed = try log.enforceRetention(now: 1_000_000)
-        #expect(removed > 0)
+        let now = Int64(Date().timeIntervalSince1970 * 1000)
+        #expect(try log.enforceRetention(now: now) == 0, "records appended just now were deleted for their old event times")
+
+        // Segments last appended to two hours ago expire, whole and oldest first.
+        let segments = try segmentFiles(in: directory)
+        #expect(segments.count > 5)
+        for segment in segments.dropLast(3) { try age(segment, seconds: 7200) }
+        #expect(try log.enforceRetention(now: now) == segments.count - 3)
         let start = try await log.startOffset(of: orders)
-        // Everything newer than now - 500 s (offset 500) is kept; nothing is cut mid-segment.
-        #expect(start > 0 && start <= 500)
+        #expect(start == Int64((segments[segments.count - 3] as NSString).lastPathComponent.prefix(20))!)
         let kept = try await log.read(orders, from: 0, maxRecords: 10_000, maxBytes: 100_000_000)
-        #expect(kept.first?.offset == start)
-        #expect(kept.last?.offset == 999)
-        #expect(try await log.offset(forTimestamp: 0, in: orders) == start)
+        #expect(kept.first?.offset == start && kept.last?.offset == 999)
+    }
+
+    /// A product that has not read a segment yet (paused, or its sink stalled) holds it
+    /// against retention by age; only the size limit, which protects the disk, removes it.
+    @Test func retentionByAgeKeepsWhatAReaderHasNotRead() async throws {
+        for bytesLimit in [nil, 16 * 1024] {
+            let directory = temporaryDirectory()
+            let log = try EmbeddedEventLog(directory: directory, configuration: .init(segmentBytesMax: 4 * 1024, retentionAge: .seconds(3600),
+                                                                                      retentionBytes: bytesLimit))
+            try await log.createTopic("orders", partitions: 1)
+            for chunk in stride(from: 0, to: 1000, by: 20) {
+                try await log.append((chunk..<chunk + 20).map { record($0) }, to: orders)
+            }
+            for segment in try segmentFiles(in: directory).dropLast() { try age(segment, seconds: 7200) }
+            let now = Int64(Date().timeIntervalSince1970 * 1000)
+            _ = try log.enforceRetention(now: now, unreadFrom: [orders: 300])
+            let start = try await log.startOffset(of: orders)
+            if bytesLimit == nil {
+                #expect(start > 0 && start <= 300, "records from offset 300 on were not read yet; the log starts at \(start)")
+            } else {
+                #expect(start > 300, "the size limit must still protect the disk")
+            }
+        }
     }
 
     @Test func retentionBySizeKeepsThePartitionUnderTheLimit() async throws {
@@ -208,4 +238,19 @@ private let orders = TopicPartition(topic: "orders", partition: 0)
             }
         }
     }
+}
+
+/// The data files of every segment under a log directory, in offset order.
+private func segmentFiles(in directory: String) throws -> [String] {
+    let enumerator = FileManager.default.enumerator(atPath: directory)
+    var files: [String] = []
+    while let path = enumerator?.nextObject() as? String {
+        if path.hasSuffix(".log") { files.append(directory + "/" + path) }
+    }
+    return files.sorted { ($0 as NSString).lastPathComponent < ($1 as NSString).lastPathComponent }
+}
+
+/// Sets a file's modification time to `seconds` ago, as if last written then.
+private func age(_ path: String, seconds: Double) throws {
+    try FileManager.default.setAttributes([.modificationDate: Date().addingTimeInterval(-seconds)], ofItemAtPath: path)
 }

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Foundation
 import ProvisionPipeline
 
 /// Files under the file root, opened one path component at a time with `openat` and
@@ -40,7 +41,15 @@ enum RootedFile {
             throw SinkError(reason: "InvalidOutputPath", message: "'\(relativePath)' is not a path inside the file root")
         }
         var directory = Glibc.open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard directory >= 0 else { throw failure(errno, root) }
+        if directory < 0, errno == ENOENT, create {
+            // The root is the operator's choice (links in its own path are theirs): made as given.
+            try? FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+            directory = Glibc.open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        }
+        guard directory >= 0 else {
+            if !create, errno == ENOENT { return (nil, name) }
+            throw failure(errno, root)
+        }
         var walked = root
         for component in components.dropLast() {
             walked += "/" + component
@@ -62,9 +71,9 @@ enum RootedFile {
     }
 
     private static func failure(_ code: Int32, _ path: String) -> SinkError {
-        if code == ELOOP || code == ENOTDIR {
-            return SinkError(reason: "InvalidOutputPath",
-                             message: "\(path) is a symbolic link or not a directory; outputs are never written through links")
+        var info = stat()
+        if code == ELOOP || code == ENOTDIR, lstat(path, &info) == 0, info.st_mode & S_IFMT == S_IFLNK {
+            return SinkError(reason: "InvalidOutputPath", message: "\(path) is a symbolic link; outputs are never written through links")
         }
         return SinkError(reason: "SinkUnavailable", message: "cannot open \(path): \(String(cString: strerror(code)))")
     }
