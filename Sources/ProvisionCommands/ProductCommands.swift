@@ -55,13 +55,19 @@ struct PauseCommand: AsyncParsableCommand {
 
 struct ResumeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "resume", abstract: "Restart a paused product from its checkpoint.")
+        commandName: "resume",
+        abstract: "Restart a paused product from its checkpoint, or one stopped by records lost to retention.")
 
     @OptionGroup var product: ProductReference
+
+    @Flag(name: .long, help: "Continue past records that retention removed before the product read them.")
+    var acceptLoss = false
     @OptionGroup var options: ClientOptions
 
     func run() async throws {
-        try await sendProductAction(.POST, product.path + "/resume", done: "product/\(product.name) resumed", client: options.client)
+        try await sendProductAction(.POST, product.path + "/resume" + (acceptLoss ? "?acceptLoss=true" : ""),
+                                    done: "product/\(product.name) resumed\(acceptLoss ? ", accepting records lost to retention" : "")",
+                                    client: options.client)
     }
 }
 

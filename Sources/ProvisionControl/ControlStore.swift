@@ -28,6 +28,9 @@ public struct StoredProduct: Sendable, Equatable, Codable {
     public var paused: Bool
     /// The spec of the output to remove before the next build starts, if a rebuild is pending.
     public var pendingCleanup: DataProductSpec?
+    /// Set by `resume --accept-loss` until the next run has moved past records lost to
+    /// retention.
+    public var acceptsLoss: Bool? = nil
 }
 
 public struct ControlState: Sendable, Equatable, Codable {

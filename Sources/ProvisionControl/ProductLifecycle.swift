@@ -10,6 +10,8 @@ public struct ProductLifecycle: Sendable, Equatable {
         case provisioning
         case running(caughtUp: Bool)
         case failing(reason: String, message: String)
+        /// Stopped until a person acts (records lost to retention): not retried.
+        case stopped(reason: String, message: String)
         case paused
     }
 
@@ -56,6 +58,12 @@ public struct ProductLifecycle: Sendable, Equatable {
         return .retry(after: backoff.delay(attempt: failures, unitRandom: unitRandom))
     }
 
+    /// A failure no retry can fix: the product waits for a person, saying what to do.
+    public mutating func stoppedForGood(reason: String, message: String, now: TimestampMilliseconds) {
+        failures = 0
+        move(to: .stopped(reason: reason, message: message), now: now)
+    }
+
     /// The product was paused by request: its pipeline is stopped, its output kept.
     public mutating func pausedByRequest(now: TimestampMilliseconds) {
         failures = 0
@@ -67,7 +75,7 @@ public struct ProductLifecycle: Sendable, Equatable {
         case .pending: return .pending
         case .provisioning: return .provisioning
         case .running(let caughtUp): return caughtUp ? .live : .backfilling
-        case .failing: return .failed
+        case .failing, .stopped: return .failed
         case .paused: return .paused
         }
     }
@@ -96,6 +104,10 @@ public struct ProductLifecycle: Sendable, Equatable {
             return [Condition(type: "Ready", status: false, reason: "Paused", message: "paused by request; resume to continue from the checkpoint", lastTransitionTime: time),
                     Condition(type: "Reconciling", status: false, reason: "Paused", message: "", lastTransitionTime: time),
                     Condition(type: "Stalled", status: false, reason: "Paused", message: "", lastTransitionTime: time)]
+        case .stopped(let reason, let message):
+            return [Condition(type: "Ready", status: false, reason: reason, message: message, lastTransitionTime: time),
+                    Condition(type: "Reconciling", status: false, reason: reason, message: "", lastTransitionTime: time),
+                    Condition(type: "Stalled", status: true, reason: reason, message: message, lastTransitionTime: time)]
         case .failing(let reason, let message):
             let retrying = "\(message) (attempt \(failures); retrying with backoff)"
             return [Condition(type: "Ready", status: false, reason: reason, message: retrying, lastTransitionTime: time),

@@ -207,6 +207,18 @@ extension Reconciler {
 
     /// Records a change to a product that is not being deleted, saves it and asks for its
     /// reconciliation.
+    /// Resumes a product and, with `acceptingLoss`, lets its next run move past records
+    /// retention removed before it read them. Returns false if it does not exist.
+    public func resume(_ name: String, acceptingLoss: Bool) async throws(ControlStateNotSaved) -> Bool {
+        let changed = try changeProduct(name) { stored in
+            stored.paused = false
+            if acceptingLoss { stored.acceptsLoss = true }
+        }
+        // A product stopped by the loss has no pipeline to wake: start it again.
+        if changed, acceptingLoss { await restartRun(name) }
+        return changed
+    }
+
     private func changeProduct(_ name: String, _ change: (inout StoredProduct) -> Void) throws(ControlStateNotSaved) -> Bool {
         guard var stored = currentState.products[name], !stored.deleting else { return false }
         change(&stored)

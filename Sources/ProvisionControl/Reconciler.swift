@@ -149,6 +149,16 @@ public actor Reconciler: Service {
         sinks.rebuildsInPlace(spec)
     }
 
+    /// Stops the product's pipeline, if any, and asks for its reconciliation, which starts
+    /// it again from the saved state.
+    func restartRun(_ name: String) async {
+        if let run = runs.removeValue(forKey: name) {
+            run.task.cancel()
+            await run.task.value
+        }
+        requestReconcile(name)
+    }
+
     func requestReconcile(_ name: String) {
         requestContinuation.yield(name)
     }
@@ -272,7 +282,7 @@ public actor Reconciler: Service {
         let sink = sinks.makeSink(for: stored.product.spec, product: name, outputSchema: plan.outputSchema, keyField: plan.keyField,
                                   build: SinkBuild(number: stored.build, kind: stored.buildKind ?? .fresh))
         let pipeline = Pipeline(processor: processor, log: log, sink: sink, limits: configuration.pipelineLimits,
-                                logger: logger, clock: clock) { [weak self] progress in
+                                logger: logger, clock: clock, acceptsLoss: stored.acceptsLoss == true) { [weak self] progress in
             await self?.pipelineProgressed(name, build: build, progress)
         }
         let task = Task { await self.supervise(pipeline, name: name, build: build) }
@@ -288,7 +298,7 @@ public actor Reconciler: Service {
                 if Task.isCancelled { return }
             } catch {
                 if Task.isCancelled { return }
-                let delay = await pipelineFailed(name, build: build, error)
+                guard let delay = await pipelineFailed(name, build: build, error) else { return }
                 try? await Task.sleep(for: delay)
             }
         }
@@ -318,6 +328,12 @@ public actor Reconciler: Service {
             status.lateRecords = progress.checkpoint.joins?.late
             status.deadLettered = progress.checkpoint.deadLettered
             status.checkpoint = Dictionary(uniqueKeysWithValues: progress.checkpoint.offsets.map { (String($0.key), $0.value) })
+            if progress.recordsLost > 0 { status.recordsLostToRetention = (status.recordsLostToRetention ?? 0) + progress.recordsLost }
+        }
+        if state.products[name]?.acceptsLoss == true {
+            // This run started past the lost records (or found none): the acceptance is used.
+            state.products[name]?.acceptsLoss = nil
+            save()
         }
         if previousPhase != lifecycle.phase {
             logger.info("product phase", metadata: ["product": "\(name)", "phase": "\(lifecycle.phase.rawValue)"])
@@ -325,8 +341,24 @@ public actor Reconciler: Service {
         }
     }
 
-    private func pipelineFailed(_ name: String, build: Int, _ error: Error) -> Duration {
+    /// Records the failure; returns how long to wait before the next attempt, or nil when
+    /// there is to be none (the product waits for a person).
+    private func pipelineFailed(_ name: String, build: Int, _ error: Error) -> Duration? {
         let now = clock()
+        if let lost = error as? RecordsLostToRetention {
+            guard var run = runs[name], run.build == build else { return nil }
+            run.lifecycle.stoppedForGood(reason: "RecordsLostToRetention", message: lost.description.replacingOccurrences(of: "NAME", with: name),
+                                         now: now)
+            runs[name] = run
+            let lifecycle = run.lifecycle
+            updateStatus(name) { status in
+                status.phase = lifecycle.phase
+                status.conditions = lifecycle.conditions(now: now)
+            }
+            save()
+            logger.error("records lost to retention", metadata: ["product": "\(name)", "lost": "\(lost.count)"])
+            return nil
+        }
         let reason = (error as? SinkError)?.reason ?? "PipelineFailed"
         guard var run = runs[name], run.build == build else { return configuration.backoff.cap }
         let action = run.lifecycle.failed(reason: reason, message: "\(error)", now: now, unitRandom: Double.random(in: 0..<1))

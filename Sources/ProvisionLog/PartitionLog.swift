@@ -108,15 +108,16 @@ final class PartitionLog: @unchecked Sendable {
             // Offsets do not change on roll (the new base is the old next offset), so the frames stand.
         }
         let position = active.sizeBytes
+        let file = try active.file
         Failpoint.reached(.logAppendTorn) {
-            encoded.withUnsafeBytes { bytes in try? active.file.write(UnsafeRawBufferPointer(rebasing: bytes[..<(bytes.count / 2)]), at: position) }
+            encoded.withUnsafeBytes { bytes in try? file.write(UnsafeRawBufferPointer(rebasing: bytes[..<(bytes.count / 2)]), at: position) }
         }
         do {
-            try encoded.withUnsafeBytes { try active.file.write($0, at: position) }
-            try active.file.synchronize()
+            try encoded.withUnsafeBytes { try file.write($0, at: position) }
+            try file.synchronize()
         } catch {
             // Leave no partial frames behind: the next append writes at the same position.
-            try? active.file.truncate(to: position)
+            try? file.truncate(to: position)
             throw error
         }
         var ready: [CheckedContinuation<Void, Never>] = []
@@ -179,13 +180,14 @@ final class PartitionLog: @unchecked Sendable {
     private func scanFrames(_ segment: Segment, from start: Int, to end: Int,
                             visit: (UnsafeRawBufferPointer, Int, RecordFrame.Scan) throws -> Bool) throws
     {
+        let file = try segment.file
         var chunkBytes = 1024 * 1024
         var buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkBytes, alignment: 8)
         defer { buffer.deallocate() }
         var filePosition = start
         while filePosition < end {
             let wanted = min(chunkBytes, end - filePosition)
-            let available = try segment.file.read(into: buffer, count: wanted, at: filePosition)
+            let available = try file.read(into: buffer, count: wanted, at: filePosition)
             guard available > 0 else { throw EventLogError(.io, "\(segment.dataPath): ends before \(end)") }
             let bytes = UnsafeRawBufferPointer(rebasing: buffer[0..<available])
             var cursor = 0

@@ -5,6 +5,7 @@ import Darwin
 #endif
 import Foundation
 import ProvisionModel
+import Synchronization
 
 /// A file descriptor that closes when its last user lets go, so a reader can finish with a
 /// segment that retention deleted meanwhile.
@@ -63,6 +64,70 @@ final class FileDescriptor: Sendable {
     }
 }
 
+/// The data files' descriptors, opened on use and closed when unused for longest: a log of
+/// thousands of topics holds the descriptors of the few hundred segments in use, not one per
+/// segment, so neither serving nor starting depends on how many topics exist. A descriptor
+/// in use stays open until its user lets go (`FileDescriptor` closes on its last release).
+final class DescriptorPool: Sendable {
+    static let shared = DescriptorPool(capacity: 256)
+
+    private struct Entry {
+        var descriptor: FileDescriptor
+        var lastUse: UInt64
+    }
+
+    private struct State {
+        var entries: [String: Entry] = [:]
+        var uses: UInt64 = 0
+    }
+
+    let capacity: Int
+    private let state = Mutex(State())
+
+    init(capacity: Int) {
+        self.capacity = capacity
+    }
+
+    /// The open descriptor of a data file, opening it if needed.
+    func descriptor(for path: String) throws -> FileDescriptor {
+        let cached = state.withLock { state -> FileDescriptor? in
+            guard var entry = state.entries[path] else { return nil }
+            state.uses += 1
+            entry.lastUse = state.uses
+            state.entries[path] = entry
+            return entry.descriptor
+        }
+        if let cached { return cached }
+        return keep(try FileDescriptor(path: path, flags: O_RDWR), for: path)
+    }
+
+    /// Keeps a descriptor just opened; returns the one kept (another caller may have opened
+    /// the same file meanwhile).
+    @discardableResult
+    func keep(_ descriptor: FileDescriptor, for path: String) -> FileDescriptor {
+        state.withLock { state in
+            state.uses += 1
+            if var existing = state.entries[path] {
+                existing.lastUse = state.uses
+                state.entries[path] = existing
+                return existing.descriptor
+            }
+            if state.entries.count >= capacity, let oldest = state.entries.min(by: { $0.value.lastUse < $1.value.lastUse }) {
+                state.entries[oldest.key] = nil
+            }
+            state.entries[path] = Entry(descriptor: descriptor, lastUse: state.uses)
+            return descriptor
+        }
+    }
+
+    /// Lets go of a file that was removed.
+    func forget(_ path: String) {
+        _ = state.withLock { $0.entries.removeValue(forKey: path) }
+    }
+
+    var openCount: Int { state.withLock { $0.entries.count } }
+}
+
 /// One sparse index entry: the record at `offset` starts at byte `position`, and every record
 /// before it in the segment has a timestamp ≤ `maxTimestampBefore`.
 struct IndexEntry: Equatable {
@@ -78,7 +143,10 @@ struct IndexEntry: Equatable {
 final class Segment: @unchecked Sendable {
     let baseOffset: Int64
     let dataPath: String
-    let file: FileDescriptor
+    /// The data file, through the shared pool.
+    var file: FileDescriptor {
+        get throws { try DescriptorPool.shared.descriptor(for: dataPath) }
+    }
     /// Bytes that hold whole, durable records.
     var sizeBytes: Int
     var nextOffset: Int64
@@ -98,7 +166,7 @@ final class Segment: @unchecked Sendable {
     /// so history imported with its real, old event times is kept like any other.
     var lastAppendTime: TimestampMilliseconds? {
         var info = stat()
-        guard fstat(file.rawValue, &info) == 0 else { return nil }
+        guard stat(dataPath, &info) == 0 else { return nil }
         return Int64(info.st_mtim.tv_sec) * 1000 + Int64(info.st_mtim.tv_nsec) / 1_000_000
     }
 
@@ -108,7 +176,9 @@ final class Segment: @unchecked Sendable {
     init(directory: String, baseOffset: Int64, create: Bool) throws {
         self.baseOffset = baseOffset
         dataPath = "\(directory)/\(Self.fileStem(baseOffset)).log"
-        file = try FileDescriptor(path: dataPath, flags: O_RDWR | (create ? O_CREAT : 0))
+        if create {
+            DescriptorPool.shared.keep(try FileDescriptor(path: dataPath, flags: O_RDWR | O_CREAT), for: dataPath)
+        }
         sizeBytes = 0
         nextOffset = baseOffset
         maxTimestamp = Self.noTimestamp
@@ -119,6 +189,7 @@ final class Segment: @unchecked Sendable {
     /// Rebuilds size, next offset, timestamps and the index by reading every frame, and cuts
     /// a torn or corrupt tail. Returns a description of what was cut, if anything.
     func recover(indexIntervalBytes: Int) throws -> String? {
+        let file = try self.file
         let fileSize = try file.size()
         index = []
         sizeBytes = 0
@@ -261,6 +332,7 @@ final class Segment: @unchecked Sendable {
     }
 
     func removeFiles() {
+        DescriptorPool.shared.forget(dataPath)
         for path in [dataPath, offsetIndexPath, timeIndexPath] { unlink(path) }
     }
 }

@@ -12,9 +12,28 @@ public struct PipelineProgress: Sendable, Equatable {
     /// True once every partition has reached the end offset captured when the pipeline
     /// started: the backfill is done and the product is live.
     public var caughtUp: Bool
+    /// Records retention removed before this run read them, skipped because the product was
+    /// told to accept the loss.
+    public var recordsLost: Int64 = 0
 
     public var lag: Int64 {
         endOffsets.reduce(0) { $0 + max(0, $1.value - (checkpoint.offsets[$1.key] ?? 0)) }
+    }
+}
+
+/// Retention removed records a product had not read: it stops rather than skip them
+/// silently, until told to accept the loss (or rebuilt).
+public struct RecordsLostToRetention: Error, Sendable, CustomStringConvertible {
+    public var partition: TopicPartition
+    /// The product's position, and where the log now starts.
+    public var position: Int64
+    public var logStart: Int64
+
+    public var count: Int64 { logStart - position }
+
+    public var description: String {
+        "retention removed \(count) records of \(partition.topic) partition \(partition.partition) (offsets \(position) to \(logStart - 1)) "
+            + "before this product read them; 'provisionctl resume product NAME --accept-loss' continues from offset \(logStart), or rebuild it"
     }
 }
 
@@ -49,11 +68,14 @@ public struct Pipeline: Sendable {
     let logger: Logger
     let clock: @Sendable () -> TimestampMilliseconds
     let report: @Sendable (PipelineProgress) async -> Void
+    /// Moves past records retention removed instead of stopping (once, by request).
+    let acceptsLoss: Bool
 
     public init(processor: RecordProcessor, log: any EventLog, sink: any Sink, limits: Limits = .init(), logger: Logger,
-                clock: @escaping @Sendable () -> TimestampMilliseconds,
+                clock: @escaping @Sendable () -> TimestampMilliseconds, acceptsLoss: Bool = false,
                 report: @escaping @Sendable (PipelineProgress) async -> Void)
     {
+        self.acceptsLoss = acceptsLoss
         self.processor = processor
         self.log = log
         self.sink = sink
@@ -87,9 +109,21 @@ public struct Pipeline: Sendable {
         try await log.createTopic(sourceTopic, partitions: 1)
         let partitionCount = try await log.partitionCount(of: sourceTopic) ?? 1
         var checkpoint = try await sink.open() ?? Checkpoint(offsets: [:])
-        for partition in 0..<partitionCount where checkpoint.offsets[partition] == nil {
+        var recordsLost: Int64 = 0
+        for partition in 0..<partitionCount {
             let source = TopicPartition(topic: sourceTopic, partition: partition)
-            checkpoint.offsets[partition] = try await startOffset(source)
+            guard let position = checkpoint.offsets[partition] else {
+                checkpoint.offsets[partition] = try await startOffset(source)
+                continue
+            }
+            let logStart = try await log.startOffset(of: source)
+            if position < logStart {
+                let lost = RecordsLostToRetention(partition: source, position: position, logStart: logStart)
+                guard acceptsLoss else { throw lost }
+                logger.warning("records lost to retention accepted", metadata: ["product": "\(product)", "lost": "\(lost.count)"])
+                checkpoint.offsets[partition] = logStart
+                recordsLost += lost.count
+            }
         }
         var liveBoundary: [Int: Int64] = [:]
         for partition in 0..<partitionCount {
@@ -105,7 +139,7 @@ public struct Pipeline: Sendable {
         }
         var caughtUp = liveBoundary.allSatisfy { checkpoint.offsets[$0.key]! >= $0.value }
         if caughtUp { try await sink.promote() }
-        await report(PipelineProgress(checkpoint: checkpoint, endOffsets: liveBoundary, caughtUp: caughtUp))
+        await report(PipelineProgress(checkpoint: checkpoint, endOffsets: liveBoundary, caughtUp: caughtUp, recordsLost: recordsLost))
         defer { logger.info("pipeline stopped", metadata: ["product": "\(product)"]) }
 
         if let joins, let windowed = processor.plan.joins.firstIndex(where: \.spec.isWindowed) {
@@ -174,9 +208,14 @@ public struct Pipeline: Sendable {
         for step in 0..<partitionCount {
             let partition = (first + step) % partitionCount
             let source = TopicPartition(topic: sourceTopic, partition: partition)
-            let batch = try await log.readBatch(source, from: positions[partition]!,
-                                                maxRecords: limits.batchRecordsMax, maxBytes: limits.batchBytesMax)
+            let position = positions[partition]!
+            let batch = try await log.readBatch(source, from: position, maxRecords: limits.batchRecordsMax, maxBytes: limits.batchBytesMax)
             guard let last = batch.entries.last else { continue }
+            if let first = batch.entries.first, first.offset > position {
+                // A gap: compaction's (Kafka), or retention removed records not yet read.
+                let logStart = try await log.startOffset(of: source)
+                if position < logStart { throw RecordsLostToRetention(partition: source, position: position, logStart: logStart) }
+            }
             var outputs: [OutputRecord] = []
             var deadLetters: [LogRecord] = []
             var resent: [OutputRecord] = []

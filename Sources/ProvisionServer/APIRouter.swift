@@ -43,14 +43,21 @@ public struct APIRouter: Sendable {
             }
             return Self.json(["deleted": name], status: .accepted)
         }
-        for (action, paused) in [("pause", true), ("resume", false)] {
-            router.post("/v1/products/:name/\(action)") { _, context in
-                let name = try context.parameters.require("name")
-                guard try await self.reconciler.setPaused(name, paused) else {
-                    return Self.error(.notFound, code: "NotFound", message: "product '\(name)' does not exist")
-                }
-                return Self.json([action == "pause" ? "paused" : "resumed": name], status: .accepted)
+        router.post("/v1/products/:name/pause") { _, context in
+            let name = try context.parameters.require("name")
+            guard try await self.reconciler.setPaused(name, true) else {
+                return Self.error(.notFound, code: "NotFound", message: "product '\(name)' does not exist")
             }
+            return Self.json(["paused": name], status: .accepted)
+        }
+        // `?acceptLoss=true` also lets a product stopped by records lost to retention go on.
+        router.post("/v1/products/:name/resume") { request, context in
+            let name = try context.parameters.require("name")
+            let acceptLoss = request.uri.queryParameters.get("acceptLoss") == "true"
+            guard try await self.reconciler.resume(name, acceptingLoss: acceptLoss) else {
+                return Self.error(.notFound, code: "NotFound", message: "product '\(name)' does not exist")
+            }
+            return Self.json(["resumed": name], status: .accepted)
         }
         router.post("/v1/products/:name/redeliver") { _, context in
             let name = try context.parameters.require("name")

@@ -36,6 +36,22 @@ import ProvisionPipeline
         #expect(ready?.lastTransitionTime == Timestamp.format(30))
     }
 
+    /// Records lost to retention need a person: the product is stalled, not reconciling, and
+    /// the message says what to do; there is no retry to wait for.
+    @Test func aStopForGoodIsStalledWithoutRetrying() {
+        var lifecycle = ProductLifecycle(now: 0)
+        lifecycle.provisioningStarted(now: 10)
+        _ = lifecycle.failed(reason: "SinkUnavailable", message: "down", now: 20, unitRandom: 0)
+        lifecycle.stoppedForGood(reason: "RecordsLostToRetention", message: "retention removed 5 records", now: 30)
+        #expect(lifecycle.phase == .failed)
+        #expect(lifecycle.failures == 0)
+        let conditions = lifecycle.conditions(now: 30)
+        #expect(conditions.first { $0.type == "Stalled" }.map { ($0.isTrue, $0.reason, $0.message) }
+            ?? (false, "", "") == (true, "RecordsLostToRetention", "retention removed 5 records"))
+        #expect(conditions.first { $0.type == "Reconciling" }?.isTrue == false)
+        #expect(conditions.allSatisfy { !$0.message.contains("retrying") })
+    }
+
     @Test func pausingIsNotAFailure() {
         var lifecycle = ProductLifecycle(now: 0)
         _ = lifecycle.failed(reason: "SinkUnavailable", message: "x", now: 1, unitRandom: 0)

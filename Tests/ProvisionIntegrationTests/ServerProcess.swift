@@ -23,6 +23,12 @@ struct HTTPReply {
     var json: Any? { try? JSONSerialization.jsonObject(with: body, options: .fragmentsAllowed) }
 }
 
+/// The tests' client. It lets go of idle connections after 5 s, before the server's idle
+/// timeout (30 s by default) closes them: a request sent on a connection the server has just
+/// closed fails with "I/O on closed channel".
+let testHTTPClient = HTTPClient(eventLoopGroupProvider: .singleton,
+                                configuration: .init(connectionPool: .init(idleTimeout: .seconds(5))))
+
 func httpRequest(_ method: HTTPMethod, _ url: String, body: Data? = nil, contentType: String = "application/json",
                  headers: [(String, String)] = [], timeout: Duration = .seconds(30)) async throws -> HTTPReply
 {
@@ -35,7 +41,7 @@ func httpRequest(_ method: HTTPMethod, _ url: String, body: Data? = nil, content
     }
     let milliseconds = timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000
     let deadline = NIODeadline.now() + .milliseconds(milliseconds)
-    let response = try await HTTPClient.shared.execute(request, deadline: deadline)
+    let response = try await testHTTPClient.execute(request, deadline: deadline)
     let bytes = try await response.body.collect(upTo: 256 * 1024 * 1024)
     return HTTPReply(status: Int(response.status.code), body: Data(buffer: bytes))
 }
@@ -156,6 +162,8 @@ final class ServerProcess: @unchecked Sendable {
     var arguments: [String] = []
     /// Added to the server's environment at every start (failpoints, for one).
     var environment: [String: String] = [:]
+    /// A command that runs the server, such as `prlimit --nofile=512`; none by default.
+    var launcher: [String] = []
 
     var url: String { "http://127.0.0.1:\(port)" }
     var fileRoot: String { dataDirectory + "/files" }
@@ -168,8 +176,14 @@ final class ServerProcess: @unchecked Sendable {
 
     func start() async throws {
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: provisionctlPath)
-        process.arguments = ["serve", "--data-dir", dataDirectory, "--listen", "127.0.0.1:\(port)"] + arguments
+        let serve = ["serve", "--data-dir", dataDirectory, "--listen", "127.0.0.1:\(port)"] + arguments
+        if let command = launcher.first {
+            process.executableURL = URL(fileURLWithPath: command)
+            process.arguments = Array(launcher.dropFirst()) + [provisionctlPath] + serve
+        } else {
+            process.executableURL = URL(fileURLWithPath: provisionctlPath)
+            process.arguments = serve
+        }
         if !environment.isEmpty {
             process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
         }

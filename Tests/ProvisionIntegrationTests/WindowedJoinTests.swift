@@ -222,13 +222,14 @@ func paidOrdersSpec(type: String, idleTimeout: String? = nil) -> String {
         let expected = world.expectedRows(left: true)
         let server = ServerProcess()
         try await world.seed(server)
+        // Killed at a chosen moment: after the second batch is committed.
+        server.environment["PROVISION_FAILPOINTS"] = "pipeline.batch.committed=kill@2"
         try await server.start()
         defer { server.stop(signal: SIGKILL) }
         let applied = try server.ctl(["apply", "-f", try writeSpecs(paymentsCatalogSpec, paidOrdersSpec(type: "left"), to: server.dataDirectory + "-specs")])
         #expect(applied.status == 0, "\(applied.errorOutput)")
-        let caught = try await server.waitForProduct("paid-orders", timeout: .seconds(120)) { $0.recordsWritten > 0 }
-        server.stop(signal: SIGKILL)
-        #expect(caught.recordsWritten < expected.count, "the backfill had finished before the kill")
+        try server.waitForFailpoint("pipeline.batch.committed")
+        server.environment["PROVISION_FAILPOINTS"] = ""
         try await server.start()
         _ = try await server.waitForProduct("paid-orders", timeout: .seconds(240)) { $0.recordsWritten == expected.count && $0.phase == "Live" }
         let rows = try outputRows(server.fileRoot + "/paid-orders.jsonl")

@@ -47,6 +47,9 @@ public struct ProductStatus: Sendable, Equatable, Codable {
     /// For a product with joins: records that arrived after the outputs they belonged to
     /// had been made (later than `maxDelay`); they are joined with what came after them.
     public var lateRecords: Int64?
+    /// Records retention removed before the product read them, which it was told to skip
+    /// (`resume --accept-loss`).
+    public var recordsLostToRetention: Int64?
 
     public init(phase: ProductPhase = .pending, observedGeneration: Int = 0, lag: Int64 = 0, recordsWritten: Int64 = 0,
                 deadLettered: Int64 = 0, conditions: [Condition] = [], backfillStart: String? = nil, output: String? = nil,
