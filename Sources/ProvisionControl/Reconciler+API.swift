@@ -7,6 +7,28 @@ extension Reconciler {
     /// Validates every file, computes the plan and, unless `dryRun`, applies all of it.
     /// Any error rejects the whole request: nothing is half-applied.
     public func apply(_ request: ApplyRequest) async throws -> ApplyResponse {
+        var planned = try plan(request)
+        if request.dryRun { return ApplyResponse(dryRun: true, changes: planned.changes) }
+        let newTopics = planned.changes.filter { $0.kind == .dataset && $0.action == .create }
+            .compactMap { planned.next.datasets[$0.name]?.dataset.spec.topic }
+        if !newTopics.isEmpty {
+            for topic in newTopics { try await createTopic(topic) }
+            // Awaiting the topics let other requests change the state: plan again against
+            // the state as it is now, with no suspension between this plan and its save, so
+            // no concurrent change is overwritten. (An empty topic is all a rejected apply
+            // leaves behind.)
+            planned = try plan(request)
+        }
+        try replaceState(planned.next)
+        for change in planned.changes where change.kind == .dataProduct && change.action != .unchanged {
+            requestReconcile(change.name)
+        }
+        return ApplyResponse(dryRun: false, changes: planned.changes)
+    }
+
+    /// The state an apply leads to and the changes that make it, against the current state.
+    /// Synchronous: nothing else runs between reading the state and returning.
+    private func plan(_ request: ApplyRequest) throws -> (next: ControlState, changes: [PlannedChange]) {
         let catalog = currentState.datasets.values.map(\.dataset)
         let result = SpecLoader.load(request.files, catalog: catalog)
         guard result.errors.isEmpty else { throw ApplyRejected(errors: result.errors) }
@@ -47,9 +69,13 @@ extension Reconciler {
                     changes.append(PlannedChange(kind: .dataProduct, name: product.name, action: rebuild ? .updateRebuild : .update,
                                                  detail: rebuild ? rebuildDetail(existing) : nil))
                 } else {
-                    next.products[product.name] = StoredProduct(product: product, generation: 1, createdAt: now, build: 1,
-                                                                buildStartedAt: now, status: ProductStatus(), deleting: false,
-                                                                paused: false, pendingCleanup: nil)
+                    // A product whose deletion has not finished is created anew: a later build
+                    // number retires the old one's pipeline, and its output is cleaned up first.
+                    let deleted = next.products[product.name]
+                    next.products[product.name] = StoredProduct(product: product, generation: 1, createdAt: now,
+                                                                build: (deleted?.build ?? 0) + 1, buildStartedAt: now,
+                                                                status: ProductStatus(), deleting: false, paused: false,
+                                                                pendingCleanup: deleted.map { $0.pendingCleanup ?? $0.product.spec })
                     changes.append(PlannedChange(kind: .dataProduct, name: product.name, action: .create))
                 }
             }
@@ -61,17 +87,7 @@ extension Reconciler {
                 changes.append(PlannedChange(kind: .dataProduct, name: name, action: .delete))
             }
         }
-        if request.dryRun { return ApplyResponse(dryRun: true, changes: changes) }
-        for change in changes where change.kind == .dataset && change.action == .create {
-            if let topic = next.datasets[change.name]?.dataset.spec.topic {
-                try await createTopic(topic)
-            }
-        }
-        try replaceState(next)
-        for change in changes where change.kind == .dataProduct && change.action != .unchanged {
-            requestReconcile(change.name)
-        }
-        return ApplyResponse(dryRun: false, changes: changes)
+        return (next, changes)
     }
 
     /// A changed dataset changes what its products read: every product on it must still

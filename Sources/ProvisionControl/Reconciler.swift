@@ -243,6 +243,13 @@ public actor Reconciler: Service {
             await removeOutput(of: previous, product: name, destroyFile: true)
         }
         try? await log.deleteTopic(DeadLetters.topic(for: name))
+        // The clean-up awaited: an apply may have created the product again meanwhile (an
+        // apply treats a product being deleted as absent). That one stays.
+        guard state.products[name]?.deleting == true else {
+            logger.info("product re-created while its deletion finished", metadata: ["product": "\(name)"])
+            requestReconcile(name)
+            return
+        }
         state.products[name] = nil
         save()
         logger.info("product deleted", metadata: ["product": "\(name)", "policy": "\(stored.product.spec.deletionPolicy.rawValue)"])

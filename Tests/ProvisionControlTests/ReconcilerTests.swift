@@ -297,4 +297,38 @@ private struct Harness {
         try await harness.produce(300..<400)
         #expect(await harness.reconciler.unreadOffsets()[orders] == 300)
     }
+
+    /// Applies that each create a dataset await its topic; one made meanwhile must not be
+    /// overwritten by another's older view of the state.
+    @Test func concurrentAppliesLoseNothing() async throws {
+        let harness = try Harness()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for number in 0..<8 {
+                group.addTask {
+                    let dataset = catalog.replacingOccurrences(of: "name: orders", with: "name: orders-\(number)")
+                    _ = try await harness.apply(dataset)
+                }
+            }
+            try await group.waitForAll()
+        }
+        let names = try await harness.reconciler.datasets().map(\.metadata.name).sorted()
+        #expect(names == (0..<8).map { "orders-\($0)" }.sorted())
+    }
+
+    /// Deleted while its pipeline runs and applied again at once: the new product stays, with
+    /// its own pipeline and a fresh output, and the deletion of the old one finishes.
+    @Test func aProductAppliedAgainWhileItsDeletionFinishesStays() async throws {
+        let harness = try Harness()
+        let running = Task { try await harness.reconciler.run() }
+        defer { running.cancel() }
+        _ = try await harness.apply(catalog, productSpec(where: "amount >= 50", policy: "Delete"))
+        try await harness.produce(0..<2000)
+        try await harness.waitFor { $0?.status.phase == .live && $0?.status.recordsWritten == 1000 }
+        #expect(try await harness.reconciler.deleteProduct("big-orders"))
+        _ = try await harness.apply(catalog, productSpec(where: "amount >= 90", policy: "Delete"))
+        try await Task.sleep(for: .milliseconds(500))
+        try await harness.waitFor { $0?.status.phase == .live && $0?.status.recordsWritten == 200 }
+        #expect(await harness.reconciler.product("big-orders")?.spec.filter == "amount >= 90")
+        #expect(try harness.lines().count == 200)
+    }
 }
