@@ -14,14 +14,17 @@ struct ApplyCommand: AsyncParsableCommand {
     @Flag(name: .long, help: "Print the plan (create / update / update-rebuild / unchanged / delete) and change nothing.")
     var dryRun = false
 
-    @Flag(name: .long, help: "Delete products on the server that the files do not mention.")
+    @Flag(name: .long, help: "Delete products this writer manages that the files do not mention (never another's).")
     var prune = false
+
+    @Flag(name: .long, help: "Take over datasets and products another writer manages.")
+    var force = false
 
     @OptionGroup var options: ClientOptions
 
     func run() async throws {
         let files = try SpecFiles.read(file)
-        let body = try JSONEncoder().encode(ApplyRequest(files: files, dryRun: dryRun, prune: prune))
+        let body = try JSONEncoder().encode(ApplyRequest(files: files, dryRun: dryRun, prune: prune, force: force, managedBy: "cli"))
         let reply = try await options.client.send(.POST, "/v1/apply", body: body)
         guard reply.status == 200 else {
             printError(reply.errorMessage)

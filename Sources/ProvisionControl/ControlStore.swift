@@ -7,6 +7,10 @@ public struct StoredDataset: Sendable, Equatable, Codable {
     public var dataset: Dataset
     public var generation: Int
     public var createdAt: TimestampMilliseconds
+    /// Who manages it; nil in state saved before writers were recorded, which the CLI made.
+    public var managedBy: Writer? = nil
+
+    public var manager: Writer { managedBy ?? .cli }
 }
 
 /// A product as the control plane keeps it: the desired spec, which build of its output is
@@ -31,6 +35,10 @@ public struct StoredProduct: Sendable, Equatable, Codable {
     /// Set by `resume --accept-loss` until the next run has moved past records lost to
     /// retention.
     public var acceptsLoss: Bool? = nil
+    /// Who manages it; nil in state saved before writers were recorded, which the CLI made.
+    public var managedBy: Writer? = nil
+
+    public var manager: Writer { managedBy ?? .cli }
 }
 
 public struct ControlState: Sendable, Equatable, Codable {

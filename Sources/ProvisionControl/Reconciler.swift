@@ -9,6 +9,14 @@ import ServiceLifecycle
 /// Spec errors that stopped an apply; nothing was applied.
 public struct ApplyRejected: Error, Sendable {
     public var errors: [SpecError]
+    /// True when every error is a change to an object another writer manages (HTTP 409),
+    /// not an invalid spec (422).
+    public var isOwnershipConflict = false
+
+    public init(errors: [SpecError], isOwnershipConflict: Bool = false) {
+        self.errors = errors
+        self.isOwnershipConflict = isOwnershipConflict
+    }
 }
 
 /// Level-triggered reconciliation: a request names a product; the reconciler compares the
@@ -39,6 +47,8 @@ public actor Reconciler: Service {
     private let log: any EventLog
     private let store: any ControlStore
     private let sinks: SinkFactory
+    /// Plans applies by the sink factory's rules for outputs.
+    let planner: ApplyPlanner
     private let configuration: Configuration
     private let logger: Logger
     private let clock: @Sendable () -> TimestampMilliseconds
@@ -54,6 +64,7 @@ public actor Reconciler: Service {
         self.log = log
         self.store = store
         self.sinks = sinks
+        planner = ApplyPlanner(rules: OutputRules(location: { sinks.location(of: $0) }, rebuildsInPlace: { sinks.rebuildsInPlace($0) }))
         self.configuration = configuration
         self.logger = logger
         self.clock = clock

@@ -110,6 +110,11 @@ public struct APIRouter: Sendable {
         }
         do {
             return Self.json(try await reconciler.apply(applyRequest))
+        } catch let rejected as ApplyRejected where rejected.isOwnershipConflict {
+            let count = rejected.errors.count
+            return Self.error(.conflict, code: "Conflict",
+                              message: "\(count) object\(count == 1 ? " is" : "s are") managed by another writer; nothing was applied",
+                              details: rejected.errors)
         } catch let rejected as ApplyRejected {
             let count = rejected.errors.count
             return Self.error(.unprocessableContent, code: "InvalidSpec",

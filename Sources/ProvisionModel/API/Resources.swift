@@ -8,8 +8,11 @@ public struct ResourceMetadata: Sendable, Equatable, Codable {
     /// Increases each time the spec changes.
     public var generation: Int
     public var creationTimestamp: String
+    /// The writer that manages the object: `cli`, `api:<team>`, `gitops:<source>`.
+    public var managedBy: String?
 
-    public init(_ metadata: ObjectMetadata, generation: Int, creationTimestamp: String) {
+    public init(_ metadata: ObjectMetadata, generation: Int, creationTimestamp: String, managedBy: String? = nil) {
+        self.managedBy = managedBy
         name = metadata.name
         team = metadata.team
         owner = metadata.owner
@@ -64,13 +67,20 @@ public struct DatasetResource: Sendable, Equatable, Codable {
 public struct ApplyRequest: Sendable, Codable {
     public var files: [SpecFile]
     public var dryRun: Bool
-    /// Delete products that exist on the server but are absent from `files`.
+    /// Delete the writer's products that exist on the server but are absent from `files`.
     public var prune: Bool
+    /// Take over objects another writer manages instead of being refused.
+    public var force: Bool?
+    /// Who applies (`cli` when absent): it manages what it creates, and changes and prunes
+    /// only that.
+    public var managedBy: String?
 
-    public init(files: [SpecFile], dryRun: Bool, prune: Bool = false) {
+    public init(files: [SpecFile], dryRun: Bool, prune: Bool = false, force: Bool = false, managedBy: String? = nil) {
         self.files = files
         self.dryRun = dryRun
         self.prune = prune
+        self.force = force ? true : nil
+        self.managedBy = managedBy
     }
 }
 

@@ -1,0 +1,129 @@
+import Testing
+import ProvisionModel
+import ProvisionPipeline
+@testable import ProvisionControl
+
+/// The planner alone: state and documents in, changes out; no server, no log, no sink.
+private let dataset = """
+    apiVersion: provision/v1
+    kind: Dataset
+    metadata: {name: orders}
+    spec:
+      key: order_id
+      schema: {order_id: string, amount: decimal, region: string}
+    """
+
+private func product(_ name: String, where filter: String = "amount > 1", select: String = "{order_id: order_id, amount: amount}",
+                     sink: String? = nil) -> String
+{
+    """
+    apiVersion: provision/v1
+    kind: DataProduct
+    metadata: {name: \(name), team: risk}
+    spec:
+      from: orders
+      where: \(filter)
+      select: \(select)
+      sink: \(sink ?? "{postgres: {url: \"postgres://db/x\", table: \(name.replacingOccurrences(of: "-", with: "_"))}}")
+    """
+}
+
+/// The documents, validated against a catalog that has the dataset (as the server's would).
+private func documents(_ yaml: String...) throws -> [SpecDocument] {
+    let catalog = SpecLoader.load([SpecFile(name: "catalog.yaml", content: dataset)]).documents.compactMap { document -> Dataset? in
+        if case .dataset(let dataset, _) = document { return dataset }
+        return nil
+    }
+    let result = SpecLoader.load([SpecFile(name: "specs.yaml", content: yaml.joined(separator: "\n---\n"))], catalog: catalog)
+    guard result.errors.isEmpty else { throw ApplyRejected(errors: result.errors) }
+    return result.documents
+}
+
+/// Tables rebuild beside themselves; files do not.
+private let planner = ApplyPlanner(rules: OutputRules(
+    location: { spec in
+        switch spec.sink {
+        case .postgres(let postgres): "postgres \(postgres.table)"
+        case .file(let file): "file \(file.path)"
+        default: "other"
+        }
+    },
+    rebuildsInPlace: { spec in if case .postgres = spec.sink { true } else { false } }))
+
+private let risk = Writer("api:risk"), payments = Writer("api:payments")
+
+private func messages(_ body: () throws -> ApplyPlan) -> [String] {
+    do {
+        _ = try body()
+        return []
+    } catch let rejected as ApplyRejected {
+        return rejected.errors.map(\.description)
+    } catch {
+        return ["\(error)"]
+    }
+}
+
+@Suite struct ApplyPlannerTests {
+    @Test func whatAWriterCreatesItManages() throws {
+        let plan = try planner.plan(current: ControlState(), documents: documents(dataset, product("eu")), writer: risk, now: 5)
+        #expect(plan.changes.map(\.action) == [.create, .create])
+        #expect(plan.next.products["eu"]?.manager == risk)
+        #expect(plan.next.datasets["orders"]?.manager == risk)
+        #expect(plan.next.products["eu"]?.build == 1)
+    }
+
+    @Test func anotherWritersChangeIsAConflictUnlessItTakesOver() throws {
+        let current = try planner.plan(current: ControlState(), documents: documents(dataset, product("eu")), writer: risk, now: 5).next
+        // The same documents are no change, whoever sends them.
+        let same = try planner.plan(current: current, documents: documents(dataset, product("eu")), writer: payments, now: 6)
+        #expect(same.changes.map(\.action) == [.unchanged, .unchanged])
+        let changed = try documents(dataset, product("eu", where: "amount > 2"))
+        #expect(messages { try planner.plan(current: current, documents: changed, writer: payments, now: 6) } == [
+            "specs.yaml:8:1: metadata.name: product 'eu' is managed by api:risk, not api:payments; apply with --force to take it over",
+        ])
+        let forced = try planner.plan(current: current, documents: changed, writer: payments, force: true, now: 6)
+        #expect(forced.changes.map(\.action) == [.unchanged, .updateRebuild])
+        #expect(forced.next.products["eu"]?.manager == payments)
+    }
+
+    @Test func pruneDeletesOnlyWhatTheWriterManages() throws {
+        var current = try planner.plan(current: ControlState(), documents: documents(dataset, product("eu"), product("us")),
+                                       writer: risk, now: 5).next
+        current = try planner.plan(current: current, documents: documents(product("apac")), writer: payments, now: 6).next
+        let plan = try planner.plan(current: current, documents: documents(dataset, product("eu")), writer: risk, prune: true, now: 7)
+        #expect(plan.changes.filter { $0.action == .delete }.map(\.name) == ["us"])
+        #expect(plan.next.products["us"]?.deleting == true)
+        #expect(plan.next.products["apac"]?.deleting == false)
+    }
+
+    @Test func rebuildKindsFollowTheSink() throws {
+        let current = try planner.plan(current: ControlState(), documents: documents(dataset, product("eu")), writer: risk, now: 5).next
+        let widened = try planner.plan(current: current, documents: documents(product("eu", select: "{order_id: order_id, amount: amount, region: region}")),
+                                       writer: risk, now: 6).next.products["eu"]
+        #expect(widened?.buildKind == .widening && widened?.build == 2 && widened?.buildStartedAt == 5)
+        let replaced = try planner.plan(current: current, documents: documents(product("eu", where: "amount > 9")), writer: risk, now: 6)
+            .next.products["eu"]
+        #expect(replaced?.buildKind == .replacement && replaced?.buildStartedAt == 6 && replaced?.pendingCleanup == nil)
+        let moved = try planner.plan(current: current, documents: documents(product("eu", sink: "{file: {path: eu.jsonl}}")),
+                                     writer: risk, now: 6).next.products["eu"]
+        #expect(moved?.buildKind == .fresh && moved?.pendingCleanup?.sink == current.products["eu"]?.product.spec.sink)
+    }
+
+    @Test func anOutputBelongsToOneProduct() throws {
+        let current = try planner.plan(current: ControlState(), documents: documents(dataset, product("eu")), writer: risk, now: 5).next
+        let second = product("other", sink: "{postgres: {url: \"postgres://db/x\", table: eu}}")
+        #expect(messages { try planner.plan(current: current, documents: documents(second), writer: risk, now: 6) } == [
+            "specs.yaml:1:1: spec.sink: postgres eu is already the output of product 'eu'",
+        ])
+    }
+
+    @Test func aProductAppliedWhileBeingDeletedIsANewBuildThatCleansUpFirst() throws {
+        var current = try planner.plan(current: ControlState(), documents: documents(dataset, product("eu")), writer: risk, now: 5).next
+        current.products["eu"]?.deleting = true
+        let plan = try planner.plan(current: current, documents: documents(product("eu", where: "amount > 3")), writer: risk, now: 6)
+        #expect(plan.changes.map(\.action) == [.create])
+        #expect(plan.next.products["eu"]?.deleting == false)
+        #expect(plan.next.products["eu"]?.build == 2)
+        #expect(plan.next.products["eu"]?.pendingCleanup == current.products["eu"]?.product.spec)
+    }
+}
