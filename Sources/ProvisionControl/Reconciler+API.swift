@@ -65,6 +65,11 @@ extension Reconciler {
         return unread
     }
 
+    /// The spec of the dataset kept in `topic`, if there is one.
+    public func datasetSpec(onTopic topic: String) -> DatasetSpec? {
+        currentState.datasets.values.first { $0.dataset.spec.topic == topic }?.dataset.spec
+    }
+
     public func products() -> [ProductResource] {
         currentState.products.values.sorted { $0.product.name < $1.product.name }.map(resource)
     }

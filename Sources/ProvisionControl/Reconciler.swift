@@ -5,6 +5,15 @@ import ProvisionLog
 import ProvisionModel
 import ProvisionPipeline
 import ServiceLifecycle
+import Synchronization
+
+/// Names, from any task: which pipelines have finished during a shutdown.
+private final class FinishedRuns: Sendable {
+    private let names = Mutex<Set<String>>([])
+
+    func insert(_ name: String) { _ = names.withLock { $0.insert(name) } }
+    func contains(_ name: String) -> Bool { names.withLock { $0.contains(name) } }
+}
 
 /// Spec errors that stopped an apply; nothing was applied.
 public struct ApplyRejected: Error, Sendable {
@@ -28,6 +37,9 @@ public actor Reconciler: Service {
         public var pipelineLimits: Pipeline.Limits
         /// How often unsaved status is written and every product is checked again.
         public var resyncInterval: Duration
+        /// How long a shutdown waits for pipelines to commit the batch in flight before it
+        /// abandons them (their batches are read again on restart).
+        public var shutdownTimeout: Duration = .seconds(30)
 
         public init(backoff: RetryBackoff = .init(), pipelineLimits: Pipeline.Limits = .init(), resyncInterval: Duration = .seconds(2)) {
             self.backoff = backoff
@@ -39,6 +51,7 @@ public actor Reconciler: Service {
     private struct Run {
         var build: Int
         var task: Task<Void, Never>
+        var stop: StopRequest
         var lifecycle: ProductLifecycle
         /// The checkpoint of the last report, to tell progress from a pipeline restarting.
         var lastOffsets: [Int: Int64]?
@@ -105,12 +118,29 @@ public actor Reconciler: Service {
         for name in state.products.keys where runs[name] == nil { requestContinuation.yield(name) }
     }
 
-    /// Stops every pipeline (each drains its batch and commits), then saves status.
+    /// Stops every pipeline: each finishes the batch in flight (its requests to the
+    /// destination, its transaction) and commits, then status is saved. A pipeline still
+    /// busy after `shutdownTimeout` is cancelled, and named.
     private func stopAll() async {
         requestContinuation.finish()
         let active = runs
-        for (_, run) in active { run.task.cancel() }
-        for (_, run) in active { await run.task.value }
+        for (_, run) in active { run.stop.request() }
+        let finished = FinishedRuns()
+        let timeout = configuration.shutdownTimeout
+        let logger = self.logger
+        let watchdog = Task {
+            try? await Task.sleep(for: timeout)
+            if Task.isCancelled { return }
+            let abandoned = active.keys.filter { !finished.contains($0) }.sorted()
+            logger.error("shutdown timeout: abandoning the batches in flight (they are read again on restart)",
+                         metadata: ["products": "\(abandoned)", "timeout": "\(timeout)"])
+            for name in abandoned { active[name]?.task.cancel() }
+        }
+        for (name, run) in active {
+            await run.task.value
+            finished.insert(name)
+        }
+        watchdog.cancel()
         runs.removeAll()
         flushStatus()
         logger.info("reconciler stopped", metadata: ["products": "\(active.count)"])
@@ -276,9 +306,11 @@ public actor Reconciler: Service {
         do {
             plan = try ProductPlan.compile(stored.product, datasets: datasets)
         } catch {
-            // The dataset changed under the product: terminal until the spec or dataset is fixed.
-            _ = lifecycle.failed(reason: "InvalidSpec", message: "the product no longer compiles against its dataset: \(error)",
-                                 now: now, unitRandom: 0)
+            // The dataset changed under the product: terminal until the spec or dataset is fixed,
+            // and said so (no retry would help).
+            lifecycle.stoppedForGood(reason: "InvalidSpec",
+                                     message: "the product no longer compiles against its dataset: \(error); fix the spec or the dataset",
+                                     now: now)
             updateStatus(name) { status in
                 status.phase = lifecycle.phase
                 status.conditions = lifecycle.conditions(now: now)
@@ -299,21 +331,22 @@ public actor Reconciler: Service {
         save()
         let sink = sinks.makeSink(for: stored.product.spec, product: name, outputSchema: plan.outputSchema, keyField: plan.keyField,
                                   build: SinkBuild(number: stored.build, kind: stored.buildKind ?? .fresh))
+        let stop = StopRequest()
         let pipeline = Pipeline(processor: processor, log: log, sink: sink, limits: configuration.pipelineLimits,
-                                logger: logger, clock: clock, acceptsLoss: stored.acceptsLoss == true) { [weak self] progress in
+                                logger: logger, clock: clock, acceptsLoss: stored.acceptsLoss == true, stop: stop) { [weak self] progress in
             await self?.pipelineProgressed(name, build: build, progress)
         }
         let task = Task { await self.supervise(pipeline, name: name, build: build) }
-        runs[name] = Run(build: build, task: task, lifecycle: lifecycle)
+        runs[name] = Run(build: build, task: task, stop: stop, lifecycle: lifecycle)
     }
 
     /// Runs a pipeline until it is cancelled, retrying failures with backoff. Each retry
     /// reopens the sink, which resumes from the committed checkpoint.
     private nonisolated func supervise(_ pipeline: Pipeline, name: String, build: Int) async {
-        while !Task.isCancelled {
+        while !Task.isCancelled && !pipeline.stop.isRequested {
             do {
                 try await pipeline.run()
-                if Task.isCancelled { return }
+                if Task.isCancelled || pipeline.stop.isRequested { return }
             } catch {
                 if Task.isCancelled { return }
                 guard let delay = await pipelineFailed(name, build: build, error) else { return }

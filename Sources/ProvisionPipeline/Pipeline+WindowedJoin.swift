@@ -325,7 +325,7 @@ extension Pipeline {
         }
         let tablesLateAtStart = await tables.position.late
 
-        while !Task.isCancelled {
+        while !Task.isCancelled && !stop.isRequested {
             let arrivedLeft = state.leftEmpty ? try await readLeft() : false
             let arrivedRight = state.rightEmpty ? try await readRight() : false
             let now = clock()

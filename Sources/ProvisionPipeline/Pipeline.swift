@@ -3,6 +3,7 @@ import Logging
 import ProvisionFailpoints
 import ProvisionLog
 import ProvisionModel
+import Synchronization
 
 /// What a running pipeline reports after each batch and when it catches up.
 public struct PipelineProgress: Sendable, Equatable {
@@ -19,6 +20,19 @@ public struct PipelineProgress: Sendable, Equatable {
     public var lag: Int64 {
         endOffsets.reduce(0) { $0 + max(0, $1.value - (checkpoint.offsets[$1.key] ?? 0)) }
     }
+}
+
+/// Asks a pipeline to stop after the batch in flight: the batch is written and its
+/// checkpoint committed, requests to the destination finish. Cancelling the task instead
+/// abandons the batch (it is read again on restart), and aborts its requests.
+public final class StopRequest: Sendable {
+    private let requested = Atomic<Bool>(false)
+
+    public init() {}
+
+    public func request() { requested.store(true, ordering: .relaxed) }
+
+    public var isRequested: Bool { requested.load(ordering: .relaxed) }
 }
 
 /// Retention removed records a product had not read: it stops rather than skip them
@@ -70,12 +84,15 @@ public struct Pipeline: Sendable {
     let report: @Sendable (PipelineProgress) async -> Void
     /// Moves past records retention removed instead of stopping (once, by request).
     let acceptsLoss: Bool
+    /// Checked between batches: set, the pipeline returns once the batch in flight is committed.
+    public let stop: StopRequest
 
     public init(processor: RecordProcessor, log: any EventLog, sink: any Sink, limits: Limits = .init(), logger: Logger,
-                clock: @escaping @Sendable () -> TimestampMilliseconds, acceptsLoss: Bool = false,
+                clock: @escaping @Sendable () -> TimestampMilliseconds, acceptsLoss: Bool = false, stop: StopRequest = StopRequest(),
                 report: @escaping @Sendable (PipelineProgress) async -> Void)
     {
         self.acceptsLoss = acceptsLoss
+        self.stop = stop
         self.processor = processor
         self.log = log
         self.sink = sink
@@ -153,7 +170,7 @@ public struct Pipeline: Sendable {
         var nextPartition = 0
         var prefetch: Task<ProcessedBatch?, Error>?
         defer { prefetch?.cancel() }
-        while !Task.isCancelled {
+        while !Task.isCancelled && !stop.isRequested {
             let processed: ProcessedBatch?
             if let pending = prefetch {
                 prefetch = nil

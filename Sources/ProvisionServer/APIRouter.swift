@@ -126,9 +126,11 @@ public struct APIRouter: Sendable {
     private func produce(_ request: Request, topic: String) async throws -> Response {
         var request = request
         let parameters = request.uri.queryParameters
-        let keyField = parameters.get("key")
-        let timeField = parameters.get("time")
         let envelope = parameters.get("format") == "envelope"
+        // The dataset on this topic names the key and time fields, for every producer alike.
+        let dataset = envelope ? nil : await reconciler.datasetSpec(onTopic: topic)
+        let keyField = parameters.get("key") ?? dataset?.key
+        let timeField = parameters.get("time") ?? dataset?.time
         let body = try await request.collectBody(upTo: requestBytesMax)
         let bytes = Array(buffer: body)
         let now = Reconciler.systemClock()

@@ -446,3 +446,36 @@ struct WebhookCrashTests {
         }
     }
 }
+
+// MARK: Drain
+
+@Suite(.serialized, .timeLimit(.minutes(8)))
+struct DrainTests {
+    /// SIGTERM while every webhook request takes 2 s: the server waits for the requests in
+    /// flight and commits their batch, then exits 0. Nothing is sent twice: a request
+    /// aborted by the shutdown would be sent again after the restart.
+    @Test func sigtermFinishesTheRequestsInFlightAndCommits() async throws {
+        let receiver = try WebhookReceiver(["--hang-every", "1", "--hang-seconds", "2"])
+        defer { receiver.stop() }
+        let harness = CrashHarness(sink: "{webhook: {url: \"\(receiver.url)\", batch: {maxRecords: 50, linger: 0ms}, timeout: 10s}}")
+        let server = harness.server
+        defer { server.stop() }
+        harness.ledger.open(400)
+        try await harness.start()
+        try harness.produce(from: 0)
+        try harness.apply(minBalance: 0, serverMayDie: false)
+        // Stopped while requests are in flight: one answered, more still hanging.
+        let deadline = ContinuousClock.now + .seconds(60)
+        while receiver.requests.isEmpty, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(!receiver.requests.isEmpty, "no request reached the receiver")
+        #expect(server.stop(signal: SIGTERM) == 0, "the server did not exit 0 on SIGTERM; log:\n\(server.serverLog.suffix(2000))")
+        let atShutdown = receiver.requests
+        #expect(atShutdown.allSatisfy { $0.attempt == 1 && $0.status == 200 })
+        #expect(!server.serverLog.contains("shutdown timeout"))
+
+        try await server.start()
+        try await harness.waitUntilCaughtUp("after the restart") { Set(receiver.delivered.map(\.offset)).count == 400 }
+        let keys = receiver.requests.map(\.idempotencyKey)
+        #expect(Set(keys).count == keys.count, "a batch was sent twice: the shutdown aborted a request in flight")
+    }
+}

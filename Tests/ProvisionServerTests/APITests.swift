@@ -115,6 +115,27 @@ private let dataset = """
         }
     }
 
+    /// Without `key` and `time`, the server takes them from the dataset on the topic, as the
+    /// CLI does: a raw HTTP producer appends the same records.
+    @Test func produceDefaultsToTheDatasetsKeyAndTime() async throws {
+        let keyed = "apiVersion: provision/v1\nkind: Dataset\nmetadata: {name: orders}\nspec:\n  key: order_id\n  time: placed_at\n"
+            + "  schema: {order_id: string, placed_at: timestamp}\n"
+        try await makeApplication().test(.router) { client in
+            try await client.execute(uri: "/v1/apply", method: .post, body: try applyBody(keyed)) { response in
+                #expect(response.status == .ok)
+            }
+            let line = "{\"order_id\":\"o-9\",\"placed_at\":\"2026-03-01T10:00:00Z\"}\n"
+            try await client.execute(uri: "/v1/topics/orders/records", method: .post, body: ByteBuffer(string: line)) { response in
+                #expect(response.status == .ok)
+            }
+            try await client.execute(uri: "/v1/topics/orders/records?from=0", method: .get) { response in
+                let record = (try json(response.body)["records"] as? [[String: Any]])?.first
+                #expect(record?["key"] as? String == "o-9")
+                #expect(record?["time"] as? String == "2026-03-01T10:00:00Z")
+            }
+        }
+    }
+
     @Test func produceThenReadBack() async throws {
         try await makeApplication().test(.router) { client in
             let lines = "{\"id\":\"a\",\"t\":\"2026-01-01T00:00:00Z\"}\n{\"id\":\"b\",\"t\":1000}\n"
