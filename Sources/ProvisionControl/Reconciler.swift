@@ -396,23 +396,15 @@ public actor Reconciler: Service {
     /// there is to be none (the product waits for a person).
     private func pipelineFailed(_ name: String, build: Int, _ error: Error) -> Duration? {
         let now = clock()
-        if let lost = error as? RecordsLostToRetention {
-            guard var run = runs[name], run.build == build else { return nil }
-            run.lifecycle.stoppedForGood(reason: "RecordsLostToRetention", message: lost.description.replacingOccurrences(of: "NAME", with: name),
-                                         now: now)
-            runs[name] = run
-            let lifecycle = run.lifecycle
-            updateStatus(name) { status in
-                status.phase = lifecycle.phase
-                status.conditions = lifecycle.conditions(now: now)
-            }
-            save()
-            logger.error("records lost to retention", metadata: ["product": "\(name)", "lost": "\(lost.count)"])
-            return nil
+        let lost = error as? RecordsLostToRetention
+        let reason = lost != nil ? "RecordsLostToRetention" : (error as? SinkError)?.reason ?? "PipelineFailed"
+        guard var run = runs[name], run.build == build else { return lost != nil ? nil : configuration.backoff.cap }
+        var action = ProductLifecycle.Action.none
+        if let lost {
+            run.lifecycle.stoppedForGood(reason: reason, message: lost.description.replacingOccurrences(of: "NAME", with: name), now: now)
+        } else {
+            action = run.lifecycle.failed(reason: reason, message: "\(error)", now: now, unitRandom: Double.random(in: 0..<1))
         }
-        let reason = (error as? SinkError)?.reason ?? "PipelineFailed"
-        guard var run = runs[name], run.build == build else { return configuration.backoff.cap }
-        let action = run.lifecycle.failed(reason: reason, message: "\(error)", now: now, unitRandom: Double.random(in: 0..<1))
         runs[name] = run
         let lifecycle = run.lifecycle
         updateStatus(name) { status in
@@ -420,6 +412,10 @@ public actor Reconciler: Service {
             status.conditions = lifecycle.conditions(now: now)
         }
         save()
+        if let lost {
+            logger.error("records lost to retention", metadata: ["product": "\(name)", "lost": "\(lost.count)"])
+            return nil
+        }
         logger.warning("pipeline failed", metadata: ["product": "\(name)", "reason": "\(reason)", "error": "\(error)",
                                                      "attempt": "\(lifecycle.failures)"])
         if case .retry(let delay) = action { return delay }

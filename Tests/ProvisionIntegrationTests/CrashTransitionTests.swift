@@ -143,6 +143,29 @@ final class CrashHarness: @unchecked Sendable {
         #expect(produced.status == 0, "\(produced.errorOutput)")
     }
 
+    /// Starts the server, produces the ledger, applies the product and waits for its first
+    /// build to match.
+    func buildFirst(minBalance: Int, matches: () async throws -> Bool) async throws {
+        try await start()
+        try produce(from: 0)
+        try apply(minBalance: minBalance)
+        try await waitUntilCaughtUp("the first build", matches: matches)
+    }
+
+    /// Live updates, deletes and reopened accounts, with the server killed at each failpoint
+    /// in turn (its second hit); after each restart the output must match again.
+    func killDuringLiveChanges(at failpoints: [String], matches: () async throws -> Bool) async throws {
+        for failpoint in failpoints {
+            try await server.restart(failpoints: "\(failpoint)=kill@2")
+            let start = ledger.events.count
+            ledger.change(800)
+            try produce(from: start)
+            try server.waitForFailpoint(failpoint)
+            try await server.restart()
+            try await waitUntilCaughtUp("live, killed at \(failpoint)", matches: matches)
+        }
+    }
+
     /// Waits until the product is live with every event read, then until `matches` holds
     /// (an output is swapped in just after the pipeline catches up).
     func waitUntilCaughtUp(_ what: String, matches: () async throws -> Bool) async throws {
@@ -184,10 +207,7 @@ struct PostgresCrashTests {
         let server = harness.server
         defer { server.stop() }
         harness.ledger.open(3000)
-        try await harness.start()
-        try harness.produce(from: 0)
-        try harness.apply(minBalance: 100)
-        try await harness.waitUntilCaughtUp("the first build") { try rows(table) == expected(harness.ledger, minBalance: 100) }
+        try await harness.buildFirst(minBalance: 100) { try rows(table) == expected(harness.ledger, minBalance: 100) }
 
         // A changed filter rebuilds into `<table>_build2` beside the table readers use.
         try await server.restart(failpoints: "pipeline.batch.committed=kill@3")
@@ -210,18 +230,9 @@ struct PostgresCrashTests {
         try await server.restart()
         try await harness.waitUntilCaughtUp("after the swap") { try rows(table) == expected(harness.ledger, minBalance: 300) }
 
-        // Live updates, deletes and reopened accounts, killed with a batch written but not
-        // committed, and again with one committed.
-        for failpoint in ["postgres.batch.uncommitted", "pipeline.batch.committed"] {
-            try await server.restart(failpoints: "\(failpoint)=kill@2")
-            let start = harness.ledger.events.count
-            harness.ledger.change(800)
-            try harness.produce(from: start)
-            try server.waitForFailpoint(failpoint)
-            try await server.restart()
-            try await harness.waitUntilCaughtUp("live, killed at \(failpoint)") {
-                try rows(table) == expected(harness.ledger, minBalance: 300)
-            }
+        // Live, killed with a batch written but not committed, and again with one committed.
+        try await harness.killDuringLiveChanges(at: ["postgres.batch.uncommitted", "pipeline.batch.committed"]) {
+            try rows(table) == expected(harness.ledger, minBalance: 300)
         }
         let checkpoint = try psqlRows("SELECT checkpoint->'offsets'->>'0' FROM provision_checkpoints WHERE output_table = '\(table)'")
         #expect(checkpoint == [[String(harness.ledger.events.count)]])
@@ -235,10 +246,7 @@ struct PostgresCrashTests {
         defer { server.stop() }
         harness.ledger.open(2000)
         harness.ledger.change(1000)
-        try await harness.start()
-        try harness.produce(from: 0)
-        try harness.apply(minBalance: 100)
-        try await harness.waitUntilCaughtUp("the first build") { try rows(table) == expected(harness.ledger, minBalance: 100) }
+        try await harness.buildFirst(minBalance: 100) { try rows(table) == expected(harness.ledger, minBalance: 100) }
 
         // A new selected field adds a column and refills it from history, in place.
         try await server.restart(failpoints: "postgres.columns.added=kill")
@@ -285,10 +293,7 @@ struct ElasticsearchCrashTests {
         let server = harness.server
         defer { server.stop() }
         harness.ledger.open(2000)
-        try await harness.start()
-        try harness.produce(from: 0)
-        try harness.apply(minBalance: 100)
-        try await harness.waitUntilCaughtUp("the first build") {
+        try await harness.buildFirst(minBalance: 100) {
             try await documents(elasticsearch, alias, harness.ledger) == expected(harness.ledger, minBalance: 100)
         }
 
@@ -317,16 +322,8 @@ struct ElasticsearchCrashTests {
         }
         #expect(try await elasticsearch.call("HEAD", "/\(alias)-1").0 == 404)
 
-        for failpoint in ["elasticsearch.bulk.indexed", "pipeline.batch.committed"] {
-            try await server.restart(failpoints: "\(failpoint)=kill@2")
-            let start = harness.ledger.events.count
-            harness.ledger.change(800)
-            try harness.produce(from: start)
-            try server.waitForFailpoint(failpoint)
-            try await server.restart()
-            try await harness.waitUntilCaughtUp("live, killed at \(failpoint)") {
-                try await documents(elasticsearch, alias, harness.ledger) == expected(harness.ledger, minBalance: 300)
-            }
+        try await harness.killDuringLiveChanges(at: ["elasticsearch.bulk.indexed", "pipeline.batch.committed"]) {
+            try await documents(elasticsearch, alias, harness.ledger) == expected(harness.ledger, minBalance: 300)
         }
     }
 }
@@ -366,10 +363,7 @@ struct FileCrashTests {
         let file = server.fileRoot + "/" + path
         let csv = format == "csv"
         harness.ledger.open(2000)
-        try await harness.start()
-        try harness.produce(from: 0)
-        try harness.apply(minBalance: 100)
-        try await harness.waitUntilCaughtUp("the first build") { try lines(file, csv: csv) == expected(harness.ledger, minBalance: 100) }
+        try await harness.buildFirst(minBalance: 100) { try lines(file, csv: csv) == expected(harness.ledger, minBalance: 100) }
 
         // A file is rebuilt in place: the old one goes first. Killed just after it went, and
         // then in the middle of the new build, between a batch's bytes and its checkpoint.
@@ -388,13 +382,9 @@ struct FileCrashTests {
         try await harness.waitUntilCaughtUp("after the rebuild") { try lines(file, csv: csv) == expected(harness.ledger, minBalance: 300) }
 
         // Live updates: killed with a batch's bytes synced but not checkpointed.
-        try await server.restart(failpoints: "file.batch.synced=kill@2")
-        let start = harness.ledger.events.count
-        harness.ledger.change(800)
-        try harness.produce(from: start)
-        try server.waitForFailpoint("file.batch.synced")
-        try await server.restart()
-        try await harness.waitUntilCaughtUp("live") { try lines(file, csv: csv) == expected(harness.ledger, minBalance: 300) }
+        try await harness.killDuringLiveChanges(at: ["file.batch.synced"]) {
+            try lines(file, csv: csv) == expected(harness.ledger, minBalance: 300)
+        }
     }
 }
 

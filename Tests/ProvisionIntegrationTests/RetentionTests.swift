@@ -62,18 +62,25 @@ private func ageSegments(_ server: ServerProcess) throws {
     }
 }
 
+/// A server with small segments and these retention options, where the product read the
+/// first 100 records and was paused before 900 more arrived.
+private func pausedBehindNewRecords(retention: [String]) async throws -> ServerProcess {
+    let server = ServerProcess()
+    server.arguments = ["--segment-bytes", "4096"] + retention
+    try await server.start()
+    #expect(try server.ctl(["apply", "-f", try writeSpecs(eventsDataset, copyProduct, to: server.dataDirectory + "-specs")]).status == 0)
+    try await produce(server, 0..<100)
+    _ = try await server.waitForProduct("copy", timeout: .seconds(60)) { ($0.status["checkpoint"] as? [String: Any])?["0"] as? Int == 100 }
+    #expect(try server.ctl(["pause", "product", "copy"]).status == 0)
+    _ = try await server.waitForProduct("copy", timeout: .seconds(30)) { $0.phase == "Paused" }
+    try await produce(server, 100..<1000)
+    return server
+}
+
 @Suite(.serialized, .timeLimit(.minutes(8))) struct RetentionTests {
     @Test func retentionByAgeKeepsWhatAPausedProductHasNotRead() async throws {
-        let server = ServerProcess()
-        server.arguments = ["--segment-bytes", "4096", "--retention", "1h"]
-        try await server.start()
+        let server = try await pausedBehindNewRecords(retention: ["--retention", "1h"])
         defer { server.stop() }
-        #expect(try server.ctl(["apply", "-f", try writeSpecs(eventsDataset, copyProduct, to: server.dataDirectory + "-specs")]).status == 0)
-        try await produce(server, 0..<100)
-        _ = try await server.waitForProduct("copy", timeout: .seconds(60)) { ($0.status["checkpoint"] as? [String: Any])?["0"] as? Int == 100 }
-        #expect(try server.ctl(["pause", "product", "copy"]).status == 0)
-        _ = try await server.waitForProduct("copy", timeout: .seconds(30)) { $0.phase == "Paused" }
-        try await produce(server, 100..<1000)
         // A day old by their files: past the age limit. Retention runs when the server starts.
         try ageSegments(server)
         try await server.restart()
@@ -89,16 +96,8 @@ private func ageSegments(_ server: ServerProcess) throws {
     }
 
     @Test func recordsTheSizeLimitRemovedStopTheProductUntilTheLossIsAccepted() async throws {
-        let server = ServerProcess()
-        server.arguments = ["--segment-bytes", "4096", "--retention-bytes", "16384"]
-        try await server.start()
+        let server = try await pausedBehindNewRecords(retention: ["--retention-bytes", "16384"])
         defer { server.stop() }
-        #expect(try server.ctl(["apply", "-f", try writeSpecs(eventsDataset, copyProduct, to: server.dataDirectory + "-specs")]).status == 0)
-        try await produce(server, 0..<100)
-        _ = try await server.waitForProduct("copy", timeout: .seconds(60)) { ($0.status["checkpoint"] as? [String: Any])?["0"] as? Int == 100 }
-        #expect(try server.ctl(["pause", "product", "copy"]).status == 0)
-        _ = try await server.waitForProduct("copy", timeout: .seconds(30)) { $0.phase == "Paused" }
-        try await produce(server, 100..<1000)
         try await server.restart()
         let start = try await logStart(server)
         #expect(start > 100, "the size limit did not remove unread records; the test proves nothing")

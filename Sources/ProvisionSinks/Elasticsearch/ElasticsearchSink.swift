@@ -174,35 +174,28 @@ public final class ElasticsearchSink: Sink, @unchecked Sendable {
 
     /// Deletes this product's indices of earlier builds, which the alias no longer serves.
     private func deletePreviousBuilds() async throws {
-        let (status, body) = try await request(.GET, "/\(spec.index)-*/_mapping", doing: "list the indices of \(spec.index)")
-        guard status == 200, case .object(let indices) = try JSONParser.parse(body) else { return }
-        for (index, description) in indices.fields where index != buildIndex {
-            let meta = description["mappings"]?["_meta"]
-            guard case .string("provision")? = meta?["managed_by"], case .string(product)? = meta?["product"] else { continue }
-            let build: Int? = switch meta?["build"] {
-            case .integer(let number)?: Int(number)
-            case .number(let number)?: Int(number)
-            default: nil
-            }
-            guard let build, build < self.build.number else { continue }
+        for (index, owner) in try await ownedIndices() where owner.product == product && owner.build < build.number {
             try await call(.DELETE, "/\(index)", doing: "delete the previous index \(index)")
             logger.info("previous index deleted", metadata: ["index": "\(index)", "alias": "\(spec.index)"])
+        }
+    }
+
+    /// The indices named `<alias>-*` that Provision manages, with their owners.
+    private func ownedIndices() async throws -> [(index: String, owner: Owner)] {
+        let (status, body) = try await request(.GET, "/\(spec.index)-*/_mapping", doing: "list the indices of \(spec.index)")
+        guard status == 200, case .object(let indices) = try JSONParser.parse(body) else { return [] }
+        return indices.fields.compactMap { index, description in
+            Owner(mappings: description["mappings"]).map { (index, $0) }
         }
     }
 
     public func close() async {}
 
     public func destroy() async throws {
-        // The alias goes with its indices; only indices this product owns are deleted.
-        var indices = Set(try await aliasIndices())
-        let (status, body) = try await request(.GET, "/\(spec.index)-*/_mapping", doing: "list the indices of \(spec.index)")
-        if status == 200, case .object(let all) = try JSONParser.parse(body) {
-            indices.formUnion(all.fields.map(\.key))
-        }
-        for index in indices.sorted() {
-            if let owner = try await owner(of: index), owner.product == product {
-                try await call(.DELETE, "/\(index)", doing: "delete the index \(index)")
-            }
+        // The alias goes with its indices (every build's is named `<alias>-N`); only indices
+        // this product owns are deleted.
+        for (index, owner) in try await ownedIndices().sorted(by: { $0.index < $1.index }) where owner.product == product {
+            try await call(.DELETE, "/\(index)", doing: "delete the index \(index)")
         }
         try checkpoints.remove(product)
     }
@@ -293,6 +286,18 @@ public final class ElasticsearchSink: Sink, @unchecked Sendable {
     private struct Owner: Equatable {
         var product: String
         var build: Int
+
+        /// From an index's mappings: its `_meta` says Provision made it, for which product and build.
+        init?(mappings: JSONValue?) {
+            let meta = mappings?["_meta"]
+            guard case .string("provision")? = meta?["managed_by"], case .string(let product)? = meta?["product"] else { return nil }
+            switch meta?["build"] {
+            case .integer(let build)?: self.build = Int(build)
+            case .number(let build)?: self.build = Int(build)
+            default: return nil
+            }
+            self.product = product
+        }
     }
 
     /// The indices the alias points at (none if it does not exist).
@@ -311,13 +316,7 @@ public final class ElasticsearchSink: Sink, @unchecked Sendable {
     private func owner(of index: String) async throws -> Owner? {
         let (status, body) = try await request(.GET, "/\(index)/_mapping", doing: "read the mappings of \(index)")
         guard status == 200 else { return nil }
-        let meta = try JSONParser.parse(body)[index]?["mappings"]?["_meta"]
-        guard case .string("provision")? = meta?["managed_by"], case .string(let product)? = meta?["product"] else { return nil }
-        switch meta?["build"] {
-        case .integer(let build)?: return Owner(product: product, build: Int(build))
-        case .number(let build)?: return Owner(product: product, build: Int(build))
-        default: return nil
-        }
+        return Owner(mappings: try JSONParser.parse(body)[index]?["mappings"])
     }
 
     // MARK: HTTP
