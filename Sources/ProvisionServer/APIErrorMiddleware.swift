@@ -38,29 +38,29 @@ struct APIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
             if error.status == .notFound {
                 let allowed = routes.methods(at: request.uri.path)
                 if !allowed.isEmpty {
-                    var response = APIRouter.error(.methodNotAllowed, code: "MethodNotAllowed",
+                    var response = APIRouter.error(.methodNotAllowed, code: .methodNotAllowed,
                                                    message: "\(request.method.rawValue) is not allowed on \(request.uri.path); allowed: \(allowed.joined(separator: ", "))")
                     response.headers[.allow] = allowed.joined(separator: ", ")
                     return response
                 }
-                return APIRouter.error(.notFound, code: "NotFound", message: "no route for \(request.method.rawValue) \(request.uri.path)")
+                return APIRouter.error(.notFound, code: .notFound, message: "no route for \(request.method.rawValue) \(request.uri.path)")
             }
             return APIRouter.error(error.status, code: Self.code(for: error.status), message: error.body ?? error.status.reasonPhrase)
         } catch let error as ControlStateNotSaved {
-            return APIRouter.error(.serviceUnavailable, code: "StateNotSaved", message: error.description)
+            return APIRouter.error(.serviceUnavailable, code: .stateNotSaved, message: error.description)
         } catch {
             context.logger.error("request failed", metadata: ["path": "\(request.uri.path)", "error": "\(error)"])
-            return APIRouter.error(.internalServerError, code: "Internal", message: "the request failed: \(error)")
+            return APIRouter.error(.internalServerError, code: .internal, message: "the request failed: \(error)")
         }
     }
 
-    static func code(for status: HTTPResponse.Status) -> String {
+    static func code(for status: HTTPResponse.Status) -> APIErrorCode {
         switch status {
-        case .badRequest: return "InvalidRequest"
-        case .contentTooLarge: return "PayloadTooLarge"
-        case .requestTimeout: return "RequestTimeout"
-        case .unsupportedMediaType: return "UnsupportedMediaType"
-        default: return status.reasonPhrase.filter { !$0.isWhitespace }
+        case .contentTooLarge: return .payloadTooLarge
+        case .requestTimeout: return .requestTimeout
+        case .unsupportedMediaType: return .unsupportedMediaType
+        case .notFound: return .notFound
+        default: return status.code < 500 ? .invalidRequest : .internal
         }
     }
 }

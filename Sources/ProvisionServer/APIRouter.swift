@@ -32,21 +32,21 @@ public struct APIRouter: Sendable {
         router.get("/v1/products/:name") { _, context in
             let name = try context.parameters.require("name")
             guard let product = await self.reconciler.product(name) else {
-                return Self.error(.notFound, code: "NotFound", message: "product '\(name)' does not exist")
+                return Self.error(.notFound, code: .notFound, message: "product '\(name)' does not exist")
             }
             return Self.json(product)
         }
         router.delete("/v1/products/:name") { _, context in
             let name = try context.parameters.require("name")
             guard try await self.reconciler.deleteProduct(name) else {
-                return Self.error(.notFound, code: "NotFound", message: "product '\(name)' does not exist")
+                return Self.error(.notFound, code: .notFound, message: "product '\(name)' does not exist")
             }
             return Self.json(["deleted": name], status: .accepted)
         }
         router.post("/v1/products/:name/pause") { _, context in
             let name = try context.parameters.require("name")
             guard try await self.reconciler.setPaused(name, true) else {
-                return Self.error(.notFound, code: "NotFound", message: "product '\(name)' does not exist")
+                return Self.error(.notFound, code: .notFound, message: "product '\(name)' does not exist")
             }
             return Self.json(["paused": name], status: .accepted)
         }
@@ -55,7 +55,7 @@ public struct APIRouter: Sendable {
             let name = try context.parameters.require("name")
             let acceptLoss = request.uri.queryParameters.get("acceptLoss") == "true"
             guard try await self.reconciler.resume(name, acceptingLoss: acceptLoss) else {
-                return Self.error(.notFound, code: "NotFound", message: "product '\(name)' does not exist")
+                return Self.error(.notFound, code: .notFound, message: "product '\(name)' does not exist")
             }
             return Self.json(["resumed": name], status: .accepted)
         }
@@ -64,18 +64,18 @@ public struct APIRouter: Sendable {
             do {
                 return Self.json(try await self.reconciler.redeliver(name))
             } catch RedeliveryError.notFound {
-                return Self.error(.notFound, code: "NotFound", message: "product '\(name)' does not exist")
+                return Self.error(.notFound, code: .notFound, message: "product '\(name)' does not exist")
             } catch RedeliveryError.unsupported(let message) {
-                return Self.error(.conflict, code: "Unsupported", message: message)
+                return Self.error(.conflict, code: .unsupported, message: message)
             } catch let error as SinkError {
-                return Self.error(.serviceUnavailable, code: error.reason, message: error.message)
+                return Self.error(.serviceUnavailable, code: APIErrorCode(rawValue: error.reason) ?? .sinkUnavailable, message: error.message)
             }
         }
         router.get("/v1/datasets") { _, _ in Self.json(try await self.reconciler.datasets()) }
         router.get("/v1/datasets/:name") { _, context in
             let name = try context.parameters.require("name")
             guard let dataset = try await self.reconciler.dataset(name) else {
-                return Self.error(.notFound, code: "NotFound", message: "dataset '\(name)' does not exist")
+                return Self.error(.notFound, code: .notFound, message: "dataset '\(name)' does not exist")
             }
             return Self.json(dataset)
         }
@@ -106,18 +106,18 @@ public struct APIRouter: Sendable {
         do {
             applyRequest = try JSONDecoder().decode(ApplyRequest.self, from: Data(buffer: body))
         } catch {
-            return Self.error(.badRequest, code: "InvalidRequest", message: "the body is not an apply request: \(error)")
+            return Self.error(.badRequest, code: .invalidRequest, message: "the body is not an apply request: \(error)")
         }
         do {
             return Self.json(try await reconciler.apply(applyRequest))
         } catch let rejected as ApplyRejected where rejected.isOwnershipConflict {
             let count = rejected.errors.count
-            return Self.error(.conflict, code: "Conflict",
+            return Self.error(.conflict, code: .conflict,
                               message: "\(count) object\(count == 1 ? " is" : "s are") managed by another writer; nothing was applied",
                               details: rejected.errors)
         } catch let rejected as ApplyRejected {
             let count = rejected.errors.count
-            return Self.error(.unprocessableContent, code: "InvalidSpec",
+            return Self.error(.unprocessableContent, code: .invalidSpec,
                               message: "\(count) error\(count == 1 ? "" : "s") in the specs; nothing was applied",
                               details: rejected.errors)
         }
@@ -138,10 +138,10 @@ public struct APIRouter: Sendable {
         do {
             records = try RecordLines.parse(bytes, keyField: keyField, timeField: timeField, envelope: envelope, now: now)
         } catch {
-            return Self.error(.badRequest, code: "InvalidRecord", message: "\(error); nothing was appended")
+            return Self.error(.badRequest, code: .invalidRecord, message: "\(error); nothing was appended")
         }
         guard EmbeddedEventLog.isValidTopicName(topic) else {
-            return Self.error(.badRequest, code: "InvalidTopic", message: "'\(topic)' is not a valid topic name")
+            return Self.error(.badRequest, code: .invalidTopic, message: "'\(topic)' is not a valid topic name")
         }
         try await log.createTopic(topic, partitions: 1)
         let partition = TopicPartition(topic: topic, partition: 0)
@@ -152,7 +152,7 @@ public struct APIRouter: Sendable {
     private func readRecords(_ request: Request, topic: String) async throws -> Response {
         let parameters = request.uri.queryParameters
         guard try await log.partitionCount(of: topic) != nil else {
-            return Self.error(.notFound, code: "NotFound", message: "topic '\(topic)' does not exist")
+            return Self.error(.notFound, code: .notFound, message: "topic '\(topic)' does not exist")
         }
         let partition = TopicPartition(topic: topic, partition: 0)
         let limit = min(max(parameters.get("limit").flatMap(Int.init) ?? 100, 1), 10_000)
@@ -200,7 +200,7 @@ public struct APIRouter: Sendable {
         return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
     }
 
-    static func error(_ status: HTTPResponse.Status, code: String, message: String, details: [SpecError]? = nil) -> Response {
+    static func error(_ status: HTTPResponse.Status, code: APIErrorCode, message: String, details: [SpecError]? = nil) -> Response {
         json(APIErrorBody(code: code, message: message, details: details), status: status)
     }
 }

@@ -65,6 +65,14 @@ private let dataset = """
         }
     }
 
+    /// Clients branch on these strings: renaming one breaks them.
+    @Test func theErrorCodesAreTheDocumentedOnes() {
+        #expect(APIErrorCode.allCases.map(\.rawValue) == [
+            "InvalidSpec", "InvalidRequest", "InvalidRecord", "InvalidTopic", "NotFound", "MethodNotAllowed", "Conflict",
+            "Unsupported", "PayloadTooLarge", "RequestTimeout", "UnsupportedMediaType", "StateNotSaved", "SinkUnavailable", "Internal",
+        ])
+    }
+
     @Test func errorsHaveStableCodes() async throws {
         try await makeApplication().test(.router) { client in
             try await client.execute(uri: "/v1/apply", method: .post, body: ByteBuffer(string: "{not json")) { response in

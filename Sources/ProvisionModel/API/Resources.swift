@@ -119,6 +119,27 @@ public struct ApplyResponse: Sendable, Codable {
 }
 
 /// Every API error: a stable code, a human message and, for spec errors, the located details.
+/// The stable codes of API errors: clients branch on these, never on messages.
+public enum APIErrorCode: String, Sendable, Codable, CaseIterable {
+    case invalidSpec = "InvalidSpec"
+    case invalidRequest = "InvalidRequest"
+    case invalidRecord = "InvalidRecord"
+    case invalidTopic = "InvalidTopic"
+    case notFound = "NotFound"
+    case methodNotAllowed = "MethodNotAllowed"
+    /// The object is managed by another writer.
+    case conflict = "Conflict"
+    case unsupported = "Unsupported"
+    case payloadTooLarge = "PayloadTooLarge"
+    case requestTimeout = "RequestTimeout"
+    case unsupportedMediaType = "UnsupportedMediaType"
+    /// The change could not be saved, so it was not made.
+    case stateNotSaved = "StateNotSaved"
+    /// A sink's destination did not answer (redelivery).
+    case sinkUnavailable = "SinkUnavailable"
+    case `internal` = "Internal"
+}
+
 public struct APIErrorBody: Sendable, Codable, Error {
     public struct Detail: Sendable, Codable {
         public var code: String
@@ -128,8 +149,8 @@ public struct APIErrorBody: Sendable, Codable, Error {
 
     public var error: Detail
 
-    public init(code: String, message: String, details: [SpecError]? = nil) {
-        error = Detail(code: code, message: message, details: details)
+    public init(code: APIErrorCode, message: String, details: [SpecError]? = nil) {
+        error = Detail(code: code.rawValue, message: message, details: details)
     }
 }
 
