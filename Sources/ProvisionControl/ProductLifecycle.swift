@@ -27,9 +27,12 @@ public struct ProductLifecycle: Sendable, Equatable {
     public private(set) var lastTransition: TimestampMilliseconds
     public let backoff: RetryBackoff
 
-    public init(now: TimestampMilliseconds, backoff: RetryBackoff = .init()) {
+    /// - Parameter failures: consecutive failures so far (kept in status), so that a restart
+    ///   does not retry a broken sink at the fastest rate again.
+    public init(now: TimestampMilliseconds, backoff: RetryBackoff = .init(), failures: Int = 0) {
         lastTransition = now
         self.backoff = backoff
+        self.failures = failures
     }
 
     private mutating func move(to newState: State, now: TimestampMilliseconds) {

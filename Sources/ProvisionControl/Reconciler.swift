@@ -299,7 +299,7 @@ public actor Reconciler: Service {
     private func start(_ stored: StoredProduct) {
         let name = stored.product.name
         let now = clock()
-        var lifecycle = ProductLifecycle(now: now, backoff: configuration.backoff)
+        var lifecycle = ProductLifecycle(now: now, backoff: configuration.backoff, failures: stored.status.failures ?? 0)
         lifecycle.provisioningStarted(now: now)
         let datasets = state.datasets.mapValues(\.dataset)
         let plan: ProductPlan
@@ -380,6 +380,7 @@ public actor Reconciler: Service {
             status.deadLettered = progress.checkpoint.deadLettered
             status.checkpoint = Dictionary(uniqueKeysWithValues: progress.checkpoint.offsets.map { (String($0.key), $0.value) })
             if progress.recordsLost > 0 { status.recordsLostToRetention = (status.recordsLostToRetention ?? 0) + progress.recordsLost }
+            status.failures = lifecycle.failures > 0 ? lifecycle.failures : nil
         }
         if state.products[name]?.acceptsLoss == true {
             // This run started past the lost records (or found none): the acceptance is used.
@@ -410,6 +411,7 @@ public actor Reconciler: Service {
         updateStatus(name) { status in
             status.phase = lifecycle.phase
             status.conditions = lifecycle.conditions(now: now)
+            status.failures = lifecycle.failures > 0 ? lifecycle.failures : nil
         }
         save()
         if let lost {

@@ -52,6 +52,19 @@ import ProvisionPipeline
         #expect(conditions.allSatisfy { !$0.message.contains("retrying") })
     }
 
+    /// The count of failures comes back from status after a restart: the next retry waits as
+    /// long as the one before the restart would have, not the shortest backoff again.
+    @Test func theFailureCountSurvivesARestart() {
+        let backoff = RetryBackoff(initial: .seconds(1), cap: .seconds(60))
+        var fresh = ProductLifecycle(now: 0, backoff: backoff)
+        var restarted = ProductLifecycle(now: 0, backoff: backoff, failures: 4)
+        #expect(fresh.failed(reason: "SinkUnavailable", message: "down", now: 1, unitRandom: 0.999) == .retry(after: backoff.delay(attempt: 1, unitRandom: 0.999)))
+        #expect(restarted.failed(reason: "SinkUnavailable", message: "down", now: 1, unitRandom: 0.999) == .retry(after: backoff.delay(attempt: 5, unitRandom: 0.999)))
+        #expect(restarted.failures == 5)
+        restarted.progressed(caughtUp: false, advanced: true, now: 2)
+        #expect(restarted.failures == 0)
+    }
+
     @Test func pausingIsNotAFailure() {
         var lifecycle = ProductLifecycle(now: 0)
         _ = lifecycle.failed(reason: "SinkUnavailable", message: "x", now: 1, unitRandom: 0)

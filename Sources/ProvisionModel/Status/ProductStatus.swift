@@ -50,6 +50,8 @@ public struct ProductStatus: Sendable, Equatable, Codable {
     /// Records retention removed before the product read them, which it was told to skip
     /// (`resume --accept-loss`).
     public var recordsLostToRetention: Int64?
+    /// Consecutive failures since the product last made progress; survives restarts.
+    public var failures: Int?
 
     public init(phase: ProductPhase = .pending, observedGeneration: Int = 0, lag: Int64 = 0, recordsWritten: Int64 = 0,
                 deadLettered: Int64 = 0, conditions: [Condition] = [], backfillStart: String? = nil, output: String? = nil,
