@@ -179,16 +179,8 @@ public actor Reconciler: Service {
         statusDirty = false
     }
 
-    func sinkLocation(of spec: DataProductSpec) -> String {
-        sinks.location(of: spec)
-    }
-
     /// Sinks for redeliveries, whose positions in the dead-letter topic are kept apart.
     nonisolated var redeliverySinks: SinkFactory { sinks.keepingCheckpoints(suffix: ".redelivery") }
-
-    nonisolated func rebuildsInPlace(_ spec: DataProductSpec) -> Bool {
-        sinks.rebuildsInPlace(spec)
-    }
 
     /// Stops the product's pipeline, if any, and asks for its reconciliation, which starts
     /// it again from the saved state.
@@ -402,7 +394,7 @@ public actor Reconciler: Service {
         guard var run = runs[name], run.build == build else { return lost != nil ? nil : configuration.backoff.cap }
         var action = ProductLifecycle.Action.none
         if let lost {
-            run.lifecycle.stoppedForGood(reason: reason, message: lost.description.replacingOccurrences(of: "NAME", with: name), now: now)
+            run.lifecycle.stoppedForGood(reason: reason, message: lost.description, now: now)
         } else {
             action = run.lifecycle.failed(reason: reason, message: "\(error)", now: now, unitRandom: Double.random(in: 0..<1))
         }

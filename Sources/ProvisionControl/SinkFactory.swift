@@ -26,8 +26,9 @@ public struct SinkFactory: Sendable {
                          build: SinkBuild = SinkBuild(number: 1, kind: .fresh)) -> any Sink {
         switch spec.sink {
         case .file(let file):
-            return FileSink(path: resolve(file.path), root: fileRoot.hasSuffix("/") ? String(fileRoot.dropLast()) : fileRoot, format: file.format, outputSchema: outputSchema, product: product,
-                            checkpoints: checkpoints)
+            // Validation guarantees the path normalises inside the root.
+            return FileSink(root: fileRoot, relativePath: FilePaths.normalizedRelativePath(file.path) ?? file.path, format: file.format,
+                            outputSchema: outputSchema, product: product, checkpoints: checkpoints)
         case .postgres(let postgres):
             return PostgresSink(spec: postgres, environment: environment, product: product, outputSchema: outputSchema,
                                 keyField: keyField ?? spec.key ?? "", build: build, logger: logger)
@@ -60,11 +61,5 @@ public struct SinkFactory: Sendable {
     public func location(of spec: DataProductSpec) -> String {
         // Each sink says where it writes; making one does no I/O.
         makeSink(for: spec, product: "", outputSchema: Schema(), keyField: spec.key).location
-    }
-
-    func resolve(_ relativePath: String) -> String {
-        // Validation guarantees the path normalises inside the root.
-        let normalized = FilePaths.normalizedRelativePath(relativePath) ?? relativePath
-        return fileRoot.hasSuffix("/") ? fileRoot + normalized : "\(fileRoot)/\(normalized)"
     }
 }

@@ -124,8 +124,6 @@ final class DescriptorPool: Sendable {
     func forget(_ path: String) {
         _ = state.withLock { $0.entries.removeValue(forKey: path) }
     }
-
-    var openCount: Int { state.withLock { $0.entries.count } }
 }
 
 /// One sparse index entry: the record at `offset` starts at byte `position`, and every record

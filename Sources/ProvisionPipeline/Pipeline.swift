@@ -38,6 +38,7 @@ public final class StopRequest: Sendable {
 /// Retention removed records a product had not read: it stops rather than skip them
 /// silently, until told to accept the loss (or rebuilt).
 public struct RecordsLostToRetention: Error, Sendable, CustomStringConvertible {
+    public var product: String
     public var partition: TopicPartition
     /// The product's position, and where the log now starts.
     public var position: Int64
@@ -47,7 +48,7 @@ public struct RecordsLostToRetention: Error, Sendable, CustomStringConvertible {
 
     public var description: String {
         "retention removed \(count) records of \(partition.topic) partition \(partition.partition) (offsets \(position) to \(logStart - 1)) "
-            + "before this product read them; 'provisionctl resume product NAME --accept-loss' continues from offset \(logStart), or rebuild it"
+            + "before this product read them; 'provisionctl resume product \(product) --accept-loss' continues from offset \(logStart), or rebuild it"
     }
 }
 
@@ -126,20 +127,18 @@ public struct Pipeline: Sendable {
         try await log.createTopic(sourceTopic, partitions: 1)
         let partitionCount = try await log.partitionCount(of: sourceTopic) ?? 1
         var checkpoint = try await sink.open() ?? Checkpoint(offsets: [:])
-        var recordsLost: Int64 = 0
+        var lostAndSkipped: Int64 = 0
         for partition in 0..<partitionCount {
             let source = TopicPartition(topic: sourceTopic, partition: partition)
             guard let position = checkpoint.offsets[partition] else {
                 checkpoint.offsets[partition] = try await startOffset(source)
                 continue
             }
-            let logStart = try await log.startOffset(of: source)
-            if position < logStart {
-                let lost = RecordsLostToRetention(partition: source, position: position, logStart: logStart)
+            if let lost = try await recordsLost(in: source, at: position) {
                 guard acceptsLoss else { throw lost }
                 logger.warning("records lost to retention accepted", metadata: ["product": "\(product)", "lost": "\(lost.count)"])
-                checkpoint.offsets[partition] = logStart
-                recordsLost += lost.count
+                checkpoint.offsets[partition] = lost.logStart
+                lostAndSkipped += lost.count
             }
         }
         var liveBoundary: [Int: Int64] = [:]
@@ -156,7 +155,7 @@ public struct Pipeline: Sendable {
         }
         var caughtUp = liveBoundary.allSatisfy { checkpoint.offsets[$0.key]! >= $0.value }
         if caughtUp { try await sink.promote() }
-        await report(PipelineProgress(checkpoint: checkpoint, endOffsets: liveBoundary, caughtUp: caughtUp, recordsLost: recordsLost))
+        await report(PipelineProgress(checkpoint: checkpoint, endOffsets: liveBoundary, caughtUp: caughtUp, recordsLost: lostAndSkipped))
         defer { logger.info("pipeline stopped", metadata: ["product": "\(product)"]) }
 
         if let joins, let windowed = processor.plan.joins.firstIndex(where: \.spec.isWindowed) {
@@ -228,10 +227,9 @@ public struct Pipeline: Sendable {
             let position = positions[partition]!
             let batch = try await log.readBatch(source, from: position, maxRecords: limits.batchRecordsMax, maxBytes: limits.batchBytesMax)
             guard let last = batch.entries.last else { continue }
-            if let first = batch.entries.first, first.offset > position {
-                // A gap: compaction's (Kafka), or retention removed records not yet read.
-                let logStart = try await log.startOffset(of: source)
-                if position < logStart { throw RecordsLostToRetention(partition: source, position: position, logStart: logStart) }
+            // A gap: compaction's (Kafka), or retention removed records not yet read.
+            if let first = batch.entries.first, first.offset > position, let lost = try await recordsLost(in: source, at: position) {
+                throw lost
             }
             var outputs: [OutputRecord] = []
             var deadLetters: [LogRecord] = []
@@ -362,6 +360,13 @@ public struct Pipeline: Sendable {
             processor.process(batch, range: range, partition: partition, now: now)
         }
         return chunks.count == 1 ? chunks[0] : chunks.flatMap { $0 }
+    }
+
+    /// The records before the log's start that a reader at `position` has not read, if any.
+    private func recordsLost(in source: TopicPartition, at position: Int64) async throws -> RecordsLostToRetention? {
+        let logStart = try await log.startOffset(of: source)
+        guard position < logStart else { return nil }
+        return RecordsLostToRetention(product: product, partition: source, position: position, logStart: logStart)
     }
 
     func startOffset(_ source: TopicPartition) async throws -> Int64 {

@@ -2,27 +2,23 @@ import Foundation
 import Hummingbird
 import ProvisionControl
 import ProvisionModel
-import Synchronization
 
 /// The paths and methods the API serves, so that a request for a known path with another
-/// method is answered 405 with `Allow`, not 404. Filled while the router is built.
-final class RouteTable: Sendable {
-    private let routes = Mutex<[(method: HTTPRequest.Method, segments: [Substring])]>([])
+/// method is answered 405 with `Allow`, not 404.
+struct RouteTable: Sendable {
+    private let routes: [(method: HTTPRequest.Method, segments: [Substring])]
 
-    func add(_ method: HTTPRequest.Method, _ path: String) {
-        routes.withLock { $0.append((method, path.split(separator: "/"))) }
+    init(_ routes: [(HTTPRequest.Method, String)]) {
+        self.routes = routes.map { ($0.0, $0.1.split(separator: "/")) }
     }
 
     /// The methods served at `path`, sorted; empty when no route has that path.
     func methods(at path: String) -> [String] {
         let segments = path.split(separator: "/")
-        let found = routes.withLock { routes in
-            routes.filter { route in
-                route.segments.count == segments.count
-                    && zip(route.segments, segments).allSatisfy { $0.first == ":" || $0 == $1 }
-            }.map(\.method.rawValue)
+        let found = routes.filter { route in
+            route.segments.count == segments.count && zip(route.segments, segments).allSatisfy { $0.first == ":" || $0 == $1 }
         }
-        return Set(found).sorted()
+        return Set(found.map(\.method.rawValue)).sorted()
     }
 }
 

@@ -19,31 +19,25 @@ public struct APIRouter: Sendable {
     }
 
     public func build() -> Router<BasicRequestContext> {
-        let router = Router()
-        let routes = RouteTable()
-        router.add(middleware: APIErrorMiddleware(routes: routes))
-        defer {
-            // Every route registered below, for the 405 answers.
-            for (method, path) in Self.routes { routes.add(method, path) }
-        }
-        router.get("/healthz") { _, _ in Self.json(["status": "ok"]) }
-        router.post("/v1/apply") { request, _ in try await self.apply(request) }
-        router.get("/v1/products") { _, _ in Self.json(await self.reconciler.products()) }
-        router.get("/v1/products/:name") { _, context in
+        var routes = Routes()
+        routes.add(.get, "/healthz") { _, _ in Self.json(["status": "ok"]) }
+        routes.add(.post, "/v1/apply") { request, _ in try await self.apply(request) }
+        routes.add(.get, "/v1/products") { _, _ in Self.json(await self.reconciler.products()) }
+        routes.add(.get, "/v1/products/:name") { _, context in
             let name = try context.parameters.require("name")
             guard let product = await self.reconciler.product(name) else {
                 return Self.error(.notFound, code: .notFound, message: "product '\(name)' does not exist")
             }
             return Self.json(product)
         }
-        router.delete("/v1/products/:name") { _, context in
+        routes.add(.delete, "/v1/products/:name") { _, context in
             let name = try context.parameters.require("name")
             guard try await self.reconciler.deleteProduct(name) else {
                 return Self.error(.notFound, code: .notFound, message: "product '\(name)' does not exist")
             }
             return Self.json(["deleted": name], status: .accepted)
         }
-        router.post("/v1/products/:name/pause") { _, context in
+        routes.add(.post, "/v1/products/:name/pause") { _, context in
             let name = try context.parameters.require("name")
             guard try await self.reconciler.setPaused(name, true) else {
                 return Self.error(.notFound, code: .notFound, message: "product '\(name)' does not exist")
@@ -51,7 +45,7 @@ public struct APIRouter: Sendable {
             return Self.json(["paused": name], status: .accepted)
         }
         // `?acceptLoss=true` also lets a product stopped by records lost to retention go on.
-        router.post("/v1/products/:name/resume") { request, context in
+        routes.add(.post, "/v1/products/:name/resume") { request, context in
             let name = try context.parameters.require("name")
             let acceptLoss = request.uri.queryParameters.get("acceptLoss") == "true"
             guard try await self.reconciler.resume(name, acceptingLoss: acceptLoss) else {
@@ -59,7 +53,7 @@ public struct APIRouter: Sendable {
             }
             return Self.json(["resumed": name], status: .accepted)
         }
-        router.post("/v1/products/:name/redeliver") { _, context in
+        routes.add(.post, "/v1/products/:name/redeliver") { _, context in
             let name = try context.parameters.require("name")
             do {
                 return Self.json(try await self.reconciler.redeliver(name))
@@ -71,31 +65,38 @@ public struct APIRouter: Sendable {
                 return Self.error(.serviceUnavailable, code: APIErrorCode(rawValue: error.reason) ?? .sinkUnavailable, message: error.message)
             }
         }
-        router.get("/v1/datasets") { _, _ in Self.json(try await self.reconciler.datasets()) }
-        router.get("/v1/datasets/:name") { _, context in
+        routes.add(.get, "/v1/datasets") { _, _ in Self.json(try await self.reconciler.datasets()) }
+        routes.add(.get, "/v1/datasets/:name") { _, context in
             let name = try context.parameters.require("name")
             guard let dataset = try await self.reconciler.dataset(name) else {
                 return Self.error(.notFound, code: .notFound, message: "dataset '\(name)' does not exist")
             }
             return Self.json(dataset)
         }
-        router.get("/v1/topics") { _, _ in Self.json(try await self.log.describeTopics()) }
-        router.post("/v1/topics/:topic/records") { request, context in
+        routes.add(.get, "/v1/topics") { _, _ in Self.json(try await self.log.describeTopics()) }
+        routes.add(.post, "/v1/topics/:topic/records") { request, context in
             try await self.produce(request, topic: try context.parameters.require("topic"))
         }
-        router.get("/v1/topics/:topic/records") { request, context in
+        routes.add(.get, "/v1/topics/:topic/records") { request, context in
             try await self.readRecords(request, topic: try context.parameters.require("topic"))
         }
+        // The error middleware comes first, so it also answers what no route matches, and
+        // knows every route, to answer a wrong method 405 with `Allow`.
+        let router = Router()
+        router.add(middleware: APIErrorMiddleware(routes: RouteTable(routes.all.map { ($0.method, $0.path) })))
+        for route in routes.all { router.on(RouterPath(route.path), method: route.method, use: route.handler) }
         return router
     }
 
-    /// The routes `build()` registers, by method and path.
-    static let routes: [(HTTPRequest.Method, String)] = [
-        (.get, "/healthz"), (.post, "/v1/apply"), (.get, "/v1/products"), (.get, "/v1/products/:name"),
-        (.delete, "/v1/products/:name"), (.post, "/v1/products/:name/pause"), (.post, "/v1/products/:name/resume"),
-        (.post, "/v1/products/:name/redeliver"), (.get, "/v1/datasets"), (.get, "/v1/datasets/:name"),
-        (.get, "/v1/topics"), (.post, "/v1/topics/:topic/records"), (.get, "/v1/topics/:topic/records"),
-    ]
+    /// The routes, collected before they are registered.
+    private struct Routes {
+        typealias Handler = @Sendable (Request, BasicRequestContext) async throws -> Response
+        private(set) var all: [(method: HTTPRequest.Method, path: String, handler: Handler)] = []
+
+        mutating func add(_ method: HTTPRequest.Method, _ path: String, _ handler: @escaping Handler) {
+            all.append((method, path, handler))
+        }
+    }
 
     // MARK: Handlers
 

@@ -126,7 +126,7 @@ private func order(_ index: Int, amount: Double, region: String = "EU", time: In
     @Test func writesJSONLinesAndCommitsTheCheckpointWithThem() async throws {
         let directory = temporaryDirectory()
         let checkpoints = try FileCheckpointStore(directory: directory + "/checkpoints")
-        let sink = FileSink(path: directory + "/out/a.jsonl", format: .jsonl, outputSchema: schema, product: "p", checkpoints: checkpoints)
+        let sink = FileSink(root: directory, relativePath: "out/a.jsonl", format: .jsonl, outputSchema: schema, product: "p", checkpoints: checkpoints)
         #expect(try await sink.open() == nil)
         try await sink.write(rows(0..<3), checkpoint: Checkpoint(offsets: [0: 3], recordsWritten: 3))
         let text = try String(contentsOfFile: directory + "/out/a.jsonl", encoding: .utf8)
@@ -145,7 +145,7 @@ private func order(_ index: Int, amount: Double, region: String = "EU", time: In
         let directory = temporaryDirectory()
         let checkpoints = try FileCheckpointStore(directory: directory + "/checkpoints")
         let path = directory + "/a.jsonl"
-        let sink = FileSink(path: path, format: .jsonl, outputSchema: schema, product: "p", checkpoints: checkpoints)
+        let sink = FileSink(root: directory, relativePath: (path as NSString).lastPathComponent, format: .jsonl, outputSchema: schema, product: "p", checkpoints: checkpoints)
         _ = try await sink.open()
         try await sink.write(rows(0..<2), checkpoint: Checkpoint(offsets: [0: 2], recordsWritten: 2))
         let committed = try String(contentsOfFile: path, encoding: .utf8)
@@ -154,7 +154,7 @@ private func order(_ index: Int, amount: Double, region: String = "EU", time: In
         handle.seekToEndOfFile()
         handle.write(Data("{\"id\":\"o-2\",\"amount\":2.5,\"note\":\"x\"}\n{\"id\":\"o-3\",\"am".utf8))
         handle.closeFile()
-        let reopened = FileSink(path: path, format: .jsonl, outputSchema: schema, product: "p", checkpoints: checkpoints)
+        let reopened = FileSink(root: directory, relativePath: (path as NSString).lastPathComponent, format: .jsonl, outputSchema: schema, product: "p", checkpoints: checkpoints)
         let checkpoint = try await reopened.open()
         #expect(checkpoint?.offsets == [0: 2])
         #expect(try String(contentsOfFile: path, encoding: .utf8) == committed)
@@ -168,11 +168,11 @@ private func order(_ index: Int, amount: Double, region: String = "EU", time: In
         let directory = temporaryDirectory()
         let checkpoints = try FileCheckpointStore(directory: directory + "/checkpoints")
         let path = directory + "/a.jsonl"
-        let sink = FileSink(path: path, format: .jsonl, outputSchema: schema, product: "p", checkpoints: checkpoints)
+        let sink = FileSink(root: directory, relativePath: (path as NSString).lastPathComponent, format: .jsonl, outputSchema: schema, product: "p", checkpoints: checkpoints)
         _ = try await sink.open()
         try await sink.write(rows(0..<2), checkpoint: Checkpoint(offsets: [0: 2], recordsWritten: 2))
         try FileManager.default.removeItem(atPath: path)
-        let reopened = FileSink(path: path, format: .jsonl, outputSchema: schema, product: "p", checkpoints: checkpoints)
+        let reopened = FileSink(root: directory, relativePath: (path as NSString).lastPathComponent, format: .jsonl, outputSchema: schema, product: "p", checkpoints: checkpoints)
         #expect(try await reopened.open() == nil)  // start over rather than pad the file
         #expect(try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int == 0)
     }
@@ -181,11 +181,11 @@ private func order(_ index: Int, amount: Double, region: String = "EU", time: In
         let directory = temporaryDirectory()
         let checkpoints = try FileCheckpointStore(directory: directory)
         let path = directory + "/a.csv"
-        let sink = FileSink(path: path, format: .csv, outputSchema: schema, product: "p", checkpoints: checkpoints)
+        let sink = FileSink(root: directory, relativePath: (path as NSString).lastPathComponent, format: .csv, outputSchema: schema, product: "p", checkpoints: checkpoints)
         _ = try await sink.open()
         try await sink.write(rows(0..<2), checkpoint: Checkpoint(offsets: [0: 2]))
         // A crash before the next checkpoint, then a restart: the header is written once.
-        let reopened = FileSink(path: path, format: .csv, outputSchema: schema, product: "p", checkpoints: checkpoints)
+        let reopened = FileSink(root: directory, relativePath: (path as NSString).lastPathComponent, format: .csv, outputSchema: schema, product: "p", checkpoints: checkpoints)
         _ = try await reopened.open()
         #expect(try String(contentsOfFile: path, encoding: .utf8) == "id,amount,note\no-0,0.5,\"a,\"\"b\"\"\"\no-1,1.5,\"a,\"\"b\"\"\"\n")
     }
@@ -193,7 +193,7 @@ private func order(_ index: Int, amount: Double, region: String = "EU", time: In
     @Test func destroyRemovesTheFileAndItsCheckpoint() async throws {
         let directory = temporaryDirectory()
         let checkpoints = try FileCheckpointStore(directory: directory + "/c")
-        let sink = FileSink(path: directory + "/a.jsonl", format: .jsonl, outputSchema: schema, product: "p", checkpoints: checkpoints)
+        let sink = FileSink(root: directory, relativePath: "a.jsonl", format: .jsonl, outputSchema: schema, product: "p", checkpoints: checkpoints)
         _ = try await sink.open()
         try await sink.write(rows(0..<1), checkpoint: Checkpoint(offsets: [0: 1]))
         try await sink.destroy()
@@ -213,7 +213,7 @@ private func order(_ index: Int, amount: Double, region: String = "EU", time: In
         let checkpoints = try FileCheckpointStore(directory: directory + "/checkpoints")
         let thePlan = try plan()
         let path = directory + "/out.jsonl"
-        let sink = FileSink(path: path, format: .jsonl, outputSchema: thePlan.outputSchema, product: "big-orders", checkpoints: checkpoints)
+        let sink = FileSink(root: directory, relativePath: (path as NSString).lastPathComponent, format: .jsonl, outputSchema: thePlan.outputSchema, product: "big-orders", checkpoints: checkpoints)
         let progress = ProgressRecorder()
         let pipeline = Pipeline(processor: RecordProcessor(plan: thePlan, startTime: nil, endTime: nil), log: log, sink: sink,
                                 limits: .init(batchRecordsMax: 128, idleWait: .milliseconds(50)), logger: Logger(label: "test"),

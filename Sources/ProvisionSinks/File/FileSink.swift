@@ -23,22 +23,19 @@ public final class FileSink: Sink, @unchecked Sendable {
     private let checkpoints: any CheckpointStore
     private var descriptor: Int32 = -1
     private var sizeBytes: Int = 0
-    /// The file root and the path below it, when the file must stay inside the root.
-    private let rooted: (root: String, relativePath: String)?
+    private let root: String
+    private let relativePath: String
 
     /// - Parameters:
-    ///   - path: the absolute path, already resolved under the file root.
-    ///   - root: the file root `path` is in. Given, every component below it is opened
-    ///     without following symbolic links.
-    public init(path: String, root: String? = nil, format: FileSinkSpec.Format, outputSchema: Schema, product: String,
+    ///   - root: the file root; every path component below it is opened without following
+    ///     symbolic links, so the output stays inside it.
+    ///   - relativePath: the output's path below the root, normalised (no `.` or `..`).
+    public init(root: String, relativePath: String, format: FileSinkSpec.Format, outputSchema: Schema, product: String,
                 checkpoints: any CheckpointStore)
     {
-        self.path = path
-        if let root, path.hasPrefix(root + "/") {
-            rooted = (root, String(path.dropFirst(root.count + 1)))
-        } else {
-            rooted = nil
-        }
+        self.root = root.hasSuffix("/") ? String(root.dropLast()) : root
+        self.relativePath = relativePath
+        path = "\(self.root)/\(relativePath)"
         self.format = format
         rowKeys = JSONRowKeys(outputSchema)
         self.outputSchema = outputSchema
@@ -55,18 +52,7 @@ public final class FileSink: Sink, @unchecked Sendable {
     public func open() async throws -> Checkpoint? {
         if descriptor >= 0 { Glibc.close(descriptor) }
         descriptor = -1
-        if let rooted {
-            descriptor = try RootedFile.open(root: rooted.root, relativePath: rooted.relativePath)
-        } else {
-            let directory = (path as NSString).deletingLastPathComponent
-            do {
-                try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-            } catch {
-                throw SinkError(reason: "SinkUnavailable", message: "cannot create \(directory): \(error.localizedDescription)")
-            }
-            descriptor = Glibc.open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
-            guard descriptor >= 0 else { throw posixFailure("cannot open \(path)") }
-        }
+        descriptor = try RootedFile.open(root: root, relativePath: relativePath)
         var info = stat()
         guard fstat(descriptor, &info) == 0 else { throw posixFailure("cannot stat \(path)") }
         var checkpoint = try checkpoints.load(product)
@@ -127,11 +113,7 @@ public final class FileSink: Sink, @unchecked Sendable {
 
     public func destroy() async throws {
         await close()
-        if let rooted {
-            try RootedFile.remove(root: rooted.root, relativePath: rooted.relativePath)
-        } else if FileManager.default.fileExists(atPath: path) {
-            try FileManager.default.removeItem(atPath: path)
-        }
+        try RootedFile.remove(root: root, relativePath: relativePath)
         try checkpoints.remove(product)
     }
 

@@ -1,6 +1,6 @@
-import Foundation
 import AsyncHTTPClient
 import Crypto
+import Foundation
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
