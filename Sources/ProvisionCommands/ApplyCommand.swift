@@ -31,11 +31,64 @@ struct ApplyCommand: AsyncParsableCommand {
             throw ExitCode(1)
         }
         let response = try reply.decode(ApplyResponse.self)
-        for change in response.changes {
-            let detail = change.detail.map { " (\($0))" } ?? ""
-            print("\(change.kind.rawValue.lowercased())/\(change.name) \(change.action.rawValue)\(detail)")
-        }
+        PlanPrinter.print(response.changes, fields: response.dryRun)
         if response.dryRun { print("dry run: nothing was changed") }
+    }
+}
+
+/// Shows what the server plans to do without doing it: every object with its action, each
+/// changed field with its value before and after, and whether the output is rebuilt.
+/// Exits 0 when nothing would change, 1 when something would (as `kubectl diff` does), and
+/// 2 when the specs are rejected.
+struct DiffCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "diff",
+        abstract: "Show what applying spec files would change, field by field, and change nothing.",
+        discussion: "Exit status: 0 no changes, 1 changes, 2 the specs are rejected or the server cannot be reached.")
+
+    @Option(name: .shortAndLong, help: "A spec file or a directory of .yaml/.yml files.")
+    var file: [String]
+
+    @Flag(name: .long, help: "Include the deletions that apply --prune would make.")
+    var prune = false
+
+    @OptionGroup var options: ClientOptions
+
+    func run() async throws {
+        let response: ApplyResponse
+        do {
+            let files = try SpecFiles.read(file)
+            let body = try JSONEncoder().encode(ApplyRequest(files: files, dryRun: true, prune: prune, managedBy: "cli"))
+            let reply = try await options.client.send(.POST, "/v1/apply", body: body)
+            guard reply.status == 200 else {
+                printError(reply.errorMessage)
+                throw ExitCode(2)
+            }
+            response = try reply.decode(ApplyResponse.self)
+        } catch let exit as ExitCode {
+            throw exit
+        } catch {
+            printError("\(error)")
+            throw ExitCode(2)
+        }
+        PlanPrinter.print(response.changes, fields: true)
+        if response.changes.contains(where: { $0.action != .unchanged }) { throw ExitCode(1) }
+    }
+}
+
+enum PlanPrinter {
+    static func print(_ changes: [PlannedChange], fields: Bool) {
+        for change in changes {
+            let detail = change.detail.map { " (\($0))" } ?? ""
+            Swift.print("\(change.kind.rawValue.lowercased())/\(change.name) \(change.action.rawValue)\(detail)")
+            guard fields else { continue }
+            for field in change.fields ?? [] {
+                Swift.print("    \(field.path): \(field.from ?? "(absent)") -> \(field.to ?? "(absent)")")
+            }
+            if change.action == .update || change.action == .updateRebuild {
+                Swift.print("    output: \(change.rebuilds ? "rebuilt from the start of the backfill" : "kept (no rebuild)")")
+            }
+        }
     }
 }
 

@@ -99,7 +99,7 @@ struct ServeCommand: AsyncParsableCommand {
             fileRoot: fileRoot.map { URL(fileURLWithPath: $0).standardizedFileURL.path }, logConfiguration: logConfiguration)
         options.httpIdleTimeout = .milliseconds(DurationText.parseMilliseconds(httpIdleTimeout)!)
         options.batchRecordsMax = batchRecords
-        let runtime = try ProvisionServerRuntime(options: options, logger: logger)
+        let runtime = try await ProvisionServerRuntime(options: options, logger: logger)
         let fileRootShown = options.fileRoot
 
         var extraServices: [any Service] = []

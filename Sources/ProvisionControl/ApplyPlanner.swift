@@ -63,13 +63,22 @@ public struct ApplyPlanner: Sendable {
                      force: Bool = false, now: TimestampMilliseconds) throws(ApplyRejected) -> ApplyPlan
     {
         var errors = outputConflicts(documents, in: current)
-        var ownershipConflicts = 0
+        var ownershipConflicts = 0  // ownership and version conflicts: a 409, not a 422
         var next = current
         var changes: [PlannedChange] = []
         var appliedProducts: Set<String> = []
         for document in documents {
             switch document {
-            case .dataset(let dataset, let location):
+            case .dataset(var dataset, let location):
+                let expected = dataset.metadata.resourceVersion
+                dataset.metadata.resourceVersion = nil
+                if let refusal = versionConflict(kind: "dataset", name: dataset.name, expected: expected,
+                                                 found: next.datasets[dataset.name]?.resourceVersion, location: location)
+                {
+                    errors.append(refusal)
+                    ownershipConflicts += 1
+                    continue
+                }
                 guard let existing = next.datasets[dataset.name] else {
                     next.datasets[dataset.name] = StoredDataset(dataset: dataset, generation: 1, createdAt: now, managedBy: writer)
                     changes.append(PlannedChange(kind: .dataset, name: dataset.name, action: .create))
@@ -89,10 +98,21 @@ public struct ApplyPlanner: Sendable {
                 next.datasets[dataset.name]?.dataset = dataset
                 next.datasets[dataset.name]?.generation += 1
                 next.datasets[dataset.name]?.managedBy = writer
-                changes.append(PlannedChange(kind: .dataset, name: dataset.name, action: .update))
-            case .dataProduct(let product, let location):
+                changes.append(PlannedChange(kind: .dataset, name: dataset.name, action: .update,
+                                             fields: FieldDiff.changes(from: existing.dataset, to: dataset)))
+            case .dataProduct(var product, let location):
                 appliedProducts.insert(product.name)
-                if var existing = next.products[product.name], !existing.deleting {
+                let expected = product.metadata.resourceVersion
+                product.metadata.resourceVersion = nil
+                let live = next.products[product.name].flatMap { $0.deleting ? nil : $0 }
+                if let refusal = versionConflict(kind: "product", name: product.name, expected: expected,
+                                                 found: live?.resourceVersion, location: location)
+                {
+                    errors.append(refusal)
+                    ownershipConflicts += 1
+                    continue
+                }
+                if var existing = live {
                     if existing.product == product {
                         changes.append(PlannedChange(kind: .dataProduct, name: product.name, action: .unchanged))
                         continue
@@ -106,13 +126,14 @@ public struct ApplyPlanner: Sendable {
                     }
                     let change = existing.product.spec.outputChange(to: product.spec)
                     let rebuild = change != .none
+                    let fields = FieldDiff.changes(from: existing.product, to: product)
                     if rebuild { beginBuild(of: &existing, as: product.spec, change: change, now: now) }
                     existing.product = product
                     existing.generation += 1
                     existing.managedBy = writer
                     next.products[product.name] = existing
                     changes.append(PlannedChange(kind: .dataProduct, name: product.name, action: rebuild ? .updateRebuild : .update,
-                                                 detail: rebuild ? Self.rebuildDetail(existing) : nil))
+                                                 detail: rebuild ? Self.rebuildDetail(existing) : nil, fields: fields))
                 } else {
                     // A product whose deletion has not finished is created anew: a later build
                     // number retires the old one's pipeline, and its output is cleaned up first.
@@ -137,9 +158,21 @@ public struct ApplyPlanner: Sendable {
         }
         guard errors.isEmpty else {
             throw ApplyRejected(errors: errors.sorted { ($0.file, $0.line, $0.column) < ($1.file, $1.line, $1.column) },
-                                isOwnershipConflict: ownershipConflicts == errors.count)
+                                isConflict: ownershipConflicts == errors.count)
         }
         return ApplyPlan(next: next, changes: changes)
+    }
+
+    /// A document that names the version it was read at changes the object only if it is
+    /// still at that version (Kubernetes' optimistic concurrency).
+    private func versionConflict(kind: String, name: String, expected: String?, found: ResourceVersion?,
+                                 location: SourceLocation) -> SpecError?
+    {
+        guard let expected, expected != found.map(String.init) else { return nil }
+        let message = found.map { "\(kind) '\(name)' was changed since resourceVersion \(expected) (it is at \($0) now); read it again and reapply" }
+            ?? "\(kind) '\(name)' does not exist, so it is not at resourceVersion \(expected)"
+        return SpecError(file: location.file, line: location.line, column: location.column, path: "metadata.resourceVersion",
+                         message: message)
     }
 
     private func ownershipConflict(kind: String, name: String, managedBy: Writer, writer: Writer, force: Bool,

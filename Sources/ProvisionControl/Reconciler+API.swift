@@ -7,29 +7,34 @@ extension Reconciler {
     /// Validates every file, computes the plan and, unless `dryRun`, applies all of it.
     /// Any error rejects the whole request: nothing is half-applied.
     public func apply(_ request: ApplyRequest) async throws -> ApplyResponse {
-        var planned = try plan(request)
-        if request.dryRun { return ApplyResponse(dryRun: true, changes: planned.changes) }
-        let newTopics = planned.changes.filter { $0.kind == .dataset && $0.action == .create }
-            .compactMap { planned.next.datasets[$0.name]?.dataset.spec.topic }
-        if !newTopics.isEmpty {
-            for topic in newTopics { try await createTopic(topic) }
-            // Awaiting the topics let other requests change the state: plan again against
-            // the state as it is now, with no suspension between this plan and its save, so
-            // no concurrent change is overwritten. (An empty topic is all a rejected apply
-            // leaves behind.)
-            planned = try plan(request)
+        let preview = try plan(request, against: currentState)
+        if request.dryRun { return ApplyResponse(dryRun: true, changes: preview.changes) }
+        // Topics first: an empty topic is all that a rejected apply leaves behind.
+        let created = Set(newTopics(preview))
+        for topic in created.sorted() { try await createTopic(topic) }
+        let changes = try await commit { current in
+            // Planned again against the state every earlier commit left: a change committed
+            // while the topics were created is kept, not overwritten.
+            let planned = try self.plan(request, against: current)
+            guard Set(self.newTopics(planned)).isSubset(of: created) else {
+                throw ControlStateNotSaved(cause: "a dataset's topic changed while the apply ran; apply again")
+            }
+            let touched = planned.changes.filter { $0.action != .unchanged }
+            return (planned.next, touched.filter { $0.kind == .dataset }.map(\.name),
+                    touched.filter { $0.kind == .dataProduct }.map(\.name), planned.changes)
         }
-        try replaceState(planned.next)
-        for change in planned.changes where change.kind == .dataProduct && change.action != .unchanged {
+        for change in changes where change.kind == .dataProduct && change.action != .unchanged {
             requestReconcile(change.name)
         }
-        return ApplyResponse(dryRun: false, changes: planned.changes)
+        return ApplyResponse(dryRun: false, changes: changes)
     }
 
-    /// The state an apply leads to and the changes that make it, against the current state.
-    /// Synchronous: nothing else runs between reading the state and returning.
-    private func plan(_ request: ApplyRequest) throws -> ApplyPlan {
-        let state = currentState
+    private nonisolated func newTopics(_ plan: ApplyPlan) -> [String] {
+        plan.changes.filter { $0.kind == .dataset && $0.action == .create }.compactMap { plan.next.datasets[$0.name]?.dataset.spec.topic }
+    }
+
+    /// The state an apply leads to and the changes that make it, against `state`.
+    private func plan(_ request: ApplyRequest, against state: ControlState) throws -> ApplyPlan {
         let result = SpecLoader.load(request.files, catalog: state.datasets.values.map(\.dataset))
         guard result.errors.isEmpty else { throw ApplyRejected(errors: result.errors) }
         return try planner.plan(current: state, documents: result.documents, writer: Writer(request.managedBy ?? "cli"),
@@ -80,22 +85,20 @@ extension Reconciler {
 
     /// Marks the product for deletion and returns at once; the reconciler stops it and
     /// applies its deletion policy. Returns false if it does not exist.
-    public func deleteProduct(_ name: String) throws(ControlStateNotSaved) -> Bool {
-        try changeProduct(name) { $0.deleting = true }
+    public func deleteProduct(_ name: String) async throws -> Bool {
+        try await changeProduct(name) { $0.deleting = true }
     }
 
     /// Stops or restarts a product's pipeline, keeping its output and checkpoint. Returns
     /// false if it does not exist.
-    public func setPaused(_ name: String, _ paused: Bool) throws(ControlStateNotSaved) -> Bool {
-        try changeProduct(name) { $0.paused = paused }
+    public func setPaused(_ name: String, _ paused: Bool) async throws -> Bool {
+        try await changeProduct(name) { $0.paused = paused }
     }
 
-    /// Records a change to a product that is not being deleted, saves it and asks for its
-    /// reconciliation.
     /// Resumes a product and, with `acceptingLoss`, lets its next run move past records
     /// retention removed before it read them. Returns false if it does not exist.
-    public func resume(_ name: String, acceptingLoss: Bool) async throws(ControlStateNotSaved) -> Bool {
-        let changed = try changeProduct(name) { stored in
+    public func resume(_ name: String, acceptingLoss: Bool) async throws -> Bool {
+        let changed = try await changeProduct(name) { stored in
             stored.paused = false
             if acceptingLoss { stored.acceptsLoss = true }
         }
@@ -104,14 +107,18 @@ extension Reconciler {
         return changed
     }
 
-    private func changeProduct(_ name: String, _ change: (inout StoredProduct) -> Void) throws(ControlStateNotSaved) -> Bool {
-        guard var stored = currentState.products[name], !stored.deleting else { return false }
-        change(&stored)
-        var next = currentState
-        next.products[name] = stored
-        try replaceState(next)
-        requestReconcile(name)
-        return true
+    /// Commits a change to a product that is not being deleted and asks for its
+    /// reconciliation.
+    private func changeProduct(_ name: String, _ change: @escaping (inout StoredProduct) -> Void) async throws -> Bool {
+        let changed = try await commit { current in
+            guard var stored = current.products[name], !stored.deleting else { return (current, [], [], false) }
+            change(&stored)
+            var next = current
+            next.products[name] = stored
+            return (next, [], [name], true)
+        }
+        if changed { requestReconcile(name) }
+        return changed
     }
 
     public func datasets() async throws -> [DatasetResource] {
@@ -137,14 +144,16 @@ extension Reconciler {
         }
         return DatasetResource(
             metadata: ResourceMetadata(stored.dataset.metadata, generation: stored.generation,
-                                       creationTimestamp: Timestamp.format(stored.createdAt), managedBy: stored.manager.rawValue),
+                                       creationTimestamp: Timestamp.format(stored.createdAt), managedBy: stored.manager.rawValue,
+                                       resourceVersion: String(stored.resourceVersion)),
             spec: stored.dataset.spec, status: DatasetStatus(records: end - start, startOffset: start, endOffset: end))
     }
 
     private func resource(_ stored: StoredProduct) -> ProductResource {
         ProductResource(
             metadata: ResourceMetadata(stored.product.metadata, generation: stored.generation,
-                                       creationTimestamp: Timestamp.format(stored.createdAt), managedBy: stored.manager.rawValue),
+                                       creationTimestamp: Timestamp.format(stored.createdAt), managedBy: stored.manager.rawValue,
+                                       resourceVersion: String(stored.resourceVersion)),
             spec: stored.product.spec, status: stored.status)
     }
 }

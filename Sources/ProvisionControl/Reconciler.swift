@@ -18,28 +18,33 @@ private final class FinishedRuns: Sendable {
 /// Spec errors that stopped an apply; nothing was applied.
 public struct ApplyRejected: Error, Sendable {
     public var errors: [SpecError]
-    /// True when every error is a change to an object another writer manages (HTTP 409),
-    /// not an invalid spec (422).
-    public var isOwnershipConflict = false
+    /// True when every error is a change to an object another writer manages, or one that
+    /// changed since the version the document names (HTTP 409), not an invalid spec (422).
+    public var isConflict = false
 
-    public init(errors: [SpecError], isOwnershipConflict: Bool = false) {
+    public init(errors: [SpecError], isConflict: Bool = false) {
         self.errors = errors
-        self.isOwnershipConflict = isOwnershipConflict
+        self.isConflict = isConflict
     }
 }
 
-/// Level-triggered reconciliation: a request names a product; the reconciler compares the
-/// desired spec with what runs and makes them agree. Specs, status and builds persist in the
-/// `ControlStore`; checkpoints persist with the output.
+/// Level-triggered reconciliation: a change names a product; workers take names from a
+/// deduplicating work queue, compare the desired spec with what runs and make them agree
+/// (`ProductReconcile` says how). Specs and status are records in the `ControlStore`, the
+/// reconciler's state is its cache of them; checkpoints persist with the output.
 public actor Reconciler: Service {
     public struct Configuration: Sendable {
         public var backoff: RetryBackoff
         public var pipelineLimits: Pipeline.Limits
-        /// How often unsaved status is written and every product is checked again.
+        /// How often changed status is written and every product is checked again.
         public var resyncInterval: Duration
         /// How long a shutdown waits for pipelines to commit the batch in flight before it
         /// abandons them (their batches are read again on restart).
         public var shutdownTimeout: Duration = .seconds(30)
+        /// How many products are reconciled at once: a sink slow to clean up holds one.
+        public var workers = 8
+        /// The backoff of a reconcile that failed (an output that could not be removed).
+        public var reconcileBackoff = RetryBackoff(initial: .milliseconds(200), cap: .seconds(60))
 
         public init(backoff: RetryBackoff = .init(), pipelineLimits: Pipeline.Limits = .init(), resyncInterval: Duration = .seconds(2)) {
             self.backoff = backoff
@@ -65,14 +70,20 @@ public actor Reconciler: Service {
     private let configuration: Configuration
     private let logger: Logger
     private let clock: @Sendable () -> TimestampMilliseconds
+    /// The store's records as objects: what every read answers from.
     private var state: ControlState
     private var runs: [String: Run] = [:]
-    private var statusDirty = false
-    private let requests: AsyncStream<String>
-    private let requestContinuation: AsyncStream<String>.Continuation
+    /// Products whose status changed since it was last written.
+    private var unsavedStatus: Set<String> = []
+    private let queue: ReconcileQueue
+    private var shuttingDown = false
+    /// Commits are made one at a time, each against the state the previous one left, so a
+    /// plan never overwrites a change committed while it was being made.
+    private var committing = false
+    private var commitWaiters: [CheckedContinuation<Void, Never>] = []
 
     public init(log: any EventLog, store: any ControlStore, sinks: SinkFactory, configuration: Configuration = .init(),
-                logger: Logger, clock: @escaping @Sendable () -> TimestampMilliseconds = Reconciler.systemClock) throws
+                logger: Logger, clock: @escaping @Sendable () -> TimestampMilliseconds = Reconciler.systemClock) async throws
     {
         self.log = log
         self.store = store
@@ -81,8 +92,19 @@ public actor Reconciler: Service {
         self.configuration = configuration
         self.logger = logger
         self.clock = clock
-        state = try store.load()
-        (requests, requestContinuation) = AsyncStream.makeStream(of: String.self)
+        state = try ControlRecords.state(from: try await store.snapshot())
+        queue = ReconcileQueue(backoff: configuration.reconcileBackoff, clock: clock)
+    }
+
+    /// Opens the embedded store in `directory`, first moving into it the `state.json` an
+    /// earlier version kept there.
+    public static func openEmbeddedStore(directory: String, logger: Logger) throws -> EmbeddedControlStore {
+        let store = try EmbeddedControlStore(directory: directory)
+        if try ControlRecords.migrateLegacyState(at: "\(directory)/state.json", into: store) {
+            logger.notice("control state migrated to one record per object", metadata: ["from": "\(directory)/state.json",
+                                                                                         "to": "\(store.path)"])
+        }
+        return store
     }
 
     public static let systemClock: @Sendable () -> TimestampMilliseconds = { now() }
@@ -95,11 +117,10 @@ public actor Reconciler: Service {
     // MARK: Service
 
     public func run() async throws {
-        for name in state.products.keys.sorted() { requestContinuation.yield(name) }
-        let requests = self.requests
+        for name in state.products.keys.sorted() { queue.add(name) }
         await withDiscardingTaskGroup { group in
-            group.addTask {
-                for await name in requests { await self.reconcile(name) }
+            for _ in 0..<max(1, configuration.workers) {
+                group.addTask { await self.work() }
             }
             group.addTask {
                 while !Task.isCancelled {
@@ -113,16 +134,33 @@ public actor Reconciler: Service {
         }
     }
 
-    private func resync() {
-        flushStatus()
-        for name in state.products.keys where runs[name] == nil { requestContinuation.yield(name) }
+    /// One worker: reconciles the names the queue hands out until it is finished.
+    private nonisolated func work() async {
+        while let name = await queue.next() {
+            switch await reconcile(name) {
+            case .done, .terminal:
+                queue.forget(name)
+            case .retryWithBackoff(let reason):
+                let delay = queue.failed(name)
+                logger.warning("reconcile failed; retrying", metadata: ["product": "\(name)", "reason": "\(reason)", "in": "\(delay)"])
+            case .requeue(let delay):
+                queue.add(name, after: delay)
+            }
+            queue.done(name)
+        }
+    }
+
+    private func resync() async {
+        await flushStatus()
+        for name in state.products.keys where runs[name] == nil { queue.add(name) }
     }
 
     /// Stops every pipeline: each finishes the batch in flight (its requests to the
     /// destination, its transaction) and commits, then status is saved. A pipeline still
     /// busy after `shutdownTimeout` is cancelled, and named.
     private func stopAll() async {
-        requestContinuation.finish()
+        shuttingDown = true
+        queue.finish()
         let active = runs
         for (_, run) in active { run.stop.request() }
         let finished = FinishedRuns()
@@ -142,21 +180,93 @@ public actor Reconciler: Service {
         }
         watchdog.cancel()
         runs.removeAll()
-        flushStatus()
+        await flushStatus()
         logger.info("reconciler stopped", metadata: ["products": "\(active.count)"])
     }
 
-    private func flushStatus() {
-        guard statusDirty else { return }
-        save()
+    // MARK: Commits
+
+    private func lockCommits() async {
+        if !committing {
+            committing = true
+            return
+        }
+        await withCheckedContinuation { commitWaiters.append($0) }
     }
 
-    private func save() {
+    private func unlockCommits() {
+        if commitWaiters.isEmpty {
+            committing = false
+        } else {
+            commitWaiters.removeFirst().resume()  // the lock passes straight to the next
+        }
+    }
+
+    /// Commits what `change` makes of the state: the named objects, each a compare-and-swap
+    /// on the version this state read. `change` runs once the commits before it are done and
+    /// is handed the state they left. It may throw to commit nothing; its result is returned.
+    /// Nothing changes here when the store does not take the commit.
+    func commit<Result: Sendable>(
+        durable: Bool = true,
+        _ change: (_ current: ControlState) throws -> (next: ControlState, datasets: [String], products: [String], result: Result)
+    ) async throws -> Result {
+        await lockCommits()
+        defer { unlockCommits() }
+        let current = state
+        let (next, datasets, products, result) = try change(current)
+        let writes = ControlRecords.writes(from: current, to: next, datasets: datasets, products: products)
+        guard !writes.isEmpty else { return result }
+        let version: ResourceVersion
         do {
-            try store.save(state)
-            statusDirty = false
+            version = try await store.commit(writes, durable: durable)
+        } catch let conflict as StoreConflict {
+            // Another server changed a record this one has not seen yet.
+            logger.warning("control store conflict", metadata: ["conflict": "\(conflict)"])
+            throw conflict
         } catch {
             logger.error("cannot save control state", metadata: ["error": "\(error)"])
+            throw ControlStateNotSaved(cause: "\(error)")
+        }
+        ControlRecords.applyCommitted(writes, from: next, version: version, to: &state)
+        // Status written here is saved (unless it changed again while the commit ran).
+        for write in writes where write.key.kind == .productStatus {
+            if state.products[write.key.name]?.status == next.products[write.key.name]?.status {
+                unsavedStatus.remove(write.key.name)
+            }
+        }
+        return result
+    }
+
+    /// Commits a change to one product's spec record (nothing when it is gone).
+    private func commitProduct(_ name: String, _ change: @escaping (inout StoredProduct) -> Void) async throws {
+        try await commit { current in
+            var next = current
+            if var stored = next.products[name] {
+                change(&stored)
+                next.products[name] = stored
+            }
+            return (next, [], [name], ())
+        }
+    }
+
+    /// Writes every status that changed since it was last written, in one commit: a status
+    /// update is one small record, whatever the number of products.
+    func flushStatus(durable: Bool = true) async {
+        guard !unsavedStatus.isEmpty else { return }
+        await lockCommits()
+        defer { unlockCommits() }
+        let names = unsavedStatus.filter { state.products[$0] != nil }.sorted()
+        // Taken now: a status that changes while the commit runs is marked again.
+        unsavedStatus.removeAll()
+        let writes = names.map {
+            RecordWrite(key: .productStatus($0), value: ControlRecords.encode(state.products[$0]!.status), precondition: .none)
+        }
+        guard !writes.isEmpty else { return }
+        do {
+            _ = try await store.commit(writes, durable: durable)
+        } catch {
+            unsavedStatus.formUnion(names)
+            logger.error("cannot save status", metadata: ["error": "\(error)"])
         }
     }
 
@@ -166,34 +276,18 @@ public actor Reconciler: Service {
     var currentTime: TimestampMilliseconds { clock() }
     var eventLog: any EventLog { log }
 
-    /// Saves `next` and only then makes it current: when the save fails nothing changes and
-    /// the request that asked for it fails.
-    func replaceState(_ next: ControlState) throws(ControlStateNotSaved) {
-        do {
-            try store.save(next)
-        } catch {
-            logger.error("cannot save control state", metadata: ["error": "\(error)"])
-            throw ControlStateNotSaved(cause: "\(error)")
-        }
-        state = next
-        statusDirty = false
-    }
-
     /// Sinks for redeliveries, whose positions in the dead-letter topic are kept apart.
     nonisolated var redeliverySinks: SinkFactory { sinks.keepingCheckpoints(suffix: ".redelivery") }
 
     /// Stops the product's pipeline, if any, and asks for its reconciliation, which starts
     /// it again from the saved state.
     func restartRun(_ name: String) async {
-        if let run = runs.removeValue(forKey: name) {
-            run.task.cancel()
-            await run.task.value
-        }
+        await stopRun(name)
         requestReconcile(name)
     }
 
-    func requestReconcile(_ name: String) {
-        requestContinuation.yield(name)
+    nonisolated func requestReconcile(_ name: String) {
+        queue.add(name)
     }
 
     func createTopic(_ topic: String) async throws {
@@ -202,93 +296,115 @@ public actor Reconciler: Service {
 
     // MARK: Reconcile
 
-    private func reconcile(_ name: String) async {
-        guard let stored = state.products[name] else {
-            if let run = runs.removeValue(forKey: name) {
-                run.task.cancel()
-                await run.task.value
-            }
-            return
-        }
-        if stored.deleting {
-            await finishDeletion(stored)
-            return
-        }
-        if stored.paused {
-            if let run = runs.removeValue(forKey: name) {
-                run.task.cancel()
-                await run.task.value
-            }
-            if stored.status.phase != .paused {
+    private func stopRun(_ name: String) async {
+        guard let run = runs.removeValue(forKey: name) else { return }
+        run.task.cancel()
+        await run.task.value
+    }
+
+    private func reconcile(_ name: String) async -> ProductReconcile.Outcome {
+        if shuttingDown { return .done }
+        let desired = state.products[name]
+        let observed = ProductReconcile.Observed(runningBuild: runs[name]?.build, phase: desired?.status.phase,
+                                                 observedGeneration: desired?.status.observedGeneration)
+        for step in ProductReconcile.steps(desired: desired, observed: observed) {
+            // Each step reads the state again: an earlier one may have waited on a sink while
+            // an apply changed the product (which queued it again).
+            switch step {
+            case .stopPipeline:
+                await stopRun(name)
+            case .removePreviousOutput:
+                guard let stored = state.products[name], let previous = stored.pendingCleanup else { continue }
+                do {
+                    try await removeOutput(of: previous, product: name, destroyFile: previous.deletionPolicy == .delete
+                                           || sinks.location(of: previous) == sinks.location(of: stored.product.spec))
+                } catch {
+                    return cleanupFailed(name, error)
+                }
+                Failpoint.reached(.previousOutputRemoved)
+                do {
+                    try await commitProduct(name) { if $0.pendingCleanup == previous { $0.pendingCleanup = nil } }
+                } catch {
+                    return .retryWithBackoff(reason: "\(error)")
+                }
+            case .removeOutputs:
+                guard let stored = state.products[name], stored.deleting else { continue }
+                do {
+                    try await removeOutput(of: stored.product.spec, product: name,
+                                           destroyFile: stored.product.spec.deletionPolicy == .delete)
+                    if let previous = stored.pendingCleanup, previous.deletionPolicy == .delete {
+                        try await removeOutput(of: previous, product: name, destroyFile: true)
+                    }
+                    try await log.deleteTopic(DeadLetters.topic(for: name))
+                } catch {
+                    return cleanupFailed(name, error)
+                }
+            case .forget:
+                do {
+                    let forgotten = try await commit { current in
+                        // The clean-up awaited: an apply may have created the product again
+                        // meanwhile (an apply treats a product being deleted as absent). That one stays.
+                        guard current.products[name]?.deleting == true else { return (current, [], [], false) }
+                        var next = current
+                        next.products[name] = nil
+                        return (next, [], [name], true)
+                    }
+                    if forgotten {
+                        unsavedStatus.remove(name)
+                        logger.info("product deleted", metadata: ["product": "\(name)"])
+                    } else {
+                        logger.info("product re-created while its deletion finished", metadata: ["product": "\(name)"])
+                        requestReconcile(name)
+                    }
+                } catch {
+                    return .retryWithBackoff(reason: "\(error)")
+                }
+            case .reportPaused:
                 let now = clock()
                 var lifecycle = ProductLifecycle(now: now, backoff: configuration.backoff)
                 lifecycle.pausedByRequest(now: now)
+                let generation = desired?.generation ?? 0
                 updateStatus(name) { status in
                     status.phase = lifecycle.phase
                     status.conditions = lifecycle.conditions(now: now)
-                    status.observedGeneration = stored.generation
+                    status.observedGeneration = generation
                 }
-                save()
+            case .reportObservedGeneration:
+                let generation = desired?.generation ?? 0
+                updateStatus(name) { $0.observedGeneration = generation }
+            case .startPipeline:
+                guard !shuttingDown, let stored = state.products[name], !stored.deleting, !stored.paused else { continue }
+                if let reason = start(stored) { return .terminal(reason: reason) }
             }
-            return
         }
-        if let run = runs[name] {
-            if run.build == stored.build {
-                if state.products[name]?.status.observedGeneration != stored.generation {
-                    state.products[name]?.status.observedGeneration = stored.generation
-                    save()
-                }
-                return
-            }
-            run.task.cancel()
-            await run.task.value
-            runs[name] = nil
-        }
-        if let previous = stored.pendingCleanup {
-            await removeOutput(of: previous, product: name, destroyFile: previous.deletionPolicy == .delete
-                               || sinks.location(of: previous) == sinks.location(of: stored.product.spec))
-            Failpoint.reached(.previousOutputRemoved)
-            state.products[name]?.pendingCleanup = nil
-            save()
-        }
-        start(stored)
+        return .done
     }
 
-    /// Destroys an output, or detaches it (it stays, unmaintained).
-    private func removeOutput(of spec: DataProductSpec, product: String, destroyFile: Bool) async {
-        let sink = sinks.makeSink(for: spec, product: product, outputSchema: Schema(), keyField: spec.key)
-        do {
-            if destroyFile { try await sink.destroy() } else { try await sink.detach() }
-        } catch {
-            logger.error("cannot remove output", metadata: ["product": "\(product)", "error": "\(error)"])
+    /// An output could not be removed (its server is down, say): the product says so and the
+    /// reconcile is retried with backoff; nothing moves on until it is gone.
+    private func cleanupFailed(_ name: String, _ error: Error) -> ProductReconcile.Outcome {
+        let now = clock()
+        let message = "cannot remove the output: \(error); retrying"
+        updateStatus(name) { status in
+            let time = Timestamp.format(now)
+            status.conditions = [
+                Condition(type: "Ready", status: false, reason: "CleanupFailed", message: message, lastTransitionTime: time),
+                Condition(type: "Reconciling", status: true, reason: "RetryingWithBackoff", message: message, lastTransitionTime: time),
+                Condition(type: "Stalled", status: true, reason: "CleanupFailed", message: message, lastTransitionTime: time),
+            ]
         }
+        return .retryWithBackoff(reason: message)
+    }
+
+    /// Destroys an output, or detaches it (it stays, unmaintained), and forgets its checkpoint.
+    private func removeOutput(of spec: DataProductSpec, product: String, destroyFile: Bool) async throws {
+        let sink = sinks.makeSink(for: spec, product: product, outputSchema: Schema(), keyField: spec.key)
+        if destroyFile { try await sink.destroy() } else { try await sink.detach() }
         try? sinks.checkpoints.remove(product)
     }
 
-    private func finishDeletion(_ stored: StoredProduct) async {
-        let name = stored.product.name
-        if let run = runs.removeValue(forKey: name) {
-            run.task.cancel()
-            await run.task.value
-        }
-        await removeOutput(of: stored.product.spec, product: name, destroyFile: stored.product.spec.deletionPolicy == .delete)
-        if let previous = stored.pendingCleanup, previous.deletionPolicy == .delete {
-            await removeOutput(of: previous, product: name, destroyFile: true)
-        }
-        try? await log.deleteTopic(DeadLetters.topic(for: name))
-        // The clean-up awaited: an apply may have created the product again meanwhile (an
-        // apply treats a product being deleted as absent). That one stays.
-        guard state.products[name]?.deleting == true else {
-            logger.info("product re-created while its deletion finished", metadata: ["product": "\(name)"])
-            requestReconcile(name)
-            return
-        }
-        state.products[name] = nil
-        save()
-        logger.info("product deleted", metadata: ["product": "\(name)", "policy": "\(stored.product.spec.deletionPolicy.rawValue)"])
-    }
-
-    private func start(_ stored: StoredProduct) {
+    /// Starts the product's pipeline; returns why not when the spec cannot run (terminal).
+    private func start(_ stored: StoredProduct) -> String? {
         let name = stored.product.name
         let now = clock()
         var lifecycle = ProductLifecycle(now: now, backoff: configuration.backoff, failures: stored.status.failures ?? 0)
@@ -307,7 +423,7 @@ public actor Reconciler: Service {
                 status.phase = lifecycle.phase
                 status.conditions = lifecycle.conditions(now: now)
             }
-            return
+            return "InvalidSpec"
         }
         let startTime = stored.product.spec.backfill.startTime(createdAt: stored.buildStartedAt)
         let processor = RecordProcessor(plan: plan, startTime: startTime, endTime: stored.product.spec.backfill.endTime)
@@ -320,7 +436,6 @@ public actor Reconciler: Service {
             status.output = self.sinks.location(of: stored.product.spec)
             status.deadLetterTopic = DeadLetters.topic(for: name)
         }
-        save()
         let sink = sinks.makeSink(for: stored.product.spec, product: name, outputSchema: plan.outputSchema, keyField: plan.keyField,
                                   build: SinkBuild(number: stored.build, kind: stored.buildKind ?? .fresh))
         let stop = StopRequest()
@@ -330,6 +445,7 @@ public actor Reconciler: Service {
         }
         let task = Task { await self.supervise(pipeline, name: name, build: build) }
         runs[name] = Run(build: build, task: task, stop: stop, lifecycle: lifecycle)
+        return nil
     }
 
     /// Runs a pipeline until it is cancelled, retrying failures with backoff. Each retry
@@ -351,10 +467,10 @@ public actor Reconciler: Service {
         guard var stored = state.products[name] else { return }
         change(&stored.status)
         state.products[name] = stored
-        statusDirty = true
+        unsavedStatus.insert(name)
     }
 
-    private func pipelineProgressed(_ name: String, build: Int, _ progress: PipelineProgress) {
+    private func pipelineProgressed(_ name: String, build: Int, _ progress: PipelineProgress) async {
         guard var run = runs[name], run.build == build else { return }
         let now = clock()
         let previousPhase = run.lifecycle.phase
@@ -374,20 +490,18 @@ public actor Reconciler: Service {
             if progress.recordsLost > 0 { status.recordsLostToRetention = (status.recordsLostToRetention ?? 0) + progress.recordsLost }
             status.failures = lifecycle.failures > 0 ? lifecycle.failures : nil
         }
-        if state.products[name]?.acceptsLoss == true {
-            // This run started past the lost records (or found none): the acceptance is used.
-            state.products[name]?.acceptsLoss = nil
-            save()
-        }
         if previousPhase != lifecycle.phase {
             logger.info("product phase", metadata: ["product": "\(name)", "phase": "\(lifecycle.phase.rawValue)"])
-            save()
+        }
+        if state.products[name]?.acceptsLoss == true {
+            // This run started past the lost records (or found none): the acceptance is used.
+            try? await commitProduct(name) { $0.acceptsLoss = nil }
         }
     }
 
     /// Records the failure; returns how long to wait before the next attempt, or nil when
     /// there is to be none (the product waits for a person).
-    private func pipelineFailed(_ name: String, build: Int, _ error: Error) -> Duration? {
+    private func pipelineFailed(_ name: String, build: Int, _ error: Error) async -> Duration? {
         let now = clock()
         let lost = error as? RecordsLostToRetention
         let reason = lost != nil ? "RecordsLostToRetention" : (error as? SinkError)?.reason ?? "PipelineFailed"
@@ -405,7 +519,8 @@ public actor Reconciler: Service {
             status.conditions = lifecycle.conditions(now: now)
             status.failures = lifecycle.failures > 0 ? lifecycle.failures : nil
         }
-        save()
+        // Saved now, so that a restart keeps the count and does not retry at the fastest rate.
+        await flushStatus()
         if let lost {
             logger.error("records lost to retention", metadata: ["product": "\(name)", "lost": "\(lost.count)"])
             return nil

@@ -48,6 +48,13 @@ public enum Failpoint {
         /// The embedded log wrote half of one append's bytes (a torn write, as a crash or a
         /// power cut leaves it); they are not yet synced.
         case logAppendTorn = "log.append.torn"
+        /// The control store wrote half of one commit's bytes; they are not yet synced and
+        /// the writer has no answer.
+        case storeCommitTorn = "store.commit.torn"
+        /// The control store synced a commit; the writer has no answer yet.
+        case storeCommitSynced = "store.commit.synced"
+        /// The control store wrote its compacted copy; it has not yet replaced the log.
+        case storeCompactionWritten = "store.compaction.written"
     }
 
     /// Called where the named moment happens. Costs one load and a branch when off.

@@ -2,8 +2,8 @@ import CRC32C
 
 /// CRC-32C (Castagnoli), the checksum Kafka and most storage engines use per record: the
 /// SSE 4.2 instruction where the processor has it, else slicing-by-8 tables.
-enum CRC32C {
-    static func checksum(_ bytes: UnsafeRawBufferPointer) -> UInt32 {
+public enum CRC32C {
+    public static func checksum(_ bytes: UnsafeRawBufferPointer) -> UInt32 {
         var done: Int32 = 0
         let hardware = provision_crc32c_hardware(0xFFFF_FFFF, bytes.baseAddress, bytes.count, &done)
         if done != 0 { return hardware ^ 0xFFFF_FFFF }

@@ -44,6 +44,9 @@ struct APIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
             return APIRouter.error(error.status, code: Self.code(for: error.status), message: error.body ?? error.status.reasonPhrase)
         } catch let error as ControlStateNotSaved {
             return APIRouter.error(.serviceUnavailable, code: .stateNotSaved, message: error.description)
+        } catch let conflict as StoreConflict {
+            // Another server changed the object first: read it again and retry.
+            return APIRouter.error(.conflict, code: .conflict, message: "\(conflict); nothing was changed")
         } catch {
             context.logger.error("request failed", metadata: ["path": "\(request.uri.path)", "error": "\(error)"])
             return APIRouter.error(.internalServerError, code: .internal, message: "the request failed: \(error)")

@@ -111,10 +111,10 @@ public struct APIRouter: Sendable {
         }
         do {
             return Self.json(try await reconciler.apply(applyRequest))
-        } catch let rejected as ApplyRejected where rejected.isOwnershipConflict {
+        } catch let rejected as ApplyRejected where rejected.isConflict {
             let count = rejected.errors.count
             return Self.error(.conflict, code: .conflict,
-                              message: "\(count) object\(count == 1 ? " is" : "s are") managed by another writer; nothing was applied",
+                              message: "\(count) object\(count == 1 ? " is" : "s are") managed by another writer or changed since read; nothing was applied",
                               details: rejected.errors)
         } catch let rejected as ApplyRejected {
             let count = rejected.errors.count

@@ -43,14 +43,14 @@ public struct ProvisionServerRuntime: Sendable {
     public let reconciler: Reconciler
     public let logger: Logger
 
-    public init(options: Options, logger: Logger) throws {
+    public init(options: Options, logger: Logger) async throws {
         self.options = options
         self.logger = logger
         log = try EmbeddedEventLog(directory: "\(options.dataDirectory)/log", configuration: options.logConfiguration, logger: logger)
         let checkpoints = try FileCheckpointStore(directory: "\(options.dataDirectory)/checkpoints")
-        let store = try FileControlStore(directory: "\(options.dataDirectory)/control")
+        let store = try Reconciler.openEmbeddedStore(directory: "\(options.dataDirectory)/control", logger: logger)
         try FileManager.default.createDirectory(atPath: options.fileRoot, withIntermediateDirectories: true)
-        reconciler = try Reconciler(log: log, store: store,
+        reconciler = try await Reconciler(log: log, store: store,
                                     sinks: SinkFactory(fileRoot: options.fileRoot, checkpoints: checkpoints, logger: logger),
                                     configuration: .init(pipelineLimits: .init(batchRecordsMax: options.batchRecordsMax)),
                                     logger: logger)

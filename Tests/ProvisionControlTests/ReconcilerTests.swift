@@ -33,21 +33,29 @@ private func productSpec(where filter: String, path: String = "out/orders.jsonl"
 /// A store whose disk is full once `failing` is set.
 private final class FailingControlStore: ControlStore, @unchecked Sendable {
     private let lock = NSLock()
-    private var saved = ControlState()
+    private let stored: EmbeddedControlStore
     private var failingNow = false
+
+    init() throws {
+        stored = try EmbeddedControlStore(directory: NSTemporaryDirectory() + "provision-store-\(UUID().uuidString)")
+    }
 
     var failing: Bool {
         get { lock.withLock { failingNow } }
         set { lock.withLock { failingNow = newValue } }
     }
 
-    func load() throws -> ControlState { lock.withLock { saved } }
+    func load() throws -> ControlState { try ControlRecords.state(from: stored.snapshotNow()) }
 
-    func save(_ state: ControlState) throws {
-        try lock.withLock {
-            if failingNow { throw CocoaError(.fileWriteOutOfSpace) }
-            saved = state
-        }
+    func snapshot() async throws -> StoreSnapshot { stored.snapshotNow() }
+
+    func commit(_ writes: [RecordWrite], durable: Bool) async throws -> ResourceVersion {
+        if failing { throw CocoaError(.fileWriteOutOfSpace) }
+        return try stored.commitNow(writes, durable: durable)
+    }
+
+    func watch(from version: ResourceVersion) async throws -> AsyncThrowingStream<StoreEvent, Error> {
+        try await stored.watch(from: version)
     }
 }
 
@@ -58,12 +66,12 @@ private struct Harness {
     let reconciler: Reconciler
 
     init(directory: String = NSTemporaryDirectory() + "provision-control-\(UUID().uuidString)",
-         store: (any ControlStore)? = nil) throws {
+         store: (any ControlStore)? = nil) async throws {
         self.directory = directory
         log = try EmbeddedEventLog(directory: directory + "/log")
         let checkpoints = try FileCheckpointStore(directory: directory + "/checkpoints")
-        reconciler = try Reconciler(
-            log: log, store: store ?? FileControlStore(directory: directory + "/control"),
+        reconciler = try await Reconciler(
+            log: log, store: store ?? EmbeddedControlStore(directory: directory + "/control"),
             sinks: SinkFactory(fileRoot: directory + "/files", checkpoints: checkpoints),
             configuration: .init(backoff: RetryBackoff(initial: .milliseconds(20), cap: .milliseconds(200)),
                                  pipelineLimits: .init(batchRecordsMax: 500, idleWait: .milliseconds(50)),
@@ -102,7 +110,7 @@ private struct Harness {
 
 @Suite struct ReconcilerTests {
     @Test func appliesPlansRebuildsAndDeletesByPolicy() async throws {
-        let harness = try Harness()
+        let harness = try await Harness()
         let running = Task { try await harness.reconciler.run() }
         defer { running.cancel() }
 
@@ -135,7 +143,7 @@ private struct Harness {
     }
 
     @Test func retainKeepsTheOutputWhenTheProductGoes() async throws {
-        let harness = try Harness()
+        let harness = try await Harness()
         let running = Task { try await harness.reconciler.run() }
         defer { running.cancel() }
         _ = try await harness.apply(catalog, productSpec(where: "amount >= 50"))
@@ -147,7 +155,7 @@ private struct Harness {
     }
 
     @Test func anInvalidApplyChangesNothing() async throws {
-        let harness = try Harness()
+        let harness = try await Harness()
         await #expect(throws: ApplyRejected.self) {
             try await harness.apply(catalog, productSpec(where: "amout > 1"))
         }
@@ -156,7 +164,7 @@ private struct Harness {
     }
 
     @Test func pauseKeepsTheOutputAndResumeContinuesFromTheCheckpoint() async throws {
-        let harness = try Harness()
+        let harness = try await Harness()
         let running = Task { try await harness.reconciler.run() }
         defer { running.cancel() }
         _ = try await harness.apply(catalog, productSpec(where: "amount >= 50"))
@@ -176,7 +184,7 @@ private struct Harness {
     }
 
     @Test func aDatasetChangeRebuildsItsProductsOrIsRejectedIfItBreaksThem() async throws {
-        let harness = try Harness()
+        let harness = try await Harness()
         let running = Task { try await harness.reconciler.run() }
         defer { running.cancel() }
         _ = try await harness.apply(catalog, productSpec(where: "amount >= 50"))
@@ -204,7 +212,7 @@ private struct Harness {
     }
 
     @Test func twoProductsCannotShareAnOutput() async throws {
-        let harness = try Harness()
+        let harness = try await Harness()
         _ = try await harness.apply(catalog, productSpec(where: "amount >= 50"))
         let second = productSpec(where: "amount >= 10").replacingOccurrences(of: "name: big-orders", with: "name: other-orders")
         do {
@@ -219,7 +227,7 @@ private struct Harness {
     }
 
     @Test func aFailingSinkStallsWithTheReasonAndRecoversByItself() async throws {
-        let harness = try Harness()
+        let harness = try await Harness()
         // A file where the sink needs a directory: every attempt fails until it is removed.
         try FileManager.default.createDirectory(atPath: harness.directory + "/files", withIntermediateDirectories: true)
         _ = FileManager.default.createFile(atPath: harness.directory + "/files/blocked", contents: Data("x".utf8))
@@ -239,7 +247,7 @@ private struct Harness {
     @Test func specsStatusAndCheckpointsSurviveARestart() async throws {
         let directory = NSTemporaryDirectory() + "provision-control-\(UUID().uuidString)"
         do {
-            let harness = try Harness(directory: directory)
+            let harness = try await Harness(directory: directory)
             let running = Task { try await harness.reconciler.run() }
             _ = try await harness.apply(catalog, productSpec(where: "amount >= 50"))
             try await harness.produce(0..<400)
@@ -247,7 +255,7 @@ private struct Harness {
             running.cancel()
             try await running.value
         }
-        let harness = try Harness(directory: directory)
+        let harness = try await Harness(directory: directory)
         #expect(await harness.reconciler.product("big-orders")?.status.recordsWritten == 200)
         let running = Task { try await harness.reconciler.run() }
         defer { running.cancel() }
@@ -261,8 +269,8 @@ private struct Harness {
     /// A change that cannot be saved is not made: the request fails, and nothing of it is
     /// visible, now or after a restart.
     @Test func aChangeThatCannotBeSavedFailsTheRequestAndChangesNothing() async throws {
-        let store = FailingControlStore()
-        let harness = try Harness(store: store)
+        let store = try FailingControlStore()
+        let harness = try await Harness(store: store)
         _ = try await harness.apply(catalog)
         store.failing = true
         await #expect(throws: ControlStateNotSaved.self) {
@@ -283,7 +291,7 @@ private struct Harness {
     /// holds the whole topic, a caught-up one holds from its position, a paused one keeps
     /// holding it while records arrive.
     @Test func productsHoldTheRecordsTheyHaveNotReadAgainstRetention() async throws {
-        let harness = try Harness()
+        let harness = try await Harness()
         let orders = TopicPartition(topic: "orders", partition: 0)
         _ = try await harness.apply(catalog, productSpec(where: "amount > 10"))
         #expect(await harness.reconciler.unreadOffsets()[orders] == 0)
@@ -301,7 +309,7 @@ private struct Harness {
     /// Applies that each create a dataset await its topic; one made meanwhile must not be
     /// overwritten by another's older view of the state.
     @Test func concurrentAppliesLoseNothing() async throws {
-        let harness = try Harness()
+        let harness = try await Harness()
         try await withThrowingTaskGroup(of: Void.self) { group in
             for number in 0..<8 {
                 group.addTask {
@@ -318,7 +326,7 @@ private struct Harness {
     /// Deleted while its pipeline runs and applied again at once: the new product stays, with
     /// its own pipeline and a fresh output, and the deletion of the old one finishes.
     @Test func aProductAppliedAgainWhileItsDeletionFinishesStays() async throws {
-        let harness = try Harness()
+        let harness = try await Harness()
         let running = Task { try await harness.reconciler.run() }
         defer { running.cancel() }
         _ = try await harness.apply(catalog, productSpec(where: "amount >= 50", policy: "Delete"))

@@ -9,11 +9,11 @@ import ProvisionModel
 import ProvisionPipeline
 @testable import ProvisionServer
 
-private func makeApplication() throws -> some ApplicationProtocol {
+private func makeApplication() async throws -> some ApplicationProtocol {
     let directory = NSTemporaryDirectory() + "provision-api-\(UUID().uuidString)"
     let log = try EmbeddedEventLog(directory: directory + "/log")
-    let reconciler = try Reconciler(
-        log: log, store: FileControlStore(directory: directory + "/control"),
+    let reconciler = try await Reconciler(
+        log: log, store: EmbeddedControlStore(directory: directory + "/control"),
         sinks: SinkFactory(fileRoot: directory + "/files", checkpoints: FileCheckpointStore(directory: directory + "/checkpoints")),
         logger: Logger(label: "test"))
     return Application(router: APIRouter(reconciler: reconciler, log: log).build())

@@ -10,9 +10,15 @@ public struct ResourceMetadata: Sendable, Equatable, Codable {
     public var creationTimestamp: String
     /// The writer that manages the object: `cli`, `api:<team>`, `gitops:<source>`.
     public var managedBy: String?
+    /// Changes on every write of the object's spec (not of its status). An apply that
+    /// carries it changes the object only if it is still at this version (else `409 Conflict`).
+    public var resourceVersion: String?
 
-    public init(_ metadata: ObjectMetadata, generation: Int, creationTimestamp: String, managedBy: String? = nil) {
+    public init(_ metadata: ObjectMetadata, generation: Int, creationTimestamp: String, managedBy: String? = nil,
+                resourceVersion: String? = nil)
+    {
         self.managedBy = managedBy
+        self.resourceVersion = resourceVersion
         name = metadata.name
         team = metadata.team
         owner = metadata.owner
@@ -99,13 +105,19 @@ public struct PlannedChange: Sendable, Equatable, Codable {
     public var name: String
     public var action: Action
     public var detail: String?
+    /// For an update: the fields it changes.
+    public var fields: [FieldChange]?
 
-    public init(kind: SpecKind, name: String, action: Action, detail: String? = nil) {
+    public init(kind: SpecKind, name: String, action: Action, detail: String? = nil, fields: [FieldChange]? = nil) {
         self.kind = kind
         self.name = name
         self.action = action
         self.detail = detail
+        self.fields = fields
     }
+
+    /// Whether the change builds the output again from the start of the backfill.
+    public var rebuilds: Bool { action == .updateRebuild || action == .create }
 }
 
 public struct ApplyResponse: Sendable, Codable {
@@ -127,7 +139,7 @@ public enum APIErrorCode: String, Sendable, Codable, CaseIterable {
     case invalidTopic = "InvalidTopic"
     case notFound = "NotFound"
     case methodNotAllowed = "MethodNotAllowed"
-    /// The object is managed by another writer.
+    /// The object is managed by another writer, or changed since the version the request names.
     case conflict = "Conflict"
     case unsupported = "Unsupported"
     case payloadTooLarge = "PayloadTooLarge"

@@ -260,7 +260,7 @@ struct DocumentReader {
     }
 
     private mutating func readMetadata(_ node: Node) -> ObjectMetadata? {
-        guard let fields = fields(of: node, at: "metadata", allowed: ["name", "team", "owner", "description", "labels"]) else {
+        guard let fields = fields(of: node, at: "metadata", allowed: ["name", "team", "owner", "description", "labels", "resourceVersion"]) else {
             return nil
         }
         guard let name = name(required(fields, "name", in: node, at: "metadata"), at: "metadata.name", what: "name") else {
@@ -284,7 +284,18 @@ struct DocumentReader {
             team: fields["team"].flatMap { string($0, at: "metadata.team") },
             owner: fields["owner"].flatMap { string($0, at: "metadata.owner") },
             description: fields["description"].flatMap { string($0, at: "metadata.description") },
-            labels: labels)
+            labels: labels,
+            resourceVersion: fields["resourceVersion"].flatMap { resourceVersion($0) })
+    }
+
+    /// A version as the server reported it: digits (YAML may read them as a number).
+    private mutating func resourceVersion(_ node: Node) -> String? {
+        guard let text = string(node, at: "metadata.resourceVersion") else { return nil }
+        guard !text.isEmpty, text.count <= 20, text.allSatisfy({ $0.isASCII && $0.isNumber }), UInt64(text) != nil else {
+            fail(node, "metadata.resourceVersion", "expected the resourceVersion the server reported (digits), found '\(text)'")
+            return nil
+        }
+        return text
     }
 
     private mutating func readDatasetSpec(_ node: Node, name: String?) -> DatasetSpec? {

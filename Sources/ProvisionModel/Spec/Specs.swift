@@ -12,10 +12,14 @@ public struct ObjectMetadata: Sendable, Equatable, Codable {
     public var owner: String?
     public var description: String?
     public var labels: [String: String]?
+    /// As submitted: apply only if the stored object is still at this version (optimistic
+    /// concurrency); never stored.
+    public var resourceVersion: String?
 
     public init(name: String, team: String? = nil, owner: String? = nil, description: String? = nil,
-                labels: [String: String]? = nil)
+                labels: [String: String]? = nil, resourceVersion: String? = nil)
     {
+        self.resourceVersion = resourceVersion
         self.name = name
         self.team = team
         self.owner = owner

@@ -9,12 +9,16 @@ public struct StoredDataset: Sendable, Equatable, Codable {
     public var createdAt: TimestampMilliseconds
     /// Who manages it; nil in state saved before writers were recorded, which the CLI made.
     public var managedBy: Writer? = nil
+    /// The version of its record in the store (not part of the record).
+    public var resourceVersion: ResourceVersion = 0
 
     public var manager: Writer { managedBy ?? .cli }
+
+    enum CodingKeys: String, CodingKey { case dataset, generation, createdAt, managedBy }
 }
 
 /// A product as the control plane keeps it: the desired spec, which build of its output is
-/// current, and the last reported status.
+/// current, and the last reported status. The status is a record of its own in the store.
 public struct StoredProduct: Sendable, Equatable, Codable {
     public var product: DataProduct
     public var generation: Int
@@ -25,7 +29,7 @@ public struct StoredProduct: Sendable, Equatable, Codable {
     public var buildStartedAt: TimestampMilliseconds
     /// How the current build relates to the output of the previous one (nil: fresh).
     public var buildKind: SinkBuild.Kind? = nil
-    public var status: ProductStatus
+    public var status: ProductStatus = ProductStatus()
     /// Set while the product is being deleted, so a crash mid-delete finishes the job on restart.
     public var deleting: Bool
     /// A paused product keeps its output and checkpoint but reads nothing until resumed.
@@ -37,11 +41,42 @@ public struct StoredProduct: Sendable, Equatable, Codable {
     public var acceptsLoss: Bool? = nil
     /// Who manages it; nil in state saved before writers were recorded, which the CLI made.
     public var managedBy: Writer? = nil
+    /// The version of its spec record in the store (not part of the record); a status update
+    /// does not change it.
+    public var resourceVersion: ResourceVersion = 0
 
     public var manager: Writer { managedBy ?? .cli }
+
+    /// Everything but the status, which is stored apart, and the version, which the store keeps.
+    enum CodingKeys: String, CodingKey {
+        case product, generation, createdAt, build, buildStartedAt, buildKind, deleting, paused, pendingCleanup, acceptsLoss, managedBy
+    }
+
+    public init(product: DataProduct, generation: Int, createdAt: TimestampMilliseconds, build: Int,
+                buildStartedAt: TimestampMilliseconds, status: ProductStatus, deleting: Bool, paused: Bool,
+                pendingCleanup: DataProductSpec?)
+    {
+        self.product = product
+        self.generation = generation
+        self.createdAt = createdAt
+        self.build = build
+        self.buildStartedAt = buildStartedAt
+        self.status = status
+        self.deleting = deleting
+        self.paused = paused
+        self.pendingCleanup = pendingCleanup
+    }
+
+    /// The same product apart from its status.
+    func sameSpecRecord(as other: StoredProduct) -> Bool {
+        var this = self
+        this.status = other.status
+        this.resourceVersion = other.resourceVersion
+        return this == other
+    }
 }
 
-public struct ControlState: Sendable, Equatable, Codable {
+public struct ControlState: Sendable, Equatable {
     public var datasets: [String: StoredDataset] = [:]
     public var products: [String: StoredProduct] = [:]
 
@@ -53,31 +88,4 @@ public struct ControlStateNotSaved: Error, Sendable, CustomStringConvertible {
     public var cause: String
 
     public var description: String { "the change was not saved, so it was not made: \(cause)" }
-}
-
-/// Where specs and status live between restarts. A JSON file today; compacted topics when
-/// several servers share one control plane.
-public protocol ControlStore: Sendable {
-    func load() throws -> ControlState
-    func save(_ state: ControlState) throws
-}
-
-public struct FileControlStore: ControlStore {
-    public let path: String
-
-    public init(directory: String) throws {
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        path = "\(directory)/state.json"
-    }
-
-    public func load() throws -> ControlState {
-        guard let data = FileManager.default.contents(atPath: path) else { return ControlState() }
-        return try JSONDecoder().decode(ControlState.self, from: data)
-    }
-
-    public func save(_ state: ControlState) throws {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
-        try DurableFile.replace(path, with: try encoder.encode(state))
-    }
 }
