@@ -63,7 +63,54 @@ private func messages(_ body: () throws -> ApplyPlan) -> [String] {
     }
 }
 
+private func withVersion(_ yaml: String, _ version: String) -> String {
+    yaml.replacingOccurrences(of: "metadata: {name: eu, team: risk}", with: "metadata: {name: eu, team: risk, resourceVersion: \"\(version)\"}")
+}
+
 @Suite struct ApplyPlannerTests {
+    /// Optimistic concurrency: a document that says which version it was read at changes the
+    /// object only while it is still at that version; the version is never stored.
+    @Test func aDocumentReadAtAnOlderVersionIsAConflict() throws {
+        var current = try planner.plan(current: ControlState(), documents: documents(dataset, product("eu")), writer: risk, now: 5).next
+        current.products["eu"]?.resourceVersion = 7
+        let atSeven = try planner.plan(current: current, documents: documents(withVersion(product("eu", where: "amount > 2"), "7")),
+                                       writer: risk, now: 6)
+        #expect(atSeven.changes.map(\.action) == [.updateRebuild])
+        #expect(atSeven.next.products["eu"]?.product.metadata.resourceVersion == nil)
+        do {
+            _ = try planner.plan(current: current, documents: documents(withVersion(product("eu", where: "amount > 2"), "6")),
+                                 writer: risk, now: 6)
+            Issue.record("a stale version was applied")
+        } catch let rejected as ApplyRejected {
+            #expect(rejected.isConflict)
+            #expect(rejected.errors.map(\.path) == ["metadata.resourceVersion"])
+            #expect(rejected.errors[0].message.contains("changed since resourceVersion 6 (it is at 7 now)"))
+        }
+        // The same document at the current version but unchanged is no change.
+        let unchanged = try planner.plan(current: current, documents: documents(withVersion(product("eu"), "7")), writer: risk, now: 6)
+        #expect(unchanged.changes.map(\.action) == [.unchanged])
+        #expect(messages { try planner.plan(current: current, documents: documents(withVersion(product("asia"), "3")), writer: risk, now: 6) }
+                .isEmpty)  // only the named object is checked: asia carries no version here
+        let missing = withVersion(product("eu"), "3").replacingOccurrences(of: "name: eu", with: "name: gone")
+            .replacingOccurrences(of: "table: eu", with: "table: gone")
+        #expect(messages { try planner.plan(current: current, documents: documents(missing), writer: risk, now: 6) }
+                == ["specs.yaml:1:1: metadata.resourceVersion: product 'gone' does not exist, so it is not at resourceVersion 3"])
+    }
+
+    /// An update names each field it changes, with both values, and whether it rebuilds.
+    @Test func anUpdateListsTheFieldsItChanges() throws {
+        let current = try planner.plan(current: ControlState(), documents: documents(dataset, product("eu")), writer: risk, now: 5).next
+        let plan = try planner.plan(current: current, documents: documents(product("eu", where: "amount > 2")), writer: risk, now: 6)
+        let change = try #require(plan.changes.first)
+        #expect(change.action == .updateRebuild)
+        #expect(change.rebuilds)
+        #expect(change.fields == [FieldChange(path: "spec.where", from: "\"amount > 1\"", to: "\"amount > 2\"")])
+        let relabelled = product("eu").replacingOccurrences(of: "team: risk}", with: "team: risk, labels: {tier: gold}}")
+        let labels = try planner.plan(current: current, documents: documents(relabelled), writer: risk, now: 6)
+        #expect(labels.changes.first?.action == .update)
+        #expect(labels.changes.first?.rebuilds == false)
+        #expect(labels.changes.first?.fields == [FieldChange(path: "metadata.labels", from: nil, to: "{\"tier\":\"gold\"}")])
+    }
     @Test func whatAWriterCreatesItManages() throws {
         let plan = try planner.plan(current: ControlState(), documents: documents(dataset, product("eu")), writer: risk, now: 5)
         #expect(plan.changes.map(\.action) == [.create, .create])
