@@ -12,7 +12,7 @@ extension Reconciler {
         // Topics first: an empty topic is all that a rejected apply leaves behind.
         let created = Set(newTopics(preview))
         for topic in created.sorted() { try await createTopic(topic) }
-        let changes = try await commit { current in
+        var (changes, version) = try await commitVersioned { current in
             // Planned again against the state every earlier commit left: a change committed
             // while the topics were created is kept, not overwritten.
             let planned = try self.plan(request, against: current)
@@ -20,13 +20,25 @@ extension Reconciler {
                 throw ControlStateNotSaved(cause: "a dataset's topic changed while the apply ran; apply again")
             }
             let touched = planned.changes.filter { $0.action != .unchanged }
+            var changes = planned.changes
+            for index in changes.indices where changes[index].action == .unchanged {
+                changes[index].resourceVersion = Self.version(of: changes[index], in: current)
+            }
             return (planned.next, touched.filter { $0.kind == .dataset }.map(\.name),
-                    touched.filter { $0.kind == .dataProduct }.map(\.name), planned.changes)
+                    touched.filter { $0.kind == .dataProduct }.map(\.name), changes)
         }
-        for change in changes where change.kind == .dataProduct && change.action != .unchanged {
-            requestReconcile(change.name)
+        for index in changes.indices where changes[index].action != .unchanged {
+            changes[index].resourceVersion = version.map(String.init)
+            if changes[index].kind == .dataProduct { requestReconcile(changes[index].name) }
         }
         return ApplyResponse(dryRun: false, changes: changes)
+    }
+
+    private static func version(of change: PlannedChange, in state: ControlState) -> String? {
+        switch change.kind {
+        case .dataset: return state.datasets[change.name].map { String($0.resourceVersion) }
+        case .dataProduct: return state.products[change.name].map { String($0.resourceVersion) }
+        }
     }
 
     private nonisolated func newTopics(_ plan: ApplyPlan) -> [String] {
@@ -84,41 +96,44 @@ extension Reconciler {
     }
 
     /// Marks the product for deletion and returns at once; the reconciler stops it and
-    /// applies its deletion policy. Returns false if it does not exist.
-    public func deleteProduct(_ name: String) async throws -> Bool {
+    /// applies its deletion policy. Returns the product's version after the change, or nil
+    /// if it does not exist.
+    public func deleteProduct(_ name: String) async throws -> ResourceVersion? {
         try await changeProduct(name) { $0.deleting = true }
     }
 
     /// Stops or restarts a product's pipeline, keeping its output and checkpoint. Returns
-    /// false if it does not exist.
-    public func setPaused(_ name: String, _ paused: Bool) async throws -> Bool {
+    /// the product's version after the change, or nil if it does not exist.
+    public func setPaused(_ name: String, _ paused: Bool) async throws -> ResourceVersion? {
         try await changeProduct(name) { $0.paused = paused }
     }
 
     /// Resumes a product and, with `acceptingLoss`, lets its next run move past records
-    /// retention removed before it read them. Returns false if it does not exist.
-    public func resume(_ name: String, acceptingLoss: Bool) async throws -> Bool {
-        let changed = try await changeProduct(name) { stored in
+    /// retention removed before it read them. Returns the product's version after the
+    /// change, or nil if it does not exist.
+    public func resume(_ name: String, acceptingLoss: Bool) async throws -> ResourceVersion? {
+        let version = try await changeProduct(name) { stored in
             stored.paused = false
             if acceptingLoss { stored.acceptsLoss = true }
         }
         // A product stopped by the loss has no pipeline to wake: start it again.
-        if changed, acceptingLoss { await restartRun(name) }
-        return changed
+        if version != nil, acceptingLoss { await restartRun(name) }
+        return version
     }
 
     /// Commits a change to a product that is not being deleted and asks for its
-    /// reconciliation.
-    private func changeProduct(_ name: String, _ change: @escaping (inout StoredProduct) -> Void) async throws -> Bool {
-        let changed = try await commit { current in
-            guard var stored = current.products[name], !stored.deleting else { return (current, [], [], false) }
+    /// reconciliation. Returns the product's version after it (nil: no such product).
+    private func changeProduct(_ name: String, _ change: @escaping (inout StoredProduct) -> Void) async throws -> ResourceVersion? {
+        let (found, version) = try await commitVersioned { current -> (ControlState, [String], [String], ResourceVersion?) in
+            guard var stored = current.products[name], !stored.deleting else { return (current, [], [], nil) }
             change(&stored)
             var next = current
             next.products[name] = stored
-            return (next, [], [name], true)
+            return (next, [], [name], stored.resourceVersion)
         }
-        if changed { requestReconcile(name) }
-        return changed
+        guard let found else { return nil }
+        requestReconcile(name)
+        return version ?? found  // no version: the change changed nothing
     }
 
     public func datasets() async throws -> [DatasetResource] {
@@ -150,10 +165,10 @@ extension Reconciler {
     }
 
     private func resource(_ stored: StoredProduct) -> ProductResource {
-        ProductResource(
-            metadata: ResourceMetadata(stored.product.metadata, generation: stored.generation,
-                                       creationTimestamp: Timestamp.format(stored.createdAt), managedBy: stored.manager.rawValue,
-                                       resourceVersion: String(stored.resourceVersion)),
-            spec: stored.product.spec, status: stored.status)
+        var metadata = ResourceMetadata(stored.product.metadata, generation: stored.generation,
+                                        creationTimestamp: Timestamp.format(stored.createdAt), managedBy: stored.manager.rawValue,
+                                        resourceVersion: String(stored.resourceVersion))
+        metadata.deleting = stored.deleting ? true : nil
+        return ProductResource(metadata: metadata, spec: stored.product.spec, status: stored.status)
     }
 }

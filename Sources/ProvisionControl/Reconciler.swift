@@ -210,12 +210,20 @@ public actor Reconciler: Service {
         durable: Bool = true,
         _ change: (_ current: ControlState) throws -> (next: ControlState, datasets: [String], products: [String], result: Result)
     ) async throws -> Result {
+        try await commitVersioned(durable: durable, change).result
+    }
+
+    /// `commit`, also returning the version the commit took (nil when there was nothing to write).
+    func commitVersioned<Result: Sendable>(
+        durable: Bool = true,
+        _ change: (_ current: ControlState) throws -> (next: ControlState, datasets: [String], products: [String], result: Result)
+    ) async throws -> (result: Result, version: ResourceVersion?) {
         await lockCommits()
         defer { unlockCommits() }
         let current = state
         let (next, datasets, products, result) = try change(current)
         let writes = ControlRecords.writes(from: current, to: next, datasets: datasets, products: products)
-        guard !writes.isEmpty else { return result }
+        guard !writes.isEmpty else { return (result, nil) }
         let version: ResourceVersion
         do {
             version = try await store.commit(writes, durable: durable)
@@ -234,7 +242,7 @@ public actor Reconciler: Service {
                 unsavedStatus.remove(write.key.name)
             }
         }
-        return result
+        return (result, version)
     }
 
     /// Commits a change to one product's spec record (nothing when it is gone).

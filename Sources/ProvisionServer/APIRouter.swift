@@ -32,26 +32,26 @@ public struct APIRouter: Sendable {
         }
         routes.add(.delete, "/v1/products/:name") { _, context in
             let name = try context.parameters.require("name")
-            guard try await self.reconciler.deleteProduct(name) else {
+            guard let version = try await self.reconciler.deleteProduct(name) else {
                 return Self.error(.notFound, code: .notFound, message: "product '\(name)' does not exist")
             }
-            return Self.json(["deleted": name], status: .accepted)
+            return Self.json(["deleted": name, "resourceVersion": String(version)], status: .accepted)
         }
         routes.add(.post, "/v1/products/:name/pause") { _, context in
             let name = try context.parameters.require("name")
-            guard try await self.reconciler.setPaused(name, true) else {
+            guard let version = try await self.reconciler.setPaused(name, true) else {
                 return Self.error(.notFound, code: .notFound, message: "product '\(name)' does not exist")
             }
-            return Self.json(["paused": name], status: .accepted)
+            return Self.json(["paused": name, "resourceVersion": String(version)], status: .accepted)
         }
         // `?acceptLoss=true` also lets a product stopped by records lost to retention go on.
         routes.add(.post, "/v1/products/:name/resume") { request, context in
             let name = try context.parameters.require("name")
             let acceptLoss = request.uri.queryParameters.get("acceptLoss") == "true"
-            guard try await self.reconciler.resume(name, acceptingLoss: acceptLoss) else {
+            guard let version = try await self.reconciler.resume(name, acceptingLoss: acceptLoss) else {
                 return Self.error(.notFound, code: .notFound, message: "product '\(name)' does not exist")
             }
-            return Self.json(["resumed": name], status: .accepted)
+            return Self.json(["resumed": name, "resourceVersion": String(version)], status: .accepted)
         }
         routes.add(.post, "/v1/products/:name/redeliver") { _, context in
             let name = try context.parameters.require("name")

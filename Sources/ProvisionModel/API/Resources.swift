@@ -13,6 +13,8 @@ public struct ResourceMetadata: Sendable, Equatable, Codable {
     /// Changes on every write of the object's spec (not of its status). An apply that
     /// carries it changes the object only if it is still at this version (else `409 Conflict`).
     public var resourceVersion: String?
+    /// Set while the object is being deleted (its outputs removed by its deletion policy).
+    public var deleting: Bool?
 
     public init(_ metadata: ObjectMetadata, generation: Int, creationTimestamp: String, managedBy: String? = nil,
                 resourceVersion: String? = nil)
@@ -107,6 +109,8 @@ public struct PlannedChange: Sendable, Equatable, Codable {
     public var detail: String?
     /// For an update: the fields it changes.
     public var fields: [FieldChange]?
+    /// The object's version once applied (the commit's for a change; unset in a dry run).
+    public var resourceVersion: String?
 
     public init(kind: SpecKind, name: String, action: Action, detail: String? = nil, fields: [FieldChange]? = nil) {
         self.kind = kind
