@@ -471,10 +471,14 @@ public actor Reconciler: Service {
         }
     }
 
+    /// Changes a product's status in memory; it is written with the next flush, and only if
+    /// it changed (an idle product reporting the same position writes nothing).
     private func updateStatus(_ name: String, _ change: (inout ProductStatus) -> Void) {
-        guard var stored = state.products[name] else { return }
-        change(&stored.status)
-        state.products[name] = stored
+        guard var status = state.products[name]?.status else { return }
+        let before = status
+        change(&status)
+        guard status != before else { return }
+        state.products[name]?.status = status
         unsavedStatus.insert(name)
     }
 
@@ -484,12 +488,17 @@ public actor Reconciler: Service {
         let previousPhase = run.lifecycle.phase
         let advanced = run.lastOffsets.map { $0 != progress.checkpoint.offsets } ?? false
         run.lastOffsets = progress.checkpoint.offsets
+        let previousLifecycle = run.lifecycle
         run.lifecycle.progressed(caughtUp: progress.caughtUp, advanced: advanced, now: now)
         runs[name] = run
         let lifecycle = run.lifecycle
+        // Conditions are built only on a transition: an idle product reports every second.
+        let transitioned = lifecycle != previousLifecycle
         updateStatus(name) { status in
-            status.phase = lifecycle.phase
-            status.conditions = lifecycle.conditions(now: now)
+            if transitioned || status.conditions.isEmpty {
+                status.phase = lifecycle.phase
+                status.conditions = lifecycle.conditions(now: now)
+            }
             status.lag = progress.lag
             status.recordsWritten = progress.checkpoint.recordsWritten
             status.lateRecords = progress.checkpoint.joins?.late
