@@ -70,22 +70,31 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
-        // REST API.
+        // REST API: the model and the control plane only.
         .target(
             name: "ProvisionServer",
             dependencies: [
-                "ProvisionModel", "ProvisionLog", "ProvisionControl",
+                "ProvisionModel", "ProvisionControl",
+                .product(name: "Hummingbird", package: "hummingbird"),
+            ]
+        ),
+        // The composition root: which log, which control store, which services a server runs.
+        .target(
+            name: "ProvisionRuntime",
+            dependencies: [
+                "ProvisionModel", "ProvisionLog", "ProvisionPipeline", "ProvisionSinks", "ProvisionControl", "ProvisionServer",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         // The command-line interface.
         .target(
             name: "ProvisionCommands",
             dependencies: [
-                "ProvisionModel", "ProvisionLog", "ProvisionControl", "ProvisionServer",
+                "ProvisionModel", "ProvisionLog", "ProvisionControl", "ProvisionRuntime",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -96,7 +105,7 @@ let package = Package(
         .executableTarget(name: "provisionctl", dependencies: ["ProvisionCommands"]),
 
         .testTarget(name: "ProvisionModelTests", dependencies: ["ProvisionModel"]),
-        .testTarget(name: "ProvisionLogTests", dependencies: ["ProvisionLog"]),
+        .testTarget(name: "ProvisionLogTests", dependencies: ["ProvisionModel", "ProvisionLog"]),
         .testTarget(name: "ProvisionPipelineTests", dependencies: ["ProvisionPipeline", "ProvisionSinks"]),
         .testTarget(name: "ProvisionControlTests", dependencies: ["ProvisionControl"]),
         .testTarget(

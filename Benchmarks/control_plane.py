@@ -143,7 +143,7 @@ def status_update_bytes(server):
     """Bytes written while one product's status changes: one record produced to the topic
     only `solo` reads, then long enough for status to be written (the resync is 2 s)."""
     before_records = server.get("/v1/products/solo")["status"]["recordsWritten"]
-    time.sleep(3)  # let any earlier status writes finish
+    time.sleep(6)  # let earlier writes (the last status flush, the changed product's clean-up) finish
     before = server.written_bytes()
     data = json.dumps({"order_id": f"o-{time.time()}", "amount": 5}).encode()
     request = urllib.request.Request(server.url + "/v1/topics/solo/records?key=order_id", data=data, method="POST",

@@ -1,7 +1,6 @@
 import ArgumentParser
 import Foundation
 import ProvisionModel
-import ProvisionServer
 
 struct ProduceCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

@@ -7,7 +7,7 @@ import Logging
 import ProvisionControl
 import ProvisionLog
 import ProvisionModel
-import ProvisionServer
+import ProvisionRuntime
 import ServiceLifecycle
 
 struct ServeCommand: AsyncParsableCommand {

@@ -15,6 +15,8 @@ public struct RedeliveryResult: Sendable, Codable, Equatable {
 public enum RedeliveryError: Error, Sendable {
     case notFound(String)
     case unsupported(String)
+    /// The sink's destination failed; `reason` is the sink's stable code.
+    case sinkFailed(reason: String, message: String)
 }
 
 extension Reconciler {
@@ -22,6 +24,14 @@ extension Reconciler {
     /// redelivery stopped up to the topic's end now. Each record goes out with its original
     /// source position, so its record id is the one the receiver saw the first time.
     public func redeliver(_ name: String) async throws -> RedeliveryResult {
+        do {
+            return try await redeliverNow(name)
+        } catch let error as SinkError {
+            throw RedeliveryError.sinkFailed(reason: error.reason, message: error.message)
+        }
+    }
+
+    private func redeliverNow(_ name: String) async throws -> RedeliveryResult {
         guard let stored = currentState.products[name], !stored.deleting else { throw RedeliveryError.notFound(name) }
         guard case .webhook = stored.product.spec.sink else {
             // Writing an old version again would set a table row or a document back.

@@ -31,10 +31,7 @@ public final class EmbeddedEventLog: EventLog, @unchecked Sendable {
         }
     }
 
-    public static func isValidTopicName(_ name: String) -> Bool {
-        !name.isEmpty && name.count <= 200 && name != "." && name != ".."
-            && name.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "." || $0 == "_" || $0 == "-") }
-    }
+    public static func isValidTopicName(_ name: String) -> Bool { TopicName.isValid(name) }
 
     private func partitionLog(_ partition: TopicPartition) throws -> PartitionLog {
         lock.lock()

@@ -1,21 +1,17 @@
 import Foundation
 import Hummingbird
 import ProvisionControl
-import ProvisionLog
 import ProvisionModel
-import ProvisionPipeline
 
 /// The REST API: JSON in and out, errors as `{"error": {"code", "message", "details"}}` with
 /// stable codes.
 public struct APIRouter: Sendable {
     public let reconciler: Reconciler
-    public let log: any EventLog
     /// The largest request body accepted, such as a batch of records to produce.
     public var requestBytesMax = 64 * 1024 * 1024
 
-    public init(reconciler: Reconciler, log: any EventLog) {
+    public init(reconciler: Reconciler) {
         self.reconciler = reconciler
-        self.log = log
     }
 
     public func build() -> Router<BasicRequestContext> {
@@ -61,8 +57,8 @@ public struct APIRouter: Sendable {
                 return Self.error(.notFound, code: .notFound, message: "product '\(name)' does not exist")
             } catch RedeliveryError.unsupported(let message) {
                 return Self.error(.conflict, code: .unsupported, message: message)
-            } catch let error as SinkError {
-                return Self.error(.serviceUnavailable, code: APIErrorCode(rawValue: error.reason) ?? .sinkUnavailable, message: error.message)
+            } catch RedeliveryError.sinkFailed(let reason, let message) {
+                return Self.error(.serviceUnavailable, code: APIErrorCode(rawValue: reason) ?? .sinkUnavailable, message: message)
             }
         }
         routes.add(.get, "/v1/datasets") { _, _ in Self.json(try await self.reconciler.datasets()) }
@@ -73,7 +69,7 @@ public struct APIRouter: Sendable {
             }
             return Self.json(dataset)
         }
-        routes.add(.get, "/v1/topics") { _, _ in Self.json(try await self.log.describeTopics()) }
+        routes.add(.get, "/v1/topics") { _, _ in Self.json(try await self.reconciler.topics.describe()) }
         routes.add(.post, "/v1/topics/:topic/records") { request, context in
             try await self.produce(request, topic: try context.parameters.require("topic"))
         }
@@ -141,44 +137,24 @@ public struct APIRouter: Sendable {
         } catch {
             return Self.error(.badRequest, code: .invalidRecord, message: "\(error); nothing was appended")
         }
-        guard EmbeddedEventLog.isValidTopicName(topic) else {
+        guard TopicName.isValid(topic) else {
             return Self.error(.badRequest, code: .invalidTopic, message: "'\(topic)' is not a valid topic name")
         }
-        try await log.createTopic(topic, partitions: 1)
-        let partition = TopicPartition(topic: topic, partition: 0)
-        let first = records.isEmpty ? try await log.endOffset(of: partition) : try await log.append(records, to: partition)
+        let first = try await reconciler.topics.append(records, to: topic)
         return Self.json(ProduceResponse(topic: topic, partition: 0, firstOffset: first, count: records.count))
     }
 
     private func readRecords(_ request: Request, topic: String) async throws -> Response {
         let parameters = request.uri.queryParameters
-        guard try await log.partitionCount(of: topic) != nil else {
+        let limit = min(max(parameters.get("limit").flatMap(Int.init) ?? 100, 1), 10_000)
+        // Long polling: `wait` milliseconds for records to arrive when there are none yet.
+        let wait = parameters.get("wait").flatMap(Int.init).map { Duration.milliseconds(min($0, 30_000)) }
+        guard let page = try await reconciler.topics.page(of: topic, from: parameters.get("from").flatMap(Int64.init),
+                                                          limit: limit, wait: wait)
+        else {
             return Self.error(.notFound, code: .notFound, message: "topic '\(topic)' does not exist")
         }
-        let partition = TopicPartition(topic: topic, partition: 0)
-        let limit = min(max(parameters.get("limit").flatMap(Int.init) ?? 100, 1), 10_000)
-        let end = try await log.endOffset(of: partition)
-        var from = parameters.get("from").flatMap(Int64.init) ?? max(0, end - Int64(limit))
-        if from < 0 { from = max(0, end + from) }
-        // Long polling: `wait` milliseconds for records to arrive when there are none yet.
-        if let waitMilliseconds = parameters.get("wait").flatMap(Int.init), from >= end, waitMilliseconds > 0 {
-            try await log.waitForRecords(in: partition, at: from, timeout: .milliseconds(min(waitMilliseconds, 30_000)))
-        }
-        let stored = try await log.read(partition, from: from, maxRecords: limit, maxBytes: 8 * 1024 * 1024)
-        let views = stored.map { record in
-            RecordView(
-                partition: 0, offset: record.offset, time: Timestamp.format(record.record.timestamp),
-                key: record.record.key.map { String(decoding: $0, as: UTF8.self) },
-                value: record.record.value.map { bytes in
-                    (try? JSONParser.parse(bytes)) ?? .string(String(decoding: bytes, as: UTF8.self))
-                },
-                headers: record.record.headers.isEmpty ? nil : Dictionary(
-                    record.record.headers.map { ($0.name, String(decoding: $0.value, as: UTF8.self)) },
-                    uniquingKeysWith: { _, last in last }))
-        }
-        let logStart = try await log.startOffset(of: partition)
-        let next = stored.last.map { $0.offset + 1 } ?? max(from, logStart)
-        return Self.json(RecordsPage(records: views, nextOffset: next, endOffset: try await log.endOffset(of: partition)).json)
+        return Self.json(page.json)
     }
 
     // MARK: Responses

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import ProvisionLog
+import ProvisionModel
 #if canImport(Glibc)
 import Glibc
 #endif

@@ -16,7 +16,7 @@ private func makeApplication() async throws -> some ApplicationProtocol {
         log: log, store: EmbeddedControlStore(directory: directory + "/control"),
         sinks: SinkFactory(fileRoot: directory + "/files", checkpoints: FileCheckpointStore(directory: directory + "/checkpoints")),
         logger: Logger(label: "test"))
-    return Application(router: APIRouter(reconciler: reconciler, log: log).build())
+    return Application(router: APIRouter(reconciler: reconciler).build())
 }
 
 private func json(_ buffer: ByteBuffer) throws -> [String: Any] {

@@ -7,9 +7,12 @@ import ProvisionControl
 import ProvisionLog
 import ProvisionModel
 import ProvisionPipeline
+import ProvisionServer
+import ProvisionSinks
 import ServiceLifecycle
 
-/// Everything `serve` starts, wired in dependency order: the log, the reconciler, log
+/// The composition root: which event log, which control store and which sinks a server runs
+/// on, and every service `serve` starts, wired in dependency order: the log, the reconciler, log
 /// retention, any extra services, and the HTTP API last, so that it shuts down first and
 /// the pipelines drain behind it.
 public struct ProvisionServerRuntime: Sendable {
@@ -58,7 +61,7 @@ public struct ProvisionServerRuntime: Sendable {
 
     /// Runs until SIGTERM or SIGINT, then shuts down gracefully and returns.
     public func run(extraServices: [any Service] = [], onReady: @escaping @Sendable () async -> Void = {}) async throws {
-        let router = APIRouter(reconciler: reconciler, log: log).build()
+        let router = APIRouter(reconciler: reconciler).build()
         let application = Application(
             router: router,
             server: .http1(configuration: .init(idleTimeout: TimeAmount(options.httpIdleTimeout))),

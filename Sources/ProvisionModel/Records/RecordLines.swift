@@ -1,6 +1,3 @@
-import ProvisionLog
-import ProvisionModel
-
 /// Turns JSON Lines into log records, all or nothing: the first bad line fails the whole
 /// input with its line number.
 public enum RecordLines {
