@@ -76,6 +76,7 @@ let package = Package(
             dependencies: [
                 "ProvisionModel", "ProvisionControl",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
         // The composition root: which log, which control store, which services a server runs.

@@ -53,6 +53,35 @@ extension Reconciler {
                                 prune: request.prune, force: request.force ?? false, now: currentTime)
     }
 
+    /// Every change to a dataset, a product or a product's status committed after `version`
+    /// (nil: from now on), in order. Throws `WatchExpired` when those changes are no longer
+    /// all kept.
+    public func watch(from version: ResourceVersion?) async throws -> AsyncThrowingStream<WatchEvent, Error> {
+        let start: ResourceVersion
+        if let version { start = version } else { start = try await store.snapshot().resourceVersion }
+        let events = try await store.watch(from: start)
+        return AsyncThrowingStream { continuation in
+            let forward = Task {
+                do {
+                    for try await event in events {
+                        let kind: WatchEvent.Kind
+                        switch event.key.kind {
+                        case .dataset: kind = .dataset
+                        case .product: kind = .dataProduct
+                        case .productStatus: kind = .productStatus
+                        }
+                        continuation.yield(WatchEvent(type: event.value == nil ? .deleted : .changed, kind: kind,
+                                                      name: event.key.name, resourceVersion: String(event.resourceVersion)))
+                    }
+                    continuation.finish()
+                } catch {
+                    continuation.finish(throwing: error)
+                }
+            }
+            continuation.onTermination = { _ in forward.cancel() }
+        }
+    }
+
     /// Per partition of every topic a product reads, the lowest offset some product has not
     /// read yet: retention by age keeps those records. A paused or stalled product holds its
     /// position; a product without a checkpoint yet, and every joined dataset (read from its

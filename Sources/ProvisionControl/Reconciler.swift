@@ -63,7 +63,7 @@ public actor Reconciler: Service {
     }
 
     private let log: any EventLog
-    private let store: any ControlStore
+    let store: any ControlStore
     private let sinks: SinkFactory
     /// Plans applies by the sink factory's rules for outputs.
     let planner: ApplyPlanner

@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 import ProvisionControl
 import ProvisionModel
+import ServiceLifecycle
 
 /// The REST API: JSON in and out, errors as `{"error": {"code", "message", "details"}}` with
 /// stable codes.
@@ -69,6 +70,8 @@ public struct APIRouter: Sendable {
             }
             return Self.json(dataset)
         }
+        // Changes as JSON lines, from `?resourceVersion=N` (exclusive) or from now.
+        routes.add(.get, "/v1/watch") { request, _ in try await self.watch(request) }
         routes.add(.get, "/v1/topics") { _, _ in Self.json(try await self.reconciler.topics.describe()) }
         routes.add(.post, "/v1/topics/:topic/records") { request, context in
             try await self.produce(request, topic: try context.parameters.require("topic"))
@@ -157,6 +160,55 @@ public struct APIRouter: Sendable {
         return Self.json(page.json)
     }
 
+    private func watch(_ request: Request) async throws -> Response {
+        let requested = request.uri.queryParameters.get("resourceVersion")
+        let version = requested.flatMap { UInt64($0) }
+        if requested != nil, version == nil {
+            return Self.error(.badRequest, code: .invalidRequest, message: "resourceVersion must be digits")
+        }
+        let events: AsyncThrowingStream<WatchEvent, Error>
+        do {
+            events = try await reconciler.watch(from: version)
+        } catch let expired as WatchExpired {
+            return Self.error(.gone, code: .expired, message: expired.description)
+        }
+        // Lines go through a stream of their own, which a graceful shutdown finishes: an
+        // open watch must not hold the server's drain (it would wait for it forever).
+        // Bounded: for a client that stops reading, the stream ends after the lines it holds
+        // (all in order, no gap), and the client resumes from the last version it read.
+        let (lines, continuation) = AsyncStream.makeStream(of: ByteBuffer.self, bufferingPolicy: .bufferingOldest(8192))
+        let forward = Task {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys]
+            do {
+                for try await event in events {
+                    var line = try encoder.encode(event)
+                    line.append(0x0A)
+                    if case .dropped = continuation.yield(ByteBuffer(bytes: line)) { break }
+                }
+            } catch let expired as WatchExpired {
+                // Fell too far behind: one last line says so, and the watcher lists again.
+                let body = APIErrorBody(code: .expired, message: expired.description)
+                if var line = try? encoder.encode(body) {
+                    line.append(0x0A)
+                    continuation.yield(ByteBuffer(bytes: line))
+                }
+            } catch {}
+            continuation.finish()
+        }
+        continuation.onTermination = { _ in forward.cancel() }
+        var headers = HTTPFields()
+        headers[.contentType] = "application/x-ndjson"
+        return Response(status: .ok, headers: headers, body: ResponseBody { writer in
+            try await withGracefulShutdownHandler {
+                for await line in lines { try await writer.write(line) }
+            } onGracefulShutdown: {
+                continuation.finish()
+            }
+            try await writer.finish(nil)
+        })
+    }
+
     // MARK: Responses
 
     static func json<T: Encodable>(_ value: T, status: HTTPResponse.Status = .ok) -> Response {
@@ -181,3 +233,4 @@ public struct APIRouter: Sendable {
         json(APIErrorBody(code: code, message: message, details: details), status: status)
     }
 }
+

@@ -1,4 +1,6 @@
+import AsyncHTTPClient
 import Foundation
+import NIOCore
 import Testing
 
 /// A product whose output is a file that its deletion removes.
@@ -52,10 +54,13 @@ private func apply(_ server: ServerProcess, _ documents: [String]) async throws 
     return try await httpRequest(.POST, server.url + "/v1/apply", body: try JSONSerialization.data(withJSONObject: body))
 }
 
-/// The version the apply gave the product, from its answer.
-private func appliedVersion(_ reply: HTTPReply, product: String) -> UInt64? {
+/// The version the apply gave the product (or dataset), from its answer.
+private func appliedVersion(_ reply: HTTPReply, product: String? = nil, dataset: String? = nil) -> UInt64? {
     let changes = (reply.json as? [String: Any])?["changes"] as? [[String: Any]] ?? []
-    let change = changes.first { $0["kind"] as? String == "DataProduct" && $0["name"] as? String == product }
+    let change = changes.first {
+        product != nil ? $0["kind"] as? String == "DataProduct" && $0["name"] as? String == product
+            : $0["kind"] as? String == "Dataset" && $0["name"] as? String == dataset
+    }
     return (change?["resourceVersion"] as? String).flatMap { UInt64($0) }
 }
 
@@ -244,5 +249,45 @@ private func checkLastWrites(_ server: ServerProcess, _ last: [String: Int?], wh
         let message = ((error?["details"] as? [[String: Any]])?.first?["message"] as? String) ?? ""
         #expect(message.hasPrefix("product 'p' was changed since resourceVersion \(version) (it is at "), "\(message)")
         #expect((try await server.fetchProduct("p")?["spec"] as? [String: Any])?["where"] as? String == "amount > 30")
+    }
+
+    /// `GET /v1/watch` streams each change after the version given, in order: a product
+    /// created, its status as it starts, its deletion. A restarted server keeps no history,
+    /// so a watch from before its start is `410 Expired` (list again, then watch).
+    @Test func aWatchStreamsEveryChangeAfterItsVersion() async throws {
+        let server = ServerProcess()
+        try await server.start()
+        defer { server.stop() }
+        let created = try await apply(server, [catalogSpec])
+        let start = try #require(appliedVersion(created, dataset: "orders"))
+        var request = HTTPClientRequest(url: server.url + "/v1/watch?resourceVersion=\(start)")
+        request.method = .GET
+        let response = try await testHTTPClient.execute(request, deadline: .now() + .seconds(60))
+        #expect(response.status.code == 200)
+        #expect(try await apply(server, [controlProduct("watched", threshold: 5)]).status == 200)
+        #expect(try await httpRequest(.DELETE, server.url + "/v1/products/watched").status == 202)
+        var seen: [[String: String]] = []
+        var buffered = Data()
+        reading: for try await chunk in response.body {
+            buffered.append(contentsOf: chunk.readableBytesView)
+            while let newline = buffered.firstIndex(of: 0x0A) {
+                let line = buffered[buffered.startIndex..<newline]
+                buffered = Data(buffered[(newline + 1)...])
+                seen.append(try JSONSerialization.jsonObject(with: line) as! [String: String])
+                if seen.last?["kind"] == "DataProduct", seen.last?["type"] == "deleted" { break reading }
+            }
+        }
+        let product = seen.filter { $0["kind"] == "DataProduct" }.map { $0["type"]! }
+        // Created, marked for deletion, then forgotten once its output was removed.
+        #expect(product == ["changed", "changed", "deleted"], "\(seen)")
+        #expect(seen.contains { $0["kind"] == "ProductStatus" && $0["name"] == "watched" && $0["type"] == "changed" })
+        let versions = seen.compactMap { $0["resourceVersion"].flatMap { UInt64($0) } }
+        #expect(versions == versions.sorted() && versions.first.map { $0 > start } == true)
+
+        #expect(server.stop() == 0)
+        try await server.start()
+        let expired = try await httpRequest(.GET, server.url + "/v1/watch?resourceVersion=\(start)")
+        #expect(expired.status == 410)
+        #expect(((expired.json as? [String: Any])?["error"] as? [String: Any])?["code"] as? String == "Expired")
     }
 }

@@ -176,9 +176,10 @@ struct ElasticsearchSinkTests {
     @Test(arguments: elasticsearchServers)
     func killedMidBackfillTheIndexHoldsExactlyTheExpectedDocuments(_ elasticsearch: ElasticsearchServer) async throws {
         let server = ServerProcess()
-        let orders = TestOrder.generate(count: 600_000, end: Date(), days: 100, seed: 91)
+        let orders = TestOrder.generate(count: 60_000, end: Date(), days: 100, seed: 91)
         try await seedLog(server, orders)
-        // Killed at a chosen moment: after the second batch is committed.
+        // Killed at a chosen moment: after the second of twelve batches is committed.
+        server.arguments = ["--batch-records", "5000"]
         server.environment["PROVISION_FAILPOINTS"] = "pipeline.batch.committed=kill@2"
         try await server.start()
         let index = "killed-\(UUID().uuidString.prefix(8).lowercased())"

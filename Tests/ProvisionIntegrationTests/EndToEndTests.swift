@@ -166,11 +166,12 @@ func seedLog(_ server: ServerProcess, _ orders: [TestOrder]) async throws {
 
     @Test func killedMidBackfillResumesWithExactlyTheExpectedLines() async throws {
         let server = ServerProcess()
-        // A million orders straight into the embedded log before the server starts.
-        let orders = TestOrder.generate(count: 1_000_000, end: Date(), days: 360, seed: 11)
+        // 200,000 orders straight into the embedded log before the server starts.
+        let orders = TestOrder.generate(count: 200_000, end: Date(), days: 360, seed: 11)
         try await seedLog(server, orders)
         let expected = orders.compactMap { $0.expectedRow(since: .distantPast) }.map { $0 as NSDictionary }
-        // Killed at a chosen moment: after the second batch is committed.
+        // Killed at a chosen moment: after the second of ten batches is committed.
+        server.arguments = ["--batch-records", "20000"]
         server.environment["PROVISION_FAILPOINTS"] = "pipeline.batch.committed=kill@2"
         try await server.start()
         let specs = try writeSpecs(catalogSpec, productSpec(backfill: "all"), to: server.dataDirectory + "-specs")

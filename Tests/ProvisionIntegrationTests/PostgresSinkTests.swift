@@ -111,10 +111,11 @@ struct PostgresSinkTests {
 
     @Test func killedMidBackfillTheTableHoldsExactlyTheExpectedRows() async throws {
         let server = ServerProcess()
-        let orders = TestOrder.generate(count: 1_000_000, end: Date(), days: 360, seed: 31)
+        let orders = TestOrder.generate(count: 200_000, end: Date(), days: 360, seed: 31)
         try await seedLog(server, orders)
         let expected = orders.filter { $0.amount > 1000 && $0.region == "EU" }.map(\.id).sorted()
-        // Killed at a chosen moment: after the second batch is committed.
+        // Killed at a chosen moment: after the second of ten batches is committed.
+        server.arguments = ["--batch-records", "20000"]
         server.environment["PROVISION_FAILPOINTS"] = "pipeline.batch.committed=kill@2"
         try await server.start()
         let table = "killed_\(UUID().uuidString.prefix(8).lowercased())"

@@ -69,7 +69,7 @@ private let dataset = """
     @Test func theErrorCodesAreTheDocumentedOnes() {
         #expect(APIErrorCode.allCases.map(\.rawValue) == [
             "InvalidSpec", "InvalidRequest", "InvalidRecord", "InvalidTopic", "NotFound", "MethodNotAllowed", "Conflict",
-            "Unsupported", "PayloadTooLarge", "RequestTimeout", "UnsupportedMediaType", "StateNotSaved", "SinkUnavailable", "Internal",
+            "Unsupported", "PayloadTooLarge", "RequestTimeout", "UnsupportedMediaType", "StateNotSaved", "SinkUnavailable", "Expired", "Internal",
         ])
     }
 

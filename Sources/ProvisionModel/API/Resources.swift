@@ -153,6 +153,8 @@ public enum APIErrorCode: String, Sendable, Codable, CaseIterable {
     case stateNotSaved = "StateNotSaved"
     /// A sink's destination did not answer (redelivery).
     case sinkUnavailable = "SinkUnavailable"
+    /// A watch asked for changes older than the server keeps: list again, then watch.
+    case expired = "Expired"
     case `internal` = "Internal"
 }
 
@@ -335,5 +337,32 @@ struct AnyKey: CodingKey {
 
     init?(intValue: Int) {
         nil
+    }
+}
+
+/// One line of `GET /v1/watch`: an object that changed, and the version of the change. A
+/// watcher reads the object itself when it needs it, and resumes from the last version it saw.
+public struct WatchEvent: Sendable, Equatable, Codable {
+    public enum ChangeType: String, Sendable, Codable {
+        case changed, deleted
+    }
+
+    public enum Kind: String, Sendable, Codable {
+        case dataset = "Dataset"
+        case dataProduct = "DataProduct"
+        /// A product's status (phase, lag, counts) apart from its spec.
+        case productStatus = "ProductStatus"
+    }
+
+    public var type: ChangeType
+    public var kind: Kind
+    public var name: String
+    public var resourceVersion: String
+
+    public init(type: ChangeType, kind: Kind, name: String, resourceVersion: String) {
+        self.type = type
+        self.kind = kind
+        self.name = name
+        self.resourceVersion = resourceVersion
     }
 }
