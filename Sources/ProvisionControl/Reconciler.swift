@@ -150,9 +150,11 @@ public actor Reconciler: Service {
         }
     }
 
+    /// Level-triggered safety net: every product without a pipeline is looked at again,
+    /// except one waiting out a backoff (its retry is already queued).
     private func resync() async {
         await flushStatus()
-        for name in state.products.keys where runs[name] == nil { queue.add(name) }
+        for name in state.products.keys where runs[name] == nil && !queue.isBackingOff(name) { queue.add(name) }
     }
 
     /// Stops every pipeline: each finishes the batch in flight (its requests to the

@@ -109,6 +109,30 @@ private struct Harness {
 }
 
 @Suite struct ReconcilerTests {
+    /// A deletion whose output cannot be removed (a link put in the output's path, which the
+    /// file sink refuses to follow) is not forgotten: the product says why and stays
+    /// `deleting`, the reconcile is retried with backoff, and once the path is fixed the
+    /// output and the product go.
+    @Test func anOutputThatCannotBeRemovedIsReportedAndRetriedUntilItGoes() async throws {
+        let harness = try await Harness()
+        let running = Task { try await harness.reconciler.run() }
+        defer { running.cancel() }
+        _ = try await harness.apply(catalog, productSpec(where: "amount >= 50", policy: "Delete"))
+        try await harness.produce(0..<100)
+        try await harness.waitFor { $0?.status.phase == .live && $0?.status.recordsWritten == 50 }
+        let files = harness.directory + "/files"
+        try FileManager.default.moveItem(atPath: files + "/out", toPath: files + "/out-real")
+        try FileManager.default.createSymbolicLink(atPath: files + "/out", withDestinationPath: "out-real")
+        #expect(try await harness.reconciler.deleteProduct("big-orders") != nil)
+        try await harness.waitFor { $0?.status.conditions.contains { $0.type == "Stalled" && $0.reason == "CleanupFailed" } == true }
+        #expect(await harness.reconciler.product("big-orders")?.metadata.deleting == true)
+        #expect(FileManager.default.fileExists(atPath: files + "/out-real/orders.jsonl"))
+        try FileManager.default.removeItem(atPath: files + "/out")
+        try FileManager.default.moveItem(atPath: files + "/out-real", toPath: files + "/out")
+        try await harness.waitFor { $0 == nil }
+        #expect(!FileManager.default.fileExists(atPath: files + "/out/orders.jsonl"))
+    }
+
     @Test func appliesPlansRebuildsAndDeletesByPolicy() async throws {
         let harness = try await Harness()
         let running = Task { try await harness.reconciler.run() }

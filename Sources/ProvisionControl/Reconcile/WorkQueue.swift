@@ -152,6 +152,9 @@ final class ReconcileQueue: Sendable {
 
     func forget(_ name: String) { inner.withLock { $0.queue.forget(name) } }
 
+    /// Whether the key's last reconcile failed and its retry waits for the backoff.
+    func isBackingOff(_ name: String) -> Bool { inner.withLock { $0.queue.failureCount(name) > 0 } }
+
     /// The next product to reconcile; nil once the queue is finished.
     func next() async -> String? {
         while true {
