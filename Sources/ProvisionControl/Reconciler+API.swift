@@ -116,6 +116,11 @@ extension Reconciler {
         currentState.datasets.values.first { $0.dataset.spec.topic == topic }?.dataset.spec
     }
 
+    /// Every product, and the store version the list reflects (a watch from it misses nothing).
+    public func listProducts() -> (products: [ProductResource], resourceVersion: ResourceVersion) {
+        (products(), committedVersion)
+    }
+
     public func products() -> [ProductResource] {
         currentState.products.values.sorted { $0.product.name < $1.product.name }.map(resource)
     }

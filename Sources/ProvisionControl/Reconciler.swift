@@ -81,6 +81,9 @@ public actor Reconciler: Service {
     /// plan never overwrites a change committed while it was being made.
     private var committing = false
     private var commitWaiters: [CheckedContinuation<Void, Never>] = []
+    /// The version of the last commit this state includes: a list answered from the state
+    /// and a watch from this version miss nothing between them.
+    private(set) var committedVersion: ResourceVersion = 0
 
     public init(log: any EventLog, store: any ControlStore, sinks: SinkFactory, configuration: Configuration = .init(),
                 logger: Logger, clock: @escaping @Sendable () -> TimestampMilliseconds = Reconciler.systemClock) async throws
@@ -92,7 +95,9 @@ public actor Reconciler: Service {
         self.configuration = configuration
         self.logger = logger
         self.clock = clock
-        state = try ControlRecords.state(from: try await store.snapshot())
+        let snapshot = try await store.snapshot()
+        state = try ControlRecords.state(from: snapshot)
+        committedVersion = snapshot.resourceVersion
         queue = ReconcileQueue(backoff: configuration.reconcileBackoff, clock: clock)
     }
 
@@ -238,6 +243,7 @@ public actor Reconciler: Service {
             throw ControlStateNotSaved(cause: "\(error)")
         }
         ControlRecords.applyCommitted(writes, from: next, version: version, to: &state)
+        committedVersion = max(committedVersion, version)
         // Status written here is saved (unless it changed again while the commit ran).
         for write in writes where write.key.kind == .productStatus {
             if state.products[write.key.name]?.status == next.products[write.key.name]?.status {
@@ -273,7 +279,7 @@ public actor Reconciler: Service {
         }
         guard !writes.isEmpty else { return }
         do {
-            _ = try await store.commit(writes, durable: durable)
+            committedVersion = max(committedVersion, try await store.commit(writes, durable: durable))
         } catch {
             unsavedStatus.formUnion(names)
             logger.error("cannot save status", metadata: ["error": "\(error)"])

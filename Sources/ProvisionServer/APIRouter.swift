@@ -19,7 +19,13 @@ public struct APIRouter: Sendable {
         var routes = Routes()
         routes.add(.get, "/healthz") { _, _ in Self.json(["status": "ok"]) }
         routes.add(.post, "/v1/apply") { request, _ in try await self.apply(request) }
-        routes.add(.get, "/v1/products") { _, _ in Self.json(await self.reconciler.products()) }
+        routes.add(.get, "/v1/products") { _, _ in
+            let (products, version) = await self.reconciler.listProducts()
+            var response = Self.json(products)
+            // The store version the list reflects: watch from it and nothing is missed.
+            response.headers[.init("Provision-Resource-Version")!] = String(version)
+            return response
+        }
         routes.add(.get, "/v1/products/:name") { _, context in
             let name = try context.parameters.require("name")
             guard let product = await self.reconciler.product(name) else {

@@ -251,7 +251,8 @@ private func checkLastWrites(_ server: ServerProcess, _ last: [String: Int?], wh
         #expect((try await server.fetchProduct("p")?["spec"] as? [String: Any])?["where"] as? String == "amount > 30")
     }
 
-    /// `GET /v1/watch` streams each change after the version given, in order: a product
+    /// A list says which store version it reflects; `GET /v1/watch` from there streams each
+    /// later change, in order: a product
     /// created, its status as it starts, its deletion. A restarted server keeps no history,
     /// so a watch from before its start is `410 Expired` (list again, then watch).
     @Test func aWatchStreamsEveryChangeAfterItsVersion() async throws {
@@ -259,7 +260,11 @@ private func checkLastWrites(_ server: ServerProcess, _ last: [String: Int?], wh
         try await server.start()
         defer { server.stop() }
         let created = try await apply(server, [catalogSpec])
-        let start = try #require(appliedVersion(created, dataset: "orders"))
+        // List, then watch from the version the list reflects.
+        let listed = try await testHTTPClient.execute(HTTPClientRequest(url: server.url + "/v1/products"), deadline: .now() + .seconds(30))
+        _ = try await listed.body.collect(upTo: 1 << 20)
+        let start = try #require(listed.headers.first(name: "Provision-Resource-Version").flatMap { UInt64($0) })
+        #expect(start == appliedVersion(created, dataset: "orders"))
         var request = HTTPClientRequest(url: server.url + "/v1/watch?resourceVersion=\(start)")
         request.method = .GET
         let response = try await testHTTPClient.execute(request, deadline: .now() + .seconds(60))
