@@ -3,14 +3,6 @@ import ProvisionLog
 import ProvisionModel
 import ProvisionPipeline
 
-/// What a redelivery did.
-public struct RedeliveryResult: Sendable, Codable, Equatable {
-    /// Dead letters sent to the sink again and accepted.
-    public var redelivered: Int64
-    /// Of those, how many were set aside again (they are appended to the dead-letter topic
-    /// anew, so a later redelivery sees them).
-    public var deadLetteredAgain: Int64
-}
 
 public enum RedeliveryError: Error, Sendable {
     case notFound(String)

@@ -366,3 +366,17 @@ public struct WatchEvent: Sendable, Equatable, Codable {
         self.resourceVersion = resourceVersion
     }
 }
+
+/// What a redelivery did (`POST /v1/products/{name}/redeliver`).
+public struct RedeliveryResult: Sendable, Codable, Equatable {
+    /// Dead letters sent to the sink again and accepted.
+    public var redelivered: Int64
+    /// Of those, how many were set aside again (they are appended to the dead-letter topic
+    /// anew, so a later redelivery sees them).
+    public var deadLetteredAgain: Int64
+
+    public init(redelivered: Int64, deadLetteredAgain: Int64) {
+        self.redelivered = redelivered
+        self.deadLetteredAgain = deadLetteredAgain
+    }
+}
