@@ -1,5 +1,4 @@
 import Foundation
-import ProvisionControl
 import ArgumentParser
 import NIOHTTP1
 import ProvisionModel
