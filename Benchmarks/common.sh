@@ -18,7 +18,9 @@ port=$(free_port)
 server="http://127.0.0.1:$port"
 
 start_server() {  # data-dir: `provisionctl serve` in the background, once it answers
-  "$bin" serve --data-dir "$1" --listen "127.0.0.1:$port" --log-level warning >"$work/serve.log" 2>&1 &
+  # --dev: no tokens, so curl and the CLI need none (an earlier build without the flag runs as it was).
+  local dev=""; "$bin" serve --help 2>/dev/null | grep -q -- "--dev" && dev="--dev"
+  "$bin" serve --data-dir "$1" --listen "127.0.0.1:$port" --log-level warning $dev >"$work/serve.log" 2>&1 &
   server_pid=$!
   until curl -sf "$server/healthz" >/dev/null; do sleep 0.05; done
 }

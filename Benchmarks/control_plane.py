@@ -61,8 +61,11 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = open(self.data + ".log", "w")
+        # --dev (no tokens) where the build has it; an earlier build without it has no auth.
+        help_text = subprocess.run([binary, "serve", "--help"], capture_output=True, text=True).stdout
+        dev = ["--dev"] if "--dev" in help_text else []
         self.process = subprocess.Popen([binary, "serve", "--data-dir", self.data, "--listen", f"127.0.0.1:{self.port}",
-                                         "--log-level", "warning"], stdout=self.log, stderr=self.log)
+                                         "--log-level", "warning"] + dev, stdout=self.log, stderr=self.log)
         deadline = time.time() + 60
         while time.time() < deadline:
             try:

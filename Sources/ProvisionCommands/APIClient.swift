@@ -7,6 +7,8 @@ import ProvisionModel
 /// Talks to a Provision server's HTTP API.
 struct APIClient {
     let baseURL: String
+    /// Sent as `Authorization: Bearer …` when set.
+    var token: String? = nil
 
     struct Failure: Error, CustomStringConvertible {
         var description: String
@@ -36,6 +38,7 @@ struct APIClient {
     {
         var request = HTTPClientRequest(url: baseURL + path)
         request.method = method
+        if let token { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
         if let body {
             request.headers.add(name: "Content-Type", value: contentType)
             request.body = .bytes(ByteBuffer(data: body))

@@ -6,9 +6,14 @@ struct ClientOptions: ParsableArguments {
     @Option(name: .long, help: "The server's URL (default: $PROVISION_SERVER or http://127.0.0.1:8470).")
     var server: String?
 
+    @Option(name: .long, help: "The API token (default: $PROVISION_TOKEN).")
+    var token: String?
+
     var client: APIClient {
-        let url = server ?? ProcessInfo.processInfo.environment["PROVISION_SERVER"] ?? "http://127.0.0.1:8470"
-        return APIClient(baseURL: url.hasSuffix("/") ? String(url.dropLast()) : url)
+        let environment = ProcessInfo.processInfo.environment
+        let url = server ?? environment["PROVISION_SERVER"] ?? "http://127.0.0.1:8470"
+        return APIClient(baseURL: url.hasSuffix("/") ? String(url.dropLast()) : url,
+                         token: token ?? environment["PROVISION_TOKEN"].flatMap { $0.isEmpty ? nil : $0 })
     }
 }
 

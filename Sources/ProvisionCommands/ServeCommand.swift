@@ -32,8 +32,11 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Largest segment file, in bytes.")
     var segmentBytes: Int = 256 * 1024 * 1024
 
-    @Flag(name: .long, help: "Seed sample datasets (orders, customers, payments), apply the example specs and keep a live trickle going.")
+    @Flag(name: .long, help: "Seed sample datasets (orders, customers, payments), apply the example specs and keep a live trickle going (no tokens needed).")
     var demo = false
+
+    @Flag(name: .long, help: "Development: no tokens; every request acts as an admin.")
+    var dev = false
 
     @Option(name: .long, help: "The example specs that --demo applies.")
     var specs = "specs"
@@ -99,7 +102,15 @@ struct ServeCommand: AsyncParsableCommand {
             fileRoot: fileRoot.map { URL(fileURLWithPath: $0).standardizedFileURL.path }, logConfiguration: logConfiguration)
         options.httpIdleTimeout = .milliseconds(DurationText.parseMilliseconds(httpIdleTimeout)!)
         options.batchRecordsMax = batchRecords
+        options.authenticating = !(dev || demo)
+        options.adminTokenSecret = ProcessInfo.processInfo.environment["PROVISION_ADMIN_TOKEN"].flatMap { $0.isEmpty ? nil : $0 }
         let runtime = try await ProvisionServerRuntime(options: options, logger: logger)
+        if !options.authenticating {
+            logger.warning("AUTHENTICATION IS OFF (\(demo ? "--demo" : "--dev")): every request acts as an admin; never expose this server")
+            printNow("provision: authentication is OFF (\(demo ? "--demo" : "--dev")): anyone who reaches the port is an admin")
+        } else if let path = try await runtime.prepareAdminToken() {
+            printNow("provision: the first admin token is in \(path) (readable by you only); use it with --token or PROVISION_TOKEN")
+        }
         let fileRootShown = options.fileRoot
 
         var extraServices: [any Service] = []

@@ -6,8 +6,9 @@ import ProvisionPipeline
 extension Reconciler {
     /// Validates every file, computes the plan and, unless `dryRun`, applies all of it.
     /// Any error rejects the whole request: nothing is half-applied.
-    public func apply(_ request: ApplyRequest) async throws -> ApplyResponse {
-        let preview = try plan(request, against: currentState)
+    public func apply(_ request: ApplyRequest, as caller: Caller = .development) async throws -> ApplyResponse {
+        guard caller.role >= .editor else { throw AccessDenied.needsEditor(caller, to: "apply") }
+        let preview = try plan(request, against: currentState, caller: caller)
         if request.dryRun { return ApplyResponse(dryRun: true, changes: preview.changes) }
         // Topics first: an empty topic is all that a rejected apply leaves behind.
         let created = Set(newTopics(preview))
@@ -15,7 +16,7 @@ extension Reconciler {
         var (changes, version) = try await commitVersioned { current in
             // Planned again against the state every earlier commit left: a change committed
             // while the topics were created is kept, not overwritten.
-            let planned = try self.plan(request, against: current)
+            let planned = try self.plan(request, against: current, caller: caller)
             guard Set(self.newTopics(planned)).isSubset(of: created) else {
                 throw ControlStateNotSaved(cause: "a dataset's topic changed while the apply ran; apply again")
             }
@@ -46,11 +47,40 @@ extension Reconciler {
     }
 
     /// The state an apply leads to and the changes that make it, against `state`.
-    private func plan(_ request: ApplyRequest, against state: ControlState) throws -> ApplyPlan {
+    private func plan(_ request: ApplyRequest, against state: ControlState, caller: Caller) throws -> ApplyPlan {
         let result = SpecLoader.load(request.files, catalog: state.datasets.values.map(\.dataset))
         guard result.errors.isEmpty else { throw ApplyRejected(errors: result.errors) }
-        return try planner.plan(current: state, documents: result.documents, writer: Writer(request.managedBy ?? "cli"),
+        // A team's token applies for its team only, as `api:<team>`; an admin names any writer.
+        let documents = try Self.scoped(result.documents, to: caller)
+        let writer = caller.isAdmin ? Writer(request.managedBy ?? "cli") : Writer("api:\(caller.team)")
+        return try planner.plan(current: state, documents: documents, writer: writer,
                                 prune: request.prune, force: request.force ?? false, now: currentTime)
+    }
+
+    /// The documents with the caller's team filled in where they name none; for a caller
+    /// that is not an admin, a document naming another team refuses the whole apply.
+    private static func scoped(_ documents: [SpecDocument], to caller: Caller) throws -> [SpecDocument] {
+        guard !caller.isAdmin else { return documents }
+        var errors: [SpecError] = []
+        func scope(_ metadata: inout ObjectMetadata, _ kind: String, at location: SourceLocation) {
+            guard let team = metadata.team else { return metadata.team = caller.team }
+            if team != caller.team {
+                errors.append(SpecError(file: location.file, line: location.line, column: location.column, path: "metadata.team",
+                                        message: "token '\(caller.token)' of team '\(caller.team)' cannot apply a \(kind) of team '\(team)'"))
+            }
+        }
+        let scoped = documents.map { document -> SpecDocument in
+            switch document {
+            case .dataset(var dataset, let location):
+                scope(&dataset.metadata, "dataset", at: location)
+                return .dataset(dataset, location)
+            case .dataProduct(var product, let location):
+                scope(&product.metadata, "product", at: location)
+                return .dataProduct(product, location)
+            }
+        }
+        guard errors.isEmpty else { throw ApplyRejected(errors: errors, isForbidden: true) }
+        return scoped
     }
 
     /// Every change to a dataset, a product or a product's status committed after `version`
@@ -69,6 +99,7 @@ extension Reconciler {
                         case .dataset: kind = .dataset
                         case .product: kind = .dataProduct
                         case .productStatus: kind = .productStatus
+                        case .token: continue  // tokens are not the watchers' business
                         }
                         continuation.yield(WatchEvent(type: event.value == nil ? .deleted : .changed, kind: kind,
                                                       name: event.key.name, resourceVersion: String(event.resourceVersion)))
@@ -117,35 +148,52 @@ extension Reconciler {
     }
 
     /// Every product, and the store version the list reflects (a watch from it misses nothing).
-    public func listProducts() -> (products: [ProductResource], resourceVersion: ResourceVersion) {
-        (products(), committedVersion)
+    public func listProducts(as caller: Caller = .development) -> (products: [ProductResource], resourceVersion: ResourceVersion) {
+        (products(as: caller), committedVersion)
     }
 
-    public func products() -> [ProductResource] {
-        currentState.products.values.sorted { $0.product.name < $1.product.name }.map(resource)
+    /// The products the caller's team owns (every product for an admin).
+    public func products(as caller: Caller = .development) -> [ProductResource] {
+        currentState.products.values.filter { caller.owns(team: $0.product.metadata.team) }
+            .sorted { $0.product.name < $1.product.name }.map(resource)
     }
 
-    public func product(_ name: String) -> ProductResource? {
-        currentState.products[name].map(resource)
+    /// The product, if it exists and the caller's team owns it: another team's is not found.
+    public func product(_ name: String, as caller: Caller = .development) -> ProductResource? {
+        visibleProduct(name, to: caller).map(resource)
+    }
+
+    func visibleProduct(_ name: String, to caller: Caller) -> StoredProduct? {
+        currentState.products[name].flatMap { caller.owns(team: $0.product.metadata.team) ? $0 : nil }
+    }
+
+    /// Nil when the product is not the caller's to see; throws when it may see but not change it.
+    private func changeable(_ name: String, by caller: Caller, to action: String) throws -> StoredProduct? {
+        guard let stored = visibleProduct(name, to: caller) else { return nil }
+        guard caller.role >= .editor else { throw AccessDenied.needsEditor(caller, to: action) }
+        return stored
     }
 
     /// Marks the product for deletion and returns at once; the reconciler stops it and
     /// applies its deletion policy. Returns the product's version after the change, or nil
     /// if it does not exist.
-    public func deleteProduct(_ name: String) async throws -> ResourceVersion? {
-        try await changeProduct(name) { $0.deleting = true }
+    public func deleteProduct(_ name: String, as caller: Caller = .development) async throws -> ResourceVersion? {
+        guard try changeable(name, by: caller, to: "delete") != nil else { return nil }
+        return try await changeProduct(name) { $0.deleting = true }
     }
 
     /// Stops or restarts a product's pipeline, keeping its output and checkpoint. Returns
     /// the product's version after the change, or nil if it does not exist.
-    public func setPaused(_ name: String, _ paused: Bool) async throws -> ResourceVersion? {
-        try await changeProduct(name) { $0.paused = paused }
+    public func setPaused(_ name: String, _ paused: Bool, as caller: Caller = .development) async throws -> ResourceVersion? {
+        guard try changeable(name, by: caller, to: paused ? "pause" : "resume") != nil else { return nil }
+        return try await changeProduct(name) { $0.paused = paused }
     }
 
     /// Resumes a product and, with `acceptingLoss`, lets its next run move past records
     /// retention removed before it read them. Returns the product's version after the
     /// change, or nil if it does not exist.
-    public func resume(_ name: String, acceptingLoss: Bool) async throws -> ResourceVersion? {
+    public func resume(_ name: String, acceptingLoss: Bool, as caller: Caller = .development) async throws -> ResourceVersion? {
+        guard try changeable(name, by: caller, to: "resume") != nil else { return nil }
         let version = try await changeProduct(name) { stored in
             stored.paused = false
             if acceptingLoss { stored.acceptsLoss = true }

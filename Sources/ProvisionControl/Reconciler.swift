@@ -21,10 +21,29 @@ public struct ApplyRejected: Error, Sendable {
     /// True when every error is a change to an object another writer manages, or one that
     /// changed since the version the document names (HTTP 409), not an invalid spec (422).
     public var isConflict = false
+    /// True when the documents name another team than the caller's (HTTP 403).
+    public var isForbidden = false
 
-    public init(errors: [SpecError], isConflict: Bool = false) {
+    public init(errors: [SpecError], isConflict: Bool = false, isForbidden: Bool = false) {
         self.errors = errors
         self.isConflict = isConflict
+        self.isForbidden = isForbidden
+    }
+}
+
+/// The caller's token does not allow the request (HTTP 403). A product of another team is
+/// not refused this way but not found, so that its name does not leak.
+public struct AccessDenied: Error, Sendable, CustomStringConvertible {
+    public var message: String
+
+    public init(_ message: String) {
+        self.message = message
+    }
+
+    public var description: String { message }
+
+    static func needsEditor(_ caller: Caller, to action: String) -> AccessDenied {
+        AccessDenied("token '\(caller.token)' is a \(caller.role.rawValue) of team '\(caller.team)'; \(action) needs an editor token")
     }
 }
 
@@ -84,6 +103,12 @@ public actor Reconciler: Service {
     /// The version of the last commit this state includes: a list answered from the state
     /// and a watch from this version miss nothing between them.
     private(set) var committedVersion: ResourceVersion = 0
+    /// When each token last authenticated a request, since the server started (not stored:
+    /// a write per request would cost more than the answer).
+    private var tokensLastUsed: [String: TimestampMilliseconds] = [:]
+
+    func noteTokenUsed(_ name: String, at time: TimestampMilliseconds) { tokensLastUsed[name] = time }
+    func tokenLastUsed(_ name: String) -> TimestampMilliseconds? { tokensLastUsed[name] }
 
     public init(log: any EventLog, store: any ControlStore, sinks: SinkFactory, configuration: Configuration = .init(),
                 logger: Logger, clock: @escaping @Sendable () -> TimestampMilliseconds = Reconciler.systemClock) async throws
@@ -229,7 +254,9 @@ public actor Reconciler: Service {
         defer { unlockCommits() }
         let current = state
         let (next, datasets, products, result) = try change(current)
-        let writes = ControlRecords.writes(from: current, to: next, datasets: datasets, products: products)
+        // Tokens are few: every one is compared, so a change needs not name them.
+        let writes = ControlRecords.writes(from: current, to: next, datasets: datasets, products: products,
+                                           tokens: Set(current.tokens.keys).union(next.tokens.keys))
         guard !writes.isEmpty else { return (result, nil) }
         let version: ResourceVersion
         do {

@@ -4,7 +4,7 @@ import ProvisionModel
 /// Where a product's unprocessable events go: a topic of their own, each record the original
 /// key, value and time, with headers saying why and where it came from.
 public enum DeadLetters {
-    public static func topic(for product: String) -> String { "_deadletter.\(product)" }
+    public static func topic(for product: String) -> String { TopicName.deadLetters(of: product) }
 
     public static let reasonHeader = "provision.reason"
     public static let sourceTopicHeader = "provision.source.topic"

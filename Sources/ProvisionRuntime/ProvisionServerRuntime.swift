@@ -29,6 +29,12 @@ public struct ProvisionServerRuntime: Sendable {
         public var httpIdleTimeout: Duration = .seconds(30)
         /// How many records a pipeline reads and writes per batch, at most.
         public var batchRecordsMax = Pipeline.Limits().batchRecordsMax
+        /// Requests need a token (off: `--dev` and `--demo`).
+        public var authenticating = true
+        /// The first admin token's secret (`PROVISION_ADMIN_TOKEN`); without one, a server
+        /// with no admin token makes one and writes it to `adminTokenPath`.
+        public var adminTokenSecret: String?
+        public var adminTokenPath: String { "\(dataDirectory)/admin-token" }
 
         public init(dataDirectory: String, host: String, port: Int, fileRoot: String?,
                     logConfiguration: EmbeddedLogConfiguration = .init())
@@ -60,8 +66,26 @@ public struct ProvisionServerRuntime: Sendable {
     }
 
     /// Runs until SIGTERM or SIGINT, then shuts down gracefully and returns.
+    /// Makes sure an admin can reach the server: the admin token is `PROVISION_ADMIN_TOKEN`'s
+    /// secret, or, the first time, a new one written to `admin-token` in the data directory
+    /// (readable by its owner only). Returns where a new one was written.
+    public func prepareAdminToken() async throws -> String? {
+        guard options.authenticating else { return nil }
+        if let secret = options.adminTokenSecret {
+            try await reconciler.ensureAdminToken(secret: secret)
+            return nil
+        }
+        guard await !reconciler.hasAdminToken else { return nil }
+        let secret = Reconciler.newSecret()
+        let path = options.adminTokenPath
+        guard FileManager.default.createFile(atPath: path, contents: Data((secret + "\n").utf8), attributes: [.posixPermissions: 0o600])
+        else { throw POSIXError(.EACCES) }
+        try await reconciler.ensureAdminToken(secret: secret)
+        return path
+    }
+
     public func run(extraServices: [any Service] = [], onReady: @escaping @Sendable () async -> Void = {}) async throws {
-        let router = APIRouter(reconciler: reconciler).build()
+        let router = APIRouter(reconciler: reconciler, authenticating: options.authenticating).build()
         let application = Application(
             router: router,
             server: .http1(configuration: .init(idleTimeout: TimeAmount(options.httpIdleTimeout))),

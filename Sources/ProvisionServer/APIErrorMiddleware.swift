@@ -44,6 +44,8 @@ struct APIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
             return APIRouter.error(error.status, code: Self.code(for: error.status), message: error.body ?? error.status.reasonPhrase)
         } catch let error as ControlStateNotSaved {
             return APIRouter.error(.serviceUnavailable, code: .stateNotSaved, message: error.description)
+        } catch let denied as AccessDenied {
+            return APIRouter.error(.forbidden, code: .forbidden, message: denied.message)
         } catch let conflict as StoreConflict {
             // Another server changed the object first: read it again and retry.
             return APIRouter.error(.conflict, code: .conflict, message: "\(conflict); nothing was changed")

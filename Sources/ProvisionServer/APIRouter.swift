@@ -8,19 +8,29 @@ import ServiceLifecycle
 /// stable codes.
 public struct APIRouter: Sendable {
     public let reconciler: Reconciler
+    /// Whether requests need a token. Off (`serve --dev`, `--demo`), every request acts as an admin.
+    public let authenticating: Bool
     /// The largest request body accepted, such as a batch of records to produce.
     public var requestBytesMax = 64 * 1024 * 1024
 
-    public init(reconciler: Reconciler) {
+    public init(reconciler: Reconciler, authenticating: Bool) {
         self.reconciler = reconciler
+        self.authenticating = authenticating
+    }
+
+    /// Who sends the request being answered (set by the authentication middleware).
+    private func caller() throws -> Caller {
+        guard let caller = RequestCaller.current else { throw AccessDenied("no caller: the request was not authenticated") }
+        return caller
     }
 
     public func build() -> Router<BasicRequestContext> {
         var routes = Routes()
-        routes.add(.get, "/healthz") { _, _ in Self.json(["status": "ok"]) }
+        let auth = authenticating ? "on" : "off"
+        routes.add(.get, "/healthz") { _, _ in Self.json(["status": "ok", "auth": auth]) }
         routes.add(.post, "/v1/apply") { request, _ in try await self.apply(request) }
         routes.add(.get, "/v1/products") { _, _ in
-            let (products, version) = await self.reconciler.listProducts()
+            let (products, version) = await self.reconciler.listProducts(as: try self.caller())
             var response = Self.json(products)
             // The store version the list reflects: watch from it and nothing is missed.
             response.headers[.init("Provision-Resource-Version")!] = String(version)
@@ -28,21 +38,21 @@ public struct APIRouter: Sendable {
         }
         routes.add(.get, "/v1/products/:name") { _, context in
             let name = try context.parameters.require("name")
-            guard let product = await self.reconciler.product(name) else {
+            guard let product = await self.reconciler.product(name, as: try self.caller()) else {
                 return Self.error(.notFound, code: .notFound, message: "product '\(name)' does not exist")
             }
             return Self.json(product)
         }
         routes.add(.delete, "/v1/products/:name") { _, context in
             let name = try context.parameters.require("name")
-            guard let version = try await self.reconciler.deleteProduct(name) else {
+            guard let version = try await self.reconciler.deleteProduct(name, as: try self.caller()) else {
                 return Self.error(.notFound, code: .notFound, message: "product '\(name)' does not exist")
             }
             return Self.json(["deleted": name, "resourceVersion": String(version)], status: .accepted)
         }
         routes.add(.post, "/v1/products/:name/pause") { _, context in
             let name = try context.parameters.require("name")
-            guard let version = try await self.reconciler.setPaused(name, true) else {
+            guard let version = try await self.reconciler.setPaused(name, true, as: try self.caller()) else {
                 return Self.error(.notFound, code: .notFound, message: "product '\(name)' does not exist")
             }
             return Self.json(["paused": name, "resourceVersion": String(version)], status: .accepted)
@@ -51,7 +61,7 @@ public struct APIRouter: Sendable {
         routes.add(.post, "/v1/products/:name/resume") { request, context in
             let name = try context.parameters.require("name")
             let acceptLoss = request.uri.queryParameters.get("acceptLoss") == "true"
-            guard let version = try await self.reconciler.resume(name, acceptingLoss: acceptLoss) else {
+            guard let version = try await self.reconciler.resume(name, acceptingLoss: acceptLoss, as: try self.caller()) else {
                 return Self.error(.notFound, code: .notFound, message: "product '\(name)' does not exist")
             }
             return Self.json(["resumed": name, "resourceVersion": String(version)], status: .accepted)
@@ -59,7 +69,7 @@ public struct APIRouter: Sendable {
         routes.add(.post, "/v1/products/:name/redeliver") { _, context in
             let name = try context.parameters.require("name")
             do {
-                return Self.json(try await self.reconciler.redeliver(name))
+                return Self.json(try await self.reconciler.redeliver(name, as: try self.caller()))
             } catch RedeliveryError.notFound {
                 return Self.error(.notFound, code: .notFound, message: "product '\(name)' does not exist")
             } catch RedeliveryError.unsupported(let message) {
@@ -76,8 +86,27 @@ public struct APIRouter: Sendable {
             }
             return Self.json(dataset)
         }
-        // Changes as JSON lines, from `?resourceVersion=N` (exclusive) or from now.
-        routes.add(.get, "/v1/watch") { request, _ in try await self.watch(request) }
+        // Changes as JSON lines, from `?resourceVersion=N` (exclusive) or from now. Admins
+        // only for now: a team's watch would have to leave out other teams' products.
+        routes.add(.get, "/v1/watch") { request, _ in
+            guard try self.caller().isAdmin else { throw AccessDenied("watching every change needs an admin token") }
+            return try await self.watch(request)
+        }
+        routes.add(.post, "/v1/tokens") { request, _ in try await self.createToken(request) }
+        routes.add(.get, "/v1/tokens") { _, _ in
+            try self.requireAdmin(to: "list tokens")
+            return Self.json(await self.reconciler.listTokens())
+        }
+        routes.add(.delete, "/v1/tokens/:name") { _, context in
+            try self.requireAdmin(to: "revoke tokens")
+            let name = try context.parameters.require("name")
+            do {
+                try await self.reconciler.revokeToken(name)
+            } catch TokenError.notFound {
+                return Self.error(.notFound, code: .notFound, message: "token '\(name)' does not exist")
+            }
+            return Self.json(["revoked": name])
+        }
         routes.add(.get, "/v1/topics") { _, _ in Self.json(try await self.reconciler.topics.describe()) }
         routes.add(.post, "/v1/topics/:topic/records") { request, context in
             try await self.produce(request, topic: try context.parameters.require("topic"))
@@ -89,6 +118,7 @@ public struct APIRouter: Sendable {
         // knows every route, to answer a wrong method 405 with `Allow`.
         let router = Router()
         router.add(middleware: APIErrorMiddleware(routes: RouteTable(routes.all.map { ($0.method, $0.path) })))
+        router.add(middleware: AuthenticationMiddleware(reconciler: reconciler, authenticating: authenticating))
         for route in routes.all { router.on(RouterPath(route.path), method: route.method, use: route.handler) }
         return router
     }
@@ -105,6 +135,32 @@ public struct APIRouter: Sendable {
 
     // MARK: Handlers
 
+    private func requireAdmin(to action: String) throws {
+        let caller = try caller()
+        guard caller.isAdmin else {
+            throw AccessDenied("token '\(caller.token)' is a \(caller.role.rawValue) of team '\(caller.team)'; to \(action) needs an admin token")
+        }
+    }
+
+    private func createToken(_ request: Request) async throws -> Response {
+        try requireAdmin(to: "create tokens")
+        var request = request
+        let body = try await request.collectBody(upTo: 64 * 1024)
+        let create: CreateTokenRequest
+        do {
+            create = try JSONDecoder().decode(CreateTokenRequest.self, from: Data(buffer: body))
+        } catch {
+            return Self.error(.badRequest, code: .invalidRequest, message: "the body is not a token request: \(error)")
+        }
+        do {
+            return Self.json(try await reconciler.createToken(create), status: .created)
+        } catch TokenError.exists(let name) {
+            return Self.error(.conflict, code: .conflict, message: "a token named '\(name)' exists already")
+        } catch let error as TokenError {
+            return Self.error(.badRequest, code: .invalidRequest, message: error.description)
+        }
+    }
+
     private func apply(_ request: Request) async throws -> Response {
         var request = request
         let body = try await request.collectBody(upTo: requestBytesMax)
@@ -115,7 +171,10 @@ public struct APIRouter: Sendable {
             return Self.error(.badRequest, code: .invalidRequest, message: "the body is not an apply request: \(error)")
         }
         do {
-            return Self.json(try await reconciler.apply(applyRequest))
+            return Self.json(try await reconciler.apply(applyRequest, as: try caller()))
+        } catch let rejected as ApplyRejected where rejected.isForbidden {
+            return Self.error(.forbidden, code: .forbidden, message: "the specs name another team; nothing was applied",
+                              details: rejected.errors)
         } catch let rejected as ApplyRejected where rejected.isConflict {
             let count = rejected.errors.count
             return Self.error(.conflict, code: .conflict,
@@ -130,6 +189,10 @@ public struct APIRouter: Sendable {
     }
 
     private func produce(_ request: Request, topic: String) async throws -> Response {
+        let caller = try caller()
+        guard caller.role >= .editor else {
+            throw AccessDenied("token '\(caller.token)' is a reader; producing records needs an editor token")
+        }
         var request = request
         let parameters = request.uri.queryParameters
         let envelope = parameters.get("format") == "envelope"
@@ -154,6 +217,10 @@ public struct APIRouter: Sendable {
     }
 
     private func readRecords(_ request: Request, topic: String) async throws -> Response {
+        // A product's dead letters are its team's: another team's are not found.
+        if let product = TopicName.product(ofDeadLetters: topic), await reconciler.product(product, as: try caller()) == nil {
+            return Self.error(.notFound, code: .notFound, message: "topic '\(topic)' does not exist")
+        }
         let parameters = request.uri.queryParameters
         let limit = min(max(parameters.get("limit").flatMap(Int.init) ?? 100, 1), 10_000)
         // Long polling: `wait` milliseconds for records to arrive when there are none yet.

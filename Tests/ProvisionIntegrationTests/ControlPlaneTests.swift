@@ -261,12 +261,15 @@ private func checkLastWrites(_ server: ServerProcess, _ last: [String: Int?], wh
         defer { server.stop() }
         let created = try await apply(server, [catalogSpec])
         // List, then watch from the version the list reflects.
-        let listed = try await testHTTPClient.execute(HTTPClientRequest(url: server.url + "/v1/products"), deadline: .now() + .seconds(30))
+        var list = HTTPClientRequest(url: server.url + "/v1/products")
+        list.headers.add(name: "Authorization", value: "Bearer \(testAdminToken)")
+        let listed = try await testHTTPClient.execute(list, deadline: .now() + .seconds(30))
         _ = try await listed.body.collect(upTo: 1 << 20)
         let start = try #require(listed.headers.first(name: "Provision-Resource-Version").flatMap { UInt64($0) })
         #expect(start == appliedVersion(created, dataset: "orders"))
         var request = HTTPClientRequest(url: server.url + "/v1/watch?resourceVersion=\(start)")
         request.method = .GET
+        request.headers.add(name: "Authorization", value: "Bearer \(testAdminToken)")
         let response = try await testHTTPClient.execute(request, deadline: .now() + .seconds(60))
         #expect(response.status.code == 200)
         #expect(try await apply(server, [controlProduct("watched", threshold: 5)]).status == 200)

@@ -121,7 +121,8 @@ private func product(_ name: String, _ body: String) -> String {
         defer { server.stop() }
         let socket = try connect(to: server.port)
         defer { close(socket) }
-        let request = "POST /v1/topics/stalled/records HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n0123456789"
+        let request = "POST /v1/topics/stalled/records HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \(testAdminToken)\r\n"
+            + "Content-Length: 100\r\n\r\n0123456789"
         _ = request.withCString { send(socket, $0, strlen($0), 0) }
         // New connections each: a kept-alive one would outlive the 2 s idle timeout.
         let close = [("Connection", "close")]

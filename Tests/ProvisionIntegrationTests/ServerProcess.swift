@@ -29,11 +29,18 @@ struct HTTPReply {
 let testHTTPClient = HTTPClient(eventLoopGroupProvider: .singleton,
                                 configuration: .init(connectionPool: .init(idleTimeout: .seconds(5))))
 
+/// The admin token every test server starts with (`PROVISION_ADMIN_TOKEN`): requests and
+/// `provisionctl` send it unless a test says otherwise.
+let testAdminToken = "pvn_test-admin-\(UUID().uuidString)"
+
+/// - Parameter token: the bearer token to send (nil: none).
 func httpRequest(_ method: HTTPMethod, _ url: String, body: Data? = nil, contentType: String = "application/json",
-                 headers: [(String, String)] = [], timeout: Duration = .seconds(30)) async throws -> HTTPReply
+                 headers: [(String, String)] = [], token: String? = testAdminToken,
+                 timeout: Duration = .seconds(30)) async throws -> HTTPReply
 {
     var request = HTTPClientRequest(url: url)
     request.method = method
+    if let token { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
     for (name, value) in headers { request.headers.add(name: name, value: value) }
     if let body {
         request.headers.add(name: "Content-Type", value: contentType)
@@ -108,6 +115,9 @@ func provisionctl(_ arguments: [String], input: Data? = nil, timeout: Duration =
     let process = Process()
     process.executableURL = URL(fileURLWithPath: provisionctlPath)
     process.arguments = arguments
+    if ProcessInfo.processInfo.environment["PROVISION_TOKEN"] == nil {
+        process.environment = ProcessInfo.processInfo.environment.merging(["PROVISION_TOKEN": testAdminToken]) { _, new in new }
+    }
     let outputFile = NSTemporaryDirectory() + "provisionctl-out-\(UUID().uuidString)"
     let errorFile = outputFile + ".err"
     _ = FileManager.default.createFile(atPath: outputFile, contents: nil)
@@ -184,9 +194,8 @@ final class ServerProcess: @unchecked Sendable {
             process.executableURL = URL(fileURLWithPath: provisionctlPath)
             process.arguments = serve
         }
-        if !environment.isEmpty {
-            process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
-        }
+        process.environment = ProcessInfo.processInfo.environment.merging(["PROVISION_ADMIN_TOKEN": testAdminToken]) { _, new in new }
+            .merging(environment) { _, new in new }
         if !FileManager.default.fileExists(atPath: logPath) { _ = FileManager.default.createFile(atPath: logPath, contents: nil) }
         let log = FileHandle(forWritingAtPath: logPath)!
         logOffsetAtStart = Int(log.seekToEndOfFile())

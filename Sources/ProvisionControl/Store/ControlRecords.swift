@@ -43,6 +43,10 @@ enum ControlRecords {
                 state.products[key.name] = product
             case .productStatus:
                 statuses[key.name] = try decode(ProductStatus.self, record, key: key)
+            case .token:
+                var token = try decode(StoredToken.self, record, key: key)
+                token.resourceVersion = record.resourceVersion
+                state.tokens[key.name] = token
             }
         }
         for (name, status) in statuses { state.products[name]?.status = status }
@@ -52,9 +56,15 @@ enum ControlRecords {
     /// The writes that turn `current` into `next` for the named objects, each a
     /// compare-and-swap on the version `current` holds.
     static func writes(from current: ControlState, to next: ControlState, datasets: some Sequence<String>,
-                       products: some Sequence<String>) -> [RecordWrite]
+                       products: some Sequence<String>, tokens: some Sequence<String> = [String]()) -> [RecordWrite]
     {
         var writes: [RecordWrite] = []
+        for name in Set(tokens).sorted() {
+            let old = current.tokens[name], new = next.tokens[name]
+            guard old != new else { continue }
+            writes.append(RecordWrite(key: .token(name), value: new.map(encode),
+                                      precondition: old.map { .version($0.resourceVersion) } ?? .absent))
+        }
         for name in Set(datasets).sorted() {
             let old = current.datasets[name], new = next.datasets[name]
             guard old != new else { continue }
@@ -95,6 +105,9 @@ enum ControlRecords {
                 }
             case .productStatus:
                 if let status = next.products[write.key.name]?.status { state.products[write.key.name]?.status = status }
+            case .token:
+                state.tokens[write.key.name] = next.tokens[write.key.name]
+                state.tokens[write.key.name]?.resourceVersion = version
             }
         }
     }

@@ -79,6 +79,7 @@ public struct StoredProduct: Sendable, Equatable, Codable {
 public struct ControlState: Sendable, Equatable {
     public var datasets: [String: StoredDataset] = [:]
     public var products: [String: StoredProduct] = [:]
+    public var tokens: [String: StoredToken] = [:]
 
     public init() {}
 }
@@ -88,4 +89,31 @@ public struct ControlStateNotSaved: Error, Sendable, CustomStringConvertible {
     public var cause: String
 
     public var description: String { "the change was not saved, so it was not made: \(cause)" }
+}
+
+/// An API token as the control plane keeps it: the secret itself is never stored, only its
+/// SHA-256.
+public struct StoredToken: Sendable, Equatable, Codable {
+    public var name: String
+    public var team: String
+    public var role: TokenRole
+    public var createdAt: TimestampMilliseconds
+    public var expiresAt: TimestampMilliseconds?
+    /// Hex SHA-256 of the secret.
+    public var secretHash: String
+    /// The version of its record in the store (not part of the record).
+    public var resourceVersion: ResourceVersion = 0
+
+    enum CodingKeys: String, CodingKey { case name, team, role, createdAt, expiresAt, secretHash }
+
+    public init(name: String, team: String, role: TokenRole, createdAt: TimestampMilliseconds, expiresAt: TimestampMilliseconds?,
+                secretHash: String)
+    {
+        self.name = name
+        self.team = team
+        self.role = role
+        self.createdAt = createdAt
+        self.expiresAt = expiresAt
+        self.secretHash = secretHash
+    }
 }

@@ -5,12 +5,15 @@ public struct ObjectKey: Sendable, Hashable, Comparable, CustomStringConvertible
         case dataset = 1
         case product = 2
         case productStatus = 3
+        /// An API token: its team, role, expiry and the hash of its secret.
+        case token = 4
 
         public var name: String {
             switch self {
             case .dataset: return "dataset"
             case .product: return "product"
             case .productStatus: return "product-status"
+            case .token: return "token"
             }
         }
     }
@@ -26,6 +29,7 @@ public struct ObjectKey: Sendable, Hashable, Comparable, CustomStringConvertible
     public static func dataset(_ name: String) -> ObjectKey { ObjectKey(.dataset, name) }
     public static func product(_ name: String) -> ObjectKey { ObjectKey(.product, name) }
     public static func productStatus(_ name: String) -> ObjectKey { ObjectKey(.productStatus, name) }
+    public static func token(_ name: String) -> ObjectKey { ObjectKey(.token, name) }
 
     public var description: String { "\(kind.name)/\(name)" }
 

@@ -141,6 +141,10 @@ public enum APIErrorCode: String, Sendable, Codable, CaseIterable {
     case invalidRequest = "InvalidRequest"
     case invalidRecord = "InvalidRecord"
     case invalidTopic = "InvalidTopic"
+    /// No token, or one that is unknown, expired or revoked (401).
+    case unauthorized = "Unauthorized"
+    /// The token's role does not allow the request (403).
+    case forbidden = "Forbidden"
     case notFound = "NotFound"
     case methodNotAllowed = "MethodNotAllowed"
     /// The object is managed by another writer, or changed since the version the request names.

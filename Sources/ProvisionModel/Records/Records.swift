@@ -85,6 +85,14 @@ public struct TopicDescription: Sendable, Equatable, Codable {
 }
 
 public enum TopicName {
+    /// Where a product's dead letters go: `_deadletter.<product>`.
+    public static func deadLetters(of product: String) -> String { "_deadletter.\(product)" }
+
+    /// The product whose dead letters `topic` holds, if it is such a topic.
+    public static func product(ofDeadLetters topic: String) -> String? {
+        topic.hasPrefix("_deadletter.") ? String(topic.dropFirst("_deadletter.".count)) : nil
+    }
+
     /// Letters, digits, `.`, `_` and `-`, at most 200 (a name is a directory of the embedded
     /// log, and Kafka allows no more).
     public static func isValid(_ name: String) -> Bool {
