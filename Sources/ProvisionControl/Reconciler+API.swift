@@ -76,6 +76,14 @@ extension Reconciler {
                 return .dataset(dataset, location)
             case .dataProduct(var product, let location):
                 scope(&product.metadata, "product", at: location)
+                // A team's spec reads only the secrets an admin gave that team: any other
+                // reference would send the server's own credentials wherever the spec points.
+                let prefix = SecretReferences.teamPrefix(caller.team)
+                for reference in SecretReferences.find(in: product.spec) where !reference.name.hasPrefix(prefix) {
+                    errors.append(SpecError(file: location.file, line: location.line, column: location.column,
+                                            path: "spec.\(reference.path)",
+                                            message: "'${env:\(reference.name)}' is not one of team '\(caller.team)''s secrets; a team's specs read only \(prefix)* variables"))
+                }
                 return .dataProduct(product, location)
             }
         }

@@ -113,6 +113,20 @@ private func errorCode(_ reply: HTTPReply) -> String? {
         #expect(produced.status == 403)
         // Only admins manage tokens.
         #expect(try await httpRequest(.GET, server.url + "/v1/tokens", token: riskEditor).status == 403)
+        // A team's spec reads only its own secrets: the server's database URL is refused,
+        // located, and nothing is applied; a variable under the team's prefix is accepted.
+        let leaking = teamProduct("leaky", team: nil).replacingOccurrences(
+            of: "  sink: {file: {path: teams/leaky.jsonl}}",
+            with: "  sink: {webhook: {url: \"http://127.0.0.1:9/hook\", headers: {X-Pg: \"${env:PROVISION_TEST_POSTGRES_URL}\"}}}")
+        let refused = try await apply(server, [leaking], token: riskEditor)
+        #expect(refused.status == 403, "\(String(decoding: refused.body, as: UTF8.self))")
+        let detail = (((refused.json as? [String: Any])?["error"] as? [String: Any])?["details"] as? [[String: Any]])?.first
+        #expect(detail?["path"] as? String == "spec.sink.webhook.headers.X-Pg")
+        #expect((detail?["message"] as? String)?.contains("PROVISION_TEAM_RISK_*") == true)
+        #expect(try await server.fetchProduct("leaky") == nil)
+        let own = leaking.replacingOccurrences(of: "PROVISION_TEST_POSTGRES_URL", with: "PROVISION_TEAM_RISK_HOOK_TOKEN")
+        #expect(try await apply(server, [own], token: riskEditor).status == 200)
+
         // The team's editor deletes it.
         #expect(try await httpRequest(.DELETE, server.url + "/v1/products/risk-orders", token: riskEditor).status == 202)
     }

@@ -55,3 +55,40 @@ public enum FieldDiff {
         }
     }
 }
+
+/// The `${env:NAME}` references a spec makes (URLs, credentials, headers, secrets), each with
+/// the path of the field that holds it.
+public enum SecretReferences {
+    public static func find<Document: Encodable>(in document: Document) -> [(path: String, name: String)] {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        guard let data = try? encoder.encode(document), let value = try? JSONParser.parse(Array(data)) else { return [] }
+        var found: [(String, String)] = []
+        walk(value, path: "", into: &found)
+        return found
+    }
+
+    /// The environment variables a team's specs may read: `PROVISION_TEAM_<TEAM>_…`, the team
+    /// upper-cased with `-` as `_`. An admin puts a team's secrets there.
+    public static func teamPrefix(_ team: String) -> String {
+        "PROVISION_TEAM_" + team.uppercased().replacingOccurrences(of: "-", with: "_") + "_"
+    }
+
+    private static func walk(_ value: JSONValue, path: String, into found: inout [(String, String)]) {
+        switch value {
+        case .string(let text):
+            var rest = Substring(text)
+            while let start = rest.range(of: "${env:") {
+                guard let end = rest[start.upperBound...].firstIndex(of: "}") else { break }
+                found.append((path, String(rest[start.upperBound..<end])))
+                rest = rest[rest.index(after: end)...]
+            }
+        case .object(let object):
+            for (key, field) in object.fields { walk(field, path: path.isEmpty ? key : "\(path).\(key)", into: &found) }
+        case .array(let items):
+            for (index, item) in items.enumerated() { walk(item, path: "\(path)[\(index)]", into: &found) }
+        default:
+            break
+        }
+    }
+}
