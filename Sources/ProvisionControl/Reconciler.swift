@@ -146,8 +146,12 @@ public actor Reconciler: Service {
 
     // MARK: Service
 
+    /// True while the reconciler runs: the store is open and changes are being reconciled.
+    public private(set) var isRunning = false
+
     public func run() async throws {
         for name in state.products.keys.sorted() { queue.add(name) }
+        isRunning = true
         await withDiscardingTaskGroup { group in
             for _ in 0..<max(1, configuration.workers) {
                 group.addTask { await self.work() }
@@ -192,6 +196,7 @@ public actor Reconciler: Service {
     /// busy after `shutdownTimeout` is cancelled, and named.
     private func stopAll() async {
         shuttingDown = true
+        isRunning = false
         queue.finish()
         let active = runs
         for (_, run) in active { run.stop.request() }

@@ -28,6 +28,12 @@ public struct APIRouter: Sendable {
         var routes = Routes()
         let auth = authenticating ? "on" : "off"
         routes.add(.get, "/healthz") { _, _ in Self.json(["status": "ok", "auth": auth]) }
+        // Probes, without a token: the process answers; the store is open and the reconciler runs.
+        routes.add(.get, "/livez") { _, _ in Self.json(["status": "ok"]) }
+        routes.add(.get, "/readyz") { _, _ in
+            await self.reconciler.isRunning ? Self.json(["status": "ready"])
+                : Self.json(["status": "not ready: the reconciler is not running"], status: .serviceUnavailable)
+        }
         routes.add(.post, "/v1/apply") { request, _ in try await self.apply(request) }
         routes.add(.get, "/v1/products") { _, _ in
             let (products, version) = await self.reconciler.listProducts(as: try self.caller())

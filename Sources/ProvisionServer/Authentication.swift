@@ -8,7 +8,7 @@ enum RequestCaller {
     @TaskLocal static var current: Caller?
 }
 
-/// Every request but `/healthz` carries `Authorization: Bearer <token>`; no token, or one
+/// Every request but health and probes carries `Authorization: Bearer <token>`; no token, or one
 /// that is unknown, expired or revoked, is `401 Unauthorized` before any handler runs. Off
 /// (`--dev`), every request acts as an admin.
 struct AuthenticationMiddleware<Context: RequestContext>: RouterMiddleware {
@@ -19,7 +19,7 @@ struct AuthenticationMiddleware<Context: RequestContext>: RouterMiddleware {
         guard authenticating else {
             return try await RequestCaller.$current.withValue(.development) { try await next(request, context) }
         }
-        if request.uri.path == "/healthz" { return try await next(request, context) }
+        if Self.openPaths.contains(request.uri.path) { return try await next(request, context) }
         guard let bearer = request.headers.bearer else {
             return Self.unauthorized("no token: send Authorization: Bearer <token>")
         }
@@ -29,6 +29,9 @@ struct AuthenticationMiddleware<Context: RequestContext>: RouterMiddleware {
         }
         return try await RequestCaller.$current.withValue(caller) { try await next(request, context) }
     }
+
+    /// Health and probes: load balancers and orchestrators call them without a token.
+    static var openPaths: Set<String> { ["/healthz", "/livez", "/readyz"] }
 
     private static func unauthorized(_ message: String) -> Response {
         var response = APIRouter.error(.unauthorized, code: .unauthorized, message: message)

@@ -43,6 +43,9 @@ private func errorCode(_ reply: HTTPReply) -> String? {
         let health = try await httpRequest(.GET, server.url + "/healthz", token: nil)
         #expect(health.status == 200)
         #expect((health.json as? [String: Any])?["auth"] as? String == "on")
+        #expect(try await httpRequest(.GET, server.url + "/livez", token: nil).status == 200)
+        let ready = try await httpRequest(.GET, server.url + "/readyz", token: nil)
+        #expect(ready.status == 200 && (ready.json as? [String: Any])?["status"] as? String == "ready")
         for (method, path) in [(HTTPMethod.GET, "/v1/products"), (.GET, "/v1/datasets"), (.POST, "/v1/apply"), (.GET, "/v1/tokens"),
                                (.GET, "/v1/topics"), (.GET, "/v1/watch")] {
             let none = try await httpRequest(method, server.url + path, token: nil)
