@@ -612,7 +612,7 @@ struct DocumentReader {
                 fail(urlNode, "spec.sink.postgres.url", "expected '${env:NAME}' or a postgres:// URL")
                 return nil
             }
-            if !isReference, PostgresURL.parse(url)?.password != nil {
+            if !isReference, PostgresURL.parse(url)?.password != nil || SecretInText.queryCredential(in: url) != nil {
                 fail(urlNode, "spec.sink.postgres.url", "a password does not belong in a spec; use '${env:NAME}'")
                 return nil
             }
@@ -635,7 +635,7 @@ struct DocumentReader {
                 fail(urlNode, "\(path).url", "expected '${env:NAME}' or an http:// or https:// URL")
                 return nil
             }
-            if !isReference, PostgresURL.redact(url) != url {
+            if !isReference, PostgresURL.redact(url) != url || SecretInText.queryCredential(in: url) != nil {
                 fail(urlNode, "\(path).url", "a password does not belong in a spec; use auth with '${env:NAME}'")
                 return nil
             }
@@ -683,7 +683,7 @@ struct DocumentReader {
                 fail(urlNode, "\(path).url", "expected '${env:NAME}' or an http:// or https:// URL")
                 return nil
             }
-            if EnvironmentReference.variable(in: url) == nil, PostgresURL.redact(url) != url {
+            if EnvironmentReference.variable(in: url) == nil, PostgresURL.redact(url) != url || SecretInText.queryCredential(in: url) != nil {
                 fail(urlNode, "\(path).url", "a password does not belong in a spec; use '${env:NAME}'")
                 return nil
             }
@@ -747,6 +747,10 @@ struct DocumentReader {
                     guard case .scalar(let name) = nameNode, let value = string(valueNode, at: "\(path).headers.\(name.string)") else {
                         return nil
                     }
+                    if SecretInText.isCredentialHeader(name.string), EnvironmentReference.variable(in: value) == nil {
+                        fail(valueNode, "\(path).headers.\(name.string)", "a credential does not belong in a spec; use '${env:NAME}'")
+                        return nil
+                    }
                     spec.headers[name.string] = value
                 }
             }
@@ -788,5 +792,27 @@ struct TextPosition: Sendable, Equatable {
 extension Node {
     var position: TextPosition? {
         mark.map { TextPosition(line: $0.line, column: $0.column) }
+    }
+}
+
+/// Where a spec might carry a credential in plain text.
+enum SecretInText {
+    private static let queryNames: Set<String> = [
+        "password", "pass", "pwd", "passwd", "sslpassword", "secret", "token", "access_token", "api_key", "apikey", "key", "auth",
+    ]
+
+    /// The name of a query parameter of `url` that holds a credential (`?password=…`), if any.
+    static func queryCredential(in url: String) -> String? {
+        guard let query = url.split(separator: "?", maxSplits: 1).dropFirst().first else { return nil }
+        for pair in query.split(separator: "&") {
+            let name = pair.split(separator: "=", maxSplits: 1).first.map { $0.lowercased() } ?? ""
+            if queryNames.contains(name) { return name }
+        }
+        return nil
+    }
+
+    /// Headers whose values are credentials.
+    static func isCredentialHeader(_ name: String) -> Bool {
+        ["authorization", "proxy-authorization", "cookie", "x-api-key", "api-key", "x-auth-token"].contains(name.lowercased())
     }
 }
