@@ -100,6 +100,7 @@ let package = Package(
             dependencies: [
                 "ProvisionModel", "ProvisionLog", "ProvisionControl", "ProvisionRuntime",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Yams", package: "Yams"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -19,7 +19,7 @@ struct DeadLettersCommand: AsyncParsableCommand {
     @OptionGroup var options: ClientOptions
 
     func run() async throws {
-        let client = options.client
+        let client = try options.client
         // The product must exist; its dead-letter topic may not yet.
         _ = try await client.call(.GET, "/v1/products/\(product.urlComponentEncoded)", as: ProductResource.self)
         let topic = "_deadletter.\(product)".urlComponentEncoded

@@ -27,7 +27,7 @@ struct GetCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let client = options.client
+        let client = try options.client
         switch kind {
         case .products:
             let products = try await client.call(.GET, "/v1/products", as: [ProductResource].self)

@@ -21,7 +21,7 @@ struct TailCommand: AsyncParsableCommand {
     @OptionGroup var options: ClientOptions
 
     func run() async throws {
-        let client = options.client
+        let client = try options.client
         let pageSize = 1000
         var remaining = limit ?? (fromBeginning || follow ? Int.max : 10)
         var from: Int64

@@ -187,6 +187,34 @@ private func errorCode(_ reply: HTTPReply) -> String? {
         #expect(try await httpRequest(.GET, server.url + "/v1/tokens", token: secret).status == 200)
     }
 
+    /// The CLI finds the server and its token in a config file of named servers, the way
+    /// kubectl finds a context: the file's current one, or `--context`.
+    @Test func theCLIReadsNamedServersFromItsConfigFile() async throws {
+        let server = ServerProcess()
+        try await server.start()
+        defer { server.stop() }
+        let directory = server.dataDirectory + "-config"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        try testAdminToken.write(toFile: directory + "/token", atomically: true, encoding: .utf8)
+        try """
+            current: test
+            servers:
+              test: {url: "\(server.url)", tokenFile: "\(directory)/token"}
+              stale: {url: "\(server.url)", token: "pvn_revoked-long-ago"}
+            """.write(toFile: directory + "/config.yaml", atomically: true, encoding: .utf8)
+        let environment: [String: String?] = ["PROVISION_CONFIG": directory + "/config.yaml", "PROVISION_TOKEN": nil,
+                                              "PROVISION_SERVER": nil, "PROVISION_CONTEXT": nil]
+        let current = try provisionctl(["get", "products"], environment: environment)
+        #expect(current.status == 0, "\(current.errorOutput)")
+        let stale = try provisionctl(["get", "products", "--context", "stale"], environment: environment)
+        #expect(stale.status != 0 && stale.errorOutput.contains("[Unauthorized]"), "\(stale.errorOutput)")
+        let missing = try provisionctl(["get", "products", "--context", "prod"], environment: environment)
+        #expect(missing.status != 0 && missing.errorOutput.contains("has no server 'prod' (it has: stale, test)"), "\(missing.errorOutput)")
+        // A flag still wins over the file.
+        let flagged = try provisionctl(["get", "products", "--token", "pvn_wrong"], environment: environment)
+        #expect(flagged.status != 0 && flagged.errorOutput.contains("[Unauthorized]"))
+    }
+
     /// `--dev` turns authentication off and says so, in the log and in `/healthz`.
     @Test func devModeNeedsNoTokenAndSaysSo() async throws {
         let server = ServerProcess()

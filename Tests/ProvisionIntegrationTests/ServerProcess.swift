@@ -111,13 +111,17 @@ struct CommandResult {
 
 /// Runs `provisionctl` with arguments and waits for it, at most `timeout`.
 @discardableResult
-func provisionctl(_ arguments: [String], input: Data? = nil, timeout: Duration = .seconds(180)) throws -> CommandResult {
+/// - Parameter environment: changes to the environment it runs in (nil removes a variable);
+///   `PROVISION_TOKEN` is the suite's admin token unless set or removed here.
+func provisionctl(_ arguments: [String], input: Data? = nil, environment changes: [String: String?] = [:],
+                  timeout: Duration = .seconds(180)) throws -> CommandResult {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: provisionctlPath)
     process.arguments = arguments
-    if ProcessInfo.processInfo.environment["PROVISION_TOKEN"] == nil {
-        process.environment = ProcessInfo.processInfo.environment.merging(["PROVISION_TOKEN": testAdminToken]) { _, new in new }
-    }
+    var environment = ProcessInfo.processInfo.environment
+    if environment["PROVISION_TOKEN"] == nil { environment["PROVISION_TOKEN"] = testAdminToken }
+    for (name, value) in changes { environment[name] = value }
+    process.environment = environment
     let outputFile = NSTemporaryDirectory() + "provisionctl-out-\(UUID().uuidString)"
     let errorFile = outputFile + ".err"
     _ = FileManager.default.createFile(atPath: outputFile, contents: nil)
