@@ -17,6 +17,8 @@ struct APIClient {
     struct Reply {
         var status: Int
         var body: Data
+        /// A list's `Provision-Continue`: the token of its next page.
+        var continueToken: String? = nil
 
         func decode<T: Decodable>(_ type: T.Type) throws -> T {
             try JSONDecoder().decode(type, from: body)
@@ -50,7 +52,22 @@ struct APIClient {
             throw Failure(description: "cannot reach the Provision server at \(baseURL): \(error) (start one with 'provisionctl serve', or set --server / PROVISION_SERVER)")
         }
         let bytes = try await response.body.collect(upTo: 256 * 1024 * 1024)
-        return Reply(status: Int(response.status.code), body: Data(buffer: bytes))
+        return Reply(status: Int(response.status.code), body: Data(buffer: bytes),
+                     continueToken: response.headers.first(name: "Provision-Continue"))
+    }
+
+    /// Every item of a list, page after page.
+    func listAll<Item: Decodable>(_ path: String, as type: Item.Type) async throws -> [Item] {
+        var items: [Item] = []
+        var token: String?
+        repeat {
+            let separator = path.contains("?") ? "&" : "?"
+            let page = try await send(.GET, path + (token.map { "\(separator)continue=\($0.urlComponentEncoded)" } ?? ""))
+            guard (200..<300).contains(page.status) else { throw Failure(description: page.errorMessage) }
+            items += try page.decode([Item].self)
+            token = page.continueToken
+        } while token != nil
+        return items
     }
 
     /// Sends and decodes a 2xx reply; anything else becomes a readable failure.

@@ -30,13 +30,13 @@ struct GetCommand: AsyncParsableCommand {
         let client = try options.client
         switch kind {
         case .products:
-            let products = try await client.call(.GET, "/v1/products", as: [ProductResource].self)
+            let products = try await client.listAll("/v1/products", as: ProductResource.self)
             try emit(products) { ProductTable.render(products) }
         case .product:
             let product = try await client.call(.GET, "/v1/products/\(name!.urlComponentEncoded)", as: ProductResource.self)
             try emit(product) { ProductTable.render([product]) }
         case .datasets:
-            let datasets = try await client.call(.GET, "/v1/datasets", as: [DatasetResource].self)
+            let datasets = try await client.listAll("/v1/datasets", as: DatasetResource.self)
             try emit(datasets) { DatasetTable.render(datasets) }
         case .dataset:
             let dataset = try await client.call(.GET, "/v1/datasets/\(name!.urlComponentEncoded)", as: DatasetResource.self)

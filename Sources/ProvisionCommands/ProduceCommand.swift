@@ -46,7 +46,7 @@ struct ProduceCommand: AsyncParsableCommand {
         // A dataset on this topic says which fields are the key and the event time.
         var key = self.key, time = self.time
         if format == "plain", key == nil || time == nil,
-            let dataset = try await options.client.call(.GET, "/v1/datasets", as: [DatasetResource].self)
+            let dataset = try await options.client.listAll("/v1/datasets", as: DatasetResource.self)
                 .first(where: { $0.spec.topic == topic })
         {
             key = key ?? dataset.spec.key

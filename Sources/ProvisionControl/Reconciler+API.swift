@@ -160,6 +160,16 @@ extension Reconciler {
         (products(as: caller), committedVersion)
     }
 
+    /// One page of the caller's products, and the token of the next.
+    public func listProducts(as caller: Caller, limit: Int?, after token: String?)
+        -> (products: [ProductResource], next: String?, resourceVersion: ResourceVersion)
+    {
+        let visible = currentState.products.values.filter { caller.owns(team: $0.product.metadata.team) }
+            .sorted { $0.product.name < $1.product.name }
+        let page = ListPage.slice(visible, name: \.product.name, limit: limit, after: token)
+        return (page.items.map(resource), page.next, committedVersion)
+    }
+
     /// The products the caller's team owns (every product for an admin).
     public func products(as caller: Caller = .development) -> [ProductResource] {
         currentState.products.values.filter { caller.owns(team: $0.product.metadata.team) }
@@ -226,17 +236,42 @@ extension Reconciler {
         return version ?? found  // no version: the change changed nothing
     }
 
-    public func datasets() async throws -> [DatasetResource] {
+    /// The catalog (everyone's), matching `query` (see `CatalogSearch`), one page of it.
+    public func datasets(matching query: String? = nil, limit: Int? = nil, after token: String? = nil) async throws
+        -> (datasets: [DatasetResource], next: String?)
+    {
+        let matching = currentState.datasets.values.filter { stored in query.map { CatalogSearch.matches(stored.dataset, query: $0) } ?? true }
+            .sorted { $0.dataset.name < $1.dataset.name }
+        let page = ListPage.slice(matching, name: \.dataset.name, limit: limit, after: token)
         var result: [DatasetResource] = []
-        for stored in currentState.datasets.values.sorted(by: { $0.dataset.name < $1.dataset.name }) {
-            result.append(try await datasetResource(stored))
-        }
-        return result
+        for stored in page.items { result.append(try await datasetResource(stored)) }
+        return (result, page.next)
     }
 
-    public func dataset(_ name: String) async throws -> DatasetResource? {
+    public func datasets() async throws -> [DatasetResource] {
+        try await datasets(limit: ListPage.maximumLimit).datasets
+    }
+
+    /// The dataset with its lineage: which of the caller's products read it, and where they
+    /// write (other teams' products are only counted).
+    public func dataset(_ name: String, as caller: Caller = .development) async throws -> DatasetResource? {
         guard let stored = currentState.datasets[name] else { return nil }
-        return try await datasetResource(stored)
+        var resource = try await datasetResource(stored)
+        var readers: [DatasetLineage.Reader] = []
+        var others = 0
+        for product in currentState.products.values.sorted(by: { $0.product.name < $1.product.name }) where !product.deleting {
+            let spec = product.product.spec
+            let reads = spec.from == name ? "from" : spec.joins.contains { $0.dataset == name } ? "join" : nil
+            guard let reads else { continue }
+            guard caller.owns(team: product.product.metadata.team) else {
+                others += 1
+                continue
+            }
+            readers.append(DatasetLineage.Reader(product: product.product.name, team: product.product.metadata.team, reads: reads,
+                                                 output: product.status.output))
+        }
+        resource.lineage = DatasetLineage(products: readers, otherTeams: others)
+        return resource
     }
 
     private func datasetResource(_ stored: StoredDataset) async throws -> DatasetResource {

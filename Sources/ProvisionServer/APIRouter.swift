@@ -35,11 +35,16 @@ public struct APIRouter: Sendable {
                 : Self.json(["status": "not ready: the reconciler is not running"], status: .serviceUnavailable)
         }
         routes.add(.post, "/v1/apply") { request, _ in try await self.apply(request) }
-        routes.add(.get, "/v1/products") { _, _ in
-            let (products, version) = await self.reconciler.listProducts(as: try self.caller())
+        // Lists come a page at a time (`?limit=`, default 500, and `?continue=` with the
+        // `Provision-Continue` header of the page before).
+        routes.add(.get, "/v1/products") { request, _ in
+            let parameters = request.uri.queryParameters
+            let (products, next, version) = await self.reconciler.listProducts(
+                as: try self.caller(), limit: parameters.get("limit").flatMap(Int.init), after: parameters.get("continue"))
             var response = Self.json(products)
             // The store version the list reflects: watch from it and nothing is missed.
             response.headers[.init("Provision-Resource-Version")!] = String(version)
+            if let next { response.headers[.init("Provision-Continue")!] = next }
             return response
         }
         routes.add(.get, "/v1/products/:name") { _, context in
@@ -84,10 +89,18 @@ public struct APIRouter: Sendable {
                 return Self.error(.serviceUnavailable, code: APIErrorCode(rawValue: reason) ?? .sinkUnavailable, message: message)
             }
         }
-        routes.add(.get, "/v1/datasets") { _, _ in Self.json(try await self.reconciler.datasets()) }
+        // `?q=` searches names, owners, teams, descriptions and field names.
+        routes.add(.get, "/v1/datasets") { request, _ in
+            let parameters = request.uri.queryParameters
+            let (datasets, next) = try await self.reconciler.datasets(
+                matching: parameters.get("q"), limit: parameters.get("limit").flatMap(Int.init), after: parameters.get("continue"))
+            var response = Self.json(datasets)
+            if let next { response.headers[.init("Provision-Continue")!] = next }
+            return response
+        }
         routes.add(.get, "/v1/datasets/:name") { _, context in
             let name = try context.parameters.require("name")
-            guard let dataset = try await self.reconciler.dataset(name) else {
+            guard let dataset = try await self.reconciler.dataset(name, as: try self.caller()) else {
                 return Self.error(.notFound, code: .notFound, message: "dataset '\(name)' does not exist")
             }
             return Self.json(dataset)

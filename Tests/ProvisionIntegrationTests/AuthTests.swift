@@ -1,4 +1,6 @@
+import AsyncHTTPClient
 import Foundation
+import NIOCore
 import NIOHTTP1
 import Testing
 
@@ -213,6 +215,64 @@ private func errorCode(_ reply: HTTPReply) -> String? {
         // A flag still wins over the file.
         let flagged = try provisionctl(["get", "products", "--token", "pvn_wrong"], environment: environment)
         #expect(flagged.status != 0 && flagged.errorOutput.contains("[Unauthorized]"))
+    }
+
+    /// The catalog is searched by name, owner, description and field name, lists come in
+    /// pages, and a dataset's lineage names the caller's products that read it (through
+    /// `from` or a join) and where they write, and only counts other teams'.
+    @Test func theCatalogIsSearchedPagedAndShowsLineage() async throws {
+        let server = ServerProcess()
+        try await server.start()
+        defer { server.stop() }
+        let risk = try createToken(server, "risk", team: "risk", role: "editor")
+        let payments = try createToken(server, "payments", team: "payments", role: "editor")
+        let customers = """
+            apiVersion: provision/v1
+            kind: Dataset
+            metadata: {name: customers, owner: crm, description: "Everyone who ever bought something"}
+            spec:
+              key: customer_id
+              schema: {customer_id: string, email: string, segment: string}
+            """
+        #expect(try await apply(server, [catalogSpec, customers], token: testAdminToken).status == 200)
+        func names(_ query: String) async throws -> [String] {
+            let reply = try await httpRequest(.GET, server.url + "/v1/datasets?q=" + query, token: risk)
+            return (reply.json as? [[String: Any]] ?? []).compactMap { ($0["metadata"] as? [String: Any])?["name"] as? String }
+        }
+        #expect(try await names("email") == ["customers"])        // a field name
+        #expect(try await names("sales") == ["orders"])           // the owner
+        #expect(try await names("BOUGHT") == ["customers"])       // the description, any case
+        #expect(try await names("crm%20segment") == ["customers"])  // every word
+        #expect(try await names("nothing-like-it").isEmpty)
+        let search = try server.ctl(["catalog", "email"])
+        #expect(search.status == 0 && search.output.contains("customers") && !search.output.contains("orders"), "\(search.output)")
+
+        #expect(try await apply(server, [teamProduct("risk-a", team: nil), teamProduct("risk-b", team: nil)], token: risk).status == 200)
+        #expect(try await apply(server, [teamProduct("pay-a", team: nil)], token: payments).status == 200)
+        // Pages of one: every product once, in order, then no further token.
+        var seen: [String] = []
+        var token: String?
+        repeat {
+            var request = HTTPClientRequest(url: server.url + "/v1/products?limit=1" + (token.map { "&continue=\($0)" } ?? ""))
+            request.headers.add(name: "Authorization", value: "Bearer \(testAdminToken)")
+            let response = try await testHTTPClient.execute(request, deadline: .now() + .seconds(30))
+            let body = try await response.body.collect(upTo: 1 << 20)
+            let page = try JSONSerialization.jsonObject(with: Data(buffer: body)) as? [[String: Any]] ?? []
+            #expect(page.count == 1)
+            seen += page.compactMap { ($0["metadata"] as? [String: Any])?["name"] as? String }
+            token = response.headers.first(name: "Provision-Continue")
+        } while token != nil && seen.count < 10
+        #expect(seen == ["pay-a", "risk-a", "risk-b"])
+
+        let lineage = try await httpRequest(.GET, server.url + "/v1/datasets/orders", token: risk).json as? [String: Any]
+        let readers = (lineage?["lineage"] as? [String: Any])?["products"] as? [[String: Any]] ?? []
+        #expect(readers.compactMap { $0["product"] as? String } == ["risk-a", "risk-b"])
+        #expect((lineage?["lineage"] as? [String: Any])?["otherTeams"] as? Int == 1)
+        let described = try provisionctl(["catalog", "describe", "orders", "--server", server.url, "--token", risk])
+        #expect(described.status == 0, "\(described.errorOutput)")
+        #expect(described.output.contains("risk-a (team risk, from)") && described.output.contains("and 1 product of other teams"),
+                "\(described.output)")
+        #expect(!described.output.contains("pay-a"))
     }
 
     /// `--dev` turns authentication off and says so, in the log and in `/healthz`.

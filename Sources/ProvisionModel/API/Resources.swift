@@ -63,6 +63,8 @@ public struct DatasetResource: Sendable, Equatable, Codable {
     public var metadata: ResourceMetadata
     public var spec: DatasetSpec
     public var status: DatasetStatus
+    /// On `GET /v1/datasets/{name}`: the products that read it.
+    public var lineage: DatasetLineage?
 
     public init(metadata: ResourceMetadata, spec: DatasetSpec, status: DatasetStatus) {
         self.metadata = metadata
