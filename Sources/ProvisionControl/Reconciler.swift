@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Metrics
 import ProvisionFailpoints
 import ProvisionLog
 import ProvisionModel
@@ -170,8 +171,12 @@ public actor Reconciler: Service {
 
     /// One worker: reconciles the names the queue hands out until it is finished.
     private nonisolated func work() async {
+        let duration = Metrics.Timer(label: "provision_reconcile_duration_seconds", preferredDisplayUnit: .seconds)
         while let name = await queue.next() {
-            switch await reconcile(name) {
+            let started = ContinuousClock.now
+            let outcome = await reconcile(name)
+            duration.record(duration: ContinuousClock.now - started)
+            switch outcome {
             case .done, .terminal:
                 queue.forget(name)
             case .retryWithBackoff(let reason):

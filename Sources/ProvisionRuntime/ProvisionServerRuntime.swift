@@ -85,7 +85,11 @@ public struct ProvisionServerRuntime: Sendable {
     }
 
     public func run(extraServices: [any Service] = [], onReady: @escaping @Sendable () async -> Void = {}) async throws {
-        let router = APIRouter(reconciler: reconciler, authenticating: options.authenticating).build()
+        var api = APIRouter(reconciler: reconciler, authenticating: options.authenticating)
+        let metrics = ProductMetrics.shared
+        let reconciler = self.reconciler
+        api.metrics = { await metrics.scrape(reconciler) }
+        let router = api.build()
         let application = Application(
             router: router,
             server: .http1(configuration: .init(idleTimeout: TimeAmount(options.httpIdleTimeout))),

@@ -12,6 +12,14 @@ struct RouteTable: Sendable {
         self.routes = routes.map { ($0.0, $0.1.split(separator: "/")) }
     }
 
+    /// The route that serves `path`, as registered (`/v1/products/:name`), if any.
+    func template(of path: String) -> String? {
+        let segments = path.split(separator: "/")
+        return routes.first { route in
+            route.segments.count == segments.count && zip(route.segments, segments).allSatisfy { $0.first == ":" || $0 == $1 }
+        }.map { "/" + $0.segments.joined(separator: "/") }
+    }
+
     /// The methods served at `path`, sorted; empty when no route has that path.
     func methods(at path: String) -> [String] {
         let segments = path.split(separator: "/")

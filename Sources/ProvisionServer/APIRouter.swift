@@ -13,6 +13,9 @@ public struct APIRouter: Sendable {
     /// The largest request body accepted, such as a batch of records to produce.
     public var requestBytesMax = 64 * 1024 * 1024
 
+    /// The text `GET /metrics` answers (Prometheus' exposition format), made at each scrape.
+    public var metrics: @Sendable () async -> [UInt8] = { [] }
+
     public init(reconciler: Reconciler, authenticating: Bool) {
         self.reconciler = reconciler
         self.authenticating = authenticating
@@ -28,6 +31,13 @@ public struct APIRouter: Sendable {
         var routes = Routes()
         let auth = authenticating ? "on" : "off"
         routes.add(.get, "/healthz") { _, _ in Self.json(["status": "ok", "auth": auth]) }
+        // Prometheus scrapes with an admin token: the metrics name every team's products.
+        routes.add(.get, "/metrics") { _, _ in
+            try self.requireAdmin(to: "read metrics")
+            var headers = HTTPFields()
+            headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
+            return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: await self.metrics())))
+        }
         // Probes, without a token: the process answers; the store is open and the reconciler runs.
         routes.add(.get, "/livez") { _, _ in Self.json(["status": "ok"]) }
         routes.add(.get, "/readyz") { _, _ in
@@ -136,7 +146,9 @@ public struct APIRouter: Sendable {
         // The error middleware comes first, so it also answers what no route matches, and
         // knows every route, to answer a wrong method 405 with `Allow`.
         let router = Router()
-        router.add(middleware: APIErrorMiddleware(routes: RouteTable(routes.all.map { ($0.method, $0.path) })))
+        let table = RouteTable(routes.all.map { ($0.method, $0.path) })
+        router.add(middleware: RequestMetricsMiddleware(routes: table))
+        router.add(middleware: APIErrorMiddleware(routes: table))
         router.add(middleware: AuthenticationMiddleware(reconciler: reconciler, authenticating: authenticating))
         for route in routes.all { router.on(RouterPath(route.path), method: route.method, use: route.handler) }
         return router

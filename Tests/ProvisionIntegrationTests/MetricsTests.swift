@@ -1,0 +1,111 @@
+import Foundation
+import Testing
+
+let prometheusBinary = ProcessInfo.processInfo.environment["PROVISION_TEST_PROMETHEUS_BIN"]
+
+/// A Prometheus server (Debian's) scraping one Provision server every second with the
+/// suite's admin token.
+private final class PrometheusProcess {
+    let port = freePort()
+    let directory: String
+    private let process = Process()
+
+    var url: String { "http://127.0.0.1:\(port)" }
+
+    init(scraping target: ServerProcess) throws {
+        directory = target.dataDirectory + "-prometheus"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        try """
+            global: {scrape_interval: 1s, scrape_timeout: 1s}
+            scrape_configs:
+              - job_name: provision
+                metrics_path: /metrics
+                authorization: {type: Bearer, credentials: "\(testAdminToken)"}
+                static_configs: [{targets: ["127.0.0.1:\(target.port)"]}]
+            """.write(toFile: directory + "/prometheus.yml", atomically: true, encoding: .utf8)
+        guard let prometheusBinary else { throw Failure("PROVISION_TEST_PROMETHEUS_BIN is not set: run the suite with scripts/test") }
+        process.executableURL = URL(fileURLWithPath: prometheusBinary)
+        process.arguments = ["--config.file=\(directory)/prometheus.yml", "--storage.tsdb.path=\(directory)/data",
+                             "--web.listen-address=127.0.0.1:\(port)"]
+        process.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
+        let log = directory + "/prometheus.log"
+        _ = FileManager.default.createFile(atPath: log, contents: nil)
+        process.standardError = FileHandle(forWritingAtPath: log)
+        try process.run()
+        try waitForPort(port, of: process, what: "prometheus")
+    }
+
+    /// The value of a PromQL query's single result, once it has one (polled, bounded).
+    func value(of query: String, until condition: (Double) -> Bool, timeout: Duration = .seconds(60)) async throws -> Double {
+        let deadline = ContinuousClock.now + timeout
+        var last: String = ""
+        while ContinuousClock.now < deadline {
+            let encoded = query.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? query
+            let reply = try await httpRequest(.GET, url + "/api/v1/query?query=" + encoded, token: nil)
+            last = String(decoding: reply.body, as: UTF8.self)
+            let result = ((reply.json as? [String: Any])?["data"] as? [String: Any])?["result"] as? [[String: Any]]
+            if let sample = result?.first?["value"] as? [Any], let text = sample.last as? String, let value = Double(text), condition(value) {
+                return value
+            }
+            try await Task.sleep(for: .milliseconds(250))
+        }
+        throw Failure("Prometheus never answered \(query) as expected; last answer: \(last)")
+    }
+
+    deinit {
+        if process.isRunning {
+            process.terminate()
+            process.waitUntilExit()
+        }
+    }
+}
+
+@Suite(.serialized, .timeLimit(.minutes(5)), .enabled(if: prometheusBinary != nil || runningInCI, "needs the Prometheus binary scripts/test installs"))
+struct MetricsTests {
+    /// `/metrics` in Prometheus' text format, scraped by a real Prometheus: a PromQL query
+    /// through its HTTP API returns the product's records written and lag as its status
+    /// says; request metrics are labelled by route template, never by raw path; a deleted
+    /// product's series go.
+    @Test func prometheusScrapesProductAndRequestMetrics() async throws {
+        let server = ServerProcess()
+        try await server.start()
+        defer { server.stop() }
+        let specs = try writeSpecs(catalogSpec, productSpec(backfill: "all"), to: server.dataDirectory + "-specs")
+        #expect(try server.ctl(["apply", "-f", specs]).status == 0)
+        let orders = TestOrder.generate(count: 3000, end: Date(), days: 30, seed: 171)
+        let expected = orders.compactMap { $0.expectedRow(since: .distantPast) }.count
+        let input = server.dataDirectory + "-orders.jsonl"
+        try orders.map(\.jsonLine).joined(separator: "\n").write(toFile: input, atomically: true, encoding: .utf8)
+        #expect(try server.ctl(["produce", "orders", "--file", input]).status == 0)
+        let product = try await server.waitForProduct("eu-large-orders") { $0.phase == "Live" && $0.recordsWritten == expected }
+        #expect(product.recordsWritten == expected)
+
+        let text = String(decoding: try await httpRequest(.GET, server.url + "/metrics").body, as: UTF8.self)
+        #expect(text.contains("provision_product_written_records{product=\"eu-large-orders\"} \(expected)"), "\(text.prefix(3000))")
+        #expect(text.contains("provision_product_phase{product=\"eu-large-orders\",phase=\"Live\"} 1"))
+        #expect(text.contains("provision_product_condition{product=\"eu-large-orders\",type=\"Ready\",status=\"true\"} 1"))
+        #expect(text.contains("route=\"/v1/products/:name\""), "request metrics are by route template")
+        #expect(!text.contains("route=\"/v1/products/eu-large-orders\""))
+        #expect(text.contains("provision_reconcile_duration_seconds"))
+        // Metrics name every team's products: an admin's to read.
+        #expect(try await httpRequest(.GET, server.url + "/metrics", token: nil).status == 401)
+
+        let prometheus = try PrometheusProcess(scraping: server)
+        let written = try await prometheus.value(of: #"provision_product_written_records{product="eu-large-orders"}"#) { $0 > 0 }
+        #expect(Int(written) == expected)
+        let lag = try await prometheus.value(of: #"provision_product_lag_records{product="eu-large-orders"}"#) { _ in true }
+        #expect(Int(lag) == (product.status["lag"] as? Int))
+        let applies = try await prometheus.value(of: #"sum(provision_http_requests_total{route="/v1/apply",status="200"})"#) { $0 > 0 }
+        #expect(applies >= 1)
+
+        #expect(try server.ctl(["delete", "product", "eu-large-orders"]).status == 0)
+        let deadline = ContinuousClock.now + .seconds(60)
+        var after = ""
+        while ContinuousClock.now < deadline {
+            after = String(decoding: try await httpRequest(.GET, server.url + "/metrics").body, as: UTF8.self)
+            if !after.contains("product=\"eu-large-orders\"") { break }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        #expect(!after.contains("product=\"eu-large-orders\""), "a deleted product's series stay")
+    }
+}
