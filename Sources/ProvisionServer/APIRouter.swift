@@ -45,6 +45,7 @@ public struct APIRouter: Sendable {
                 : Self.json(["status": "not ready: the reconciler is not running"], status: .serviceUnavailable)
         }
         routes.add(.post, "/v1/apply") { request, _ in try await self.apply(request) }
+        routes.add(.post, "/v1/preview") { request, _ in try await self.preview(request) }
         // Lists come a page at a time (`?limit=`, default 500, and `?continue=` with the
         // `Provision-Continue` header of the page before).
         routes.add(.get, "/v1/products") { request, _ in
@@ -192,6 +193,32 @@ public struct APIRouter: Sendable {
         }
     }
 
+    private struct PreviewBody: Decodable {
+        var files: [SpecFile]
+    }
+
+    /// A product run over the latest records of its source: sample rows, the output schema,
+    /// how many passed, the backfill's size, and the plan. Creates nothing.
+    private func preview(_ request: Request) async throws -> Response {
+        var request = request
+        let sample = request.uri.queryParameters.get("sample").flatMap(Int.init) ?? 100
+        let body = try await request.collectBody(upTo: requestBytesMax)
+        let preview: PreviewBody
+        do {
+            preview = try JSONDecoder().decode(PreviewBody.self, from: Data(buffer: body))
+        } catch {
+            return Self.error(.badRequest, code: .invalidRequest, message: "the body is not a preview request ({\"files\": [...]}): \(error)")
+        }
+        return try await answeringRejections {
+            do {
+                let result = try await reconciler.preview(ApplyRequest(files: preview.files, dryRun: true), sample: sample, as: try caller())
+                return Self.json(result.json)
+            } catch RedeliveryError.unsupported(let message) {
+                return Self.error(.conflict, code: .unsupported, message: message)
+            }
+        }
+    }
+
     private func apply(_ request: Request) async throws -> Response {
         var request = request
         let body = try await request.collectBody(upTo: requestBytesMax)
@@ -201,8 +228,13 @@ public struct APIRouter: Sendable {
         } catch {
             return Self.error(.badRequest, code: .invalidRequest, message: "the body is not an apply request: \(error)")
         }
+        return try await answeringRejections { Self.json(try await reconciler.apply(applyRequest, as: try caller())) }
+    }
+
+    /// Rejected specs answered by why: another team (403), a conflict (409), invalid (422).
+    private func answeringRejections(_ body: () async throws -> Response) async throws -> Response {
         do {
-            return Self.json(try await reconciler.apply(applyRequest, as: try caller()))
+            return try await body()
         } catch let rejected as ApplyRejected where rejected.isForbidden {
             return Self.error(.forbidden, code: .forbidden, message: "the specs name another team; nothing was applied",
                               details: rejected.errors)

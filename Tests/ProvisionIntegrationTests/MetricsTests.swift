@@ -109,3 +109,41 @@ struct MetricsTests {
         #expect(!after.contains("product=\"eu-large-orders\""), "a deleted product's series stay")
     }
 }
+
+/// `POST /v1/preview` and `provisionctl preview`: a product run over the latest records of
+/// its source, compared with the rows the test computes itself; nothing is created.
+@Suite(.serialized, .timeLimit(.minutes(5))) struct PreviewTests {
+    @Test func aPreviewShowsTheRowsCountsAndBackfillAndCreatesNothing() async throws {
+        let server = ServerProcess()
+        try await server.start()
+        defer { server.stop() }
+        #expect(try server.ctl(["apply", "-f", try writeSpecs(catalogSpec, to: server.dataDirectory + "-catalog")]).status == 0)
+        let orders = TestOrder.generate(count: 2000, end: Date(), days: 30, seed: 181)
+        let input = server.dataDirectory + "-orders.jsonl"
+        try orders.map(\.jsonLine).joined(separator: "\n").write(toFile: input, atomically: true, encoding: .utf8)
+        #expect(try server.ctl(["produce", "orders", "--file", input]).status == 0)
+
+        let specs = try writeSpecs(productSpec(backfill: "all"), to: server.dataDirectory + "-specs")
+        let result = try server.ctl(["preview", "-f", specs, "--sample", "500", "--json"])
+        #expect(result.status == 0, "\(result.errorOutput)")
+        let answer = try JSONSerialization.jsonObject(with: Data(result.output.utf8)) as? [String: Any] ?? [:]
+        let expected = orders.suffix(500).compactMap { $0.expectedRow(since: .distantPast) }.map { $0 as NSDictionary }
+        let rows = (answer["rows"] as? [[String: Any]] ?? []).map { $0 as NSDictionary }
+        #expect(rows == expected)
+        #expect(answer["sampled"] as? Int == 500)
+        #expect(answer["passed"] as? Int == expected.count)
+        #expect((answer["backfill"] as? [String: Any])?["records"] as? Int == orders.count)
+        #expect(((answer["backfill"] as? [String: Any])?["bytesEstimate"] as? Int ?? 0) > 0)
+        #expect((answer["change"] as? [String: Any])?["action"] as? String == "create")
+        let schema = (answer["outputSchema"] as? [[String: Any]] ?? []).compactMap { $0["name"] as? String }
+        #expect(schema == ["order_id", "amount", "customer", "placed_at"])
+        #expect(try await server.fetchProduct("eu-large-orders") == nil, "a preview created the product")
+
+        // The readable form, and a bad spec located like an apply's.
+        let readable = try server.ctl(["preview", "-f", specs, "--sample", "500"])
+        #expect(readable.output.contains("sampled 500 latest records: \(expected.count) passed, 0 dead-lettered"), "\(readable.output)")
+        let bad = try server.ctl(["preview", "-f", try writeSpecs(productSpec(backfill: "all").replacingOccurrences(of: "amount > 1000", with: "amout > 1000"),
+                                                                 to: server.dataDirectory + "-bad")])
+        #expect(bad.status != 0 && bad.errorOutput.contains("unknown field 'amout'"), "\(bad.errorOutput)")
+    }
+}

@@ -1,0 +1,106 @@
+import ProvisionLog
+import ProvisionModel
+import ProvisionPipeline
+
+/// A product run over recent records without creating anything: what it would write.
+public struct PreviewResult: Sendable {
+    public var product: String
+    /// The output rows of the sampled records that passed, as JSON.
+    public var rows: [JSONValue]
+    public var outputSchema: Schema
+    /// Recent records of the source read, and how many passed the filter or were set aside.
+    public var sampled: Int
+    public var passed: Int
+    public var deadLettered: Int
+    /// The backfill: records inside the window now, and their bytes estimated from the sample.
+    public var backfillRecords: Int64
+    public var backfillBytesEstimate: Int64
+    public var backfillStart: TimestampMilliseconds?
+    /// What an apply of the same documents would do to the product.
+    public var change: PlannedChange?
+
+    public var json: JSONValue {
+        var object = JSONObject()
+        object["product"] = .string(product)
+        object["rows"] = .array(rows)
+        object["outputSchema"] = .array(outputSchema.fields.map { .object(JSONObject([("name", .string($0.name)), ("type", .string($0.type.name))])) })
+        object["sampled"] = .integer(Int64(sampled))
+        object["passed"] = .integer(Int64(passed))
+        object["deadLettered"] = .integer(Int64(deadLettered))
+        var backfill = JSONObject()
+        backfill["records"] = .integer(backfillRecords)
+        backfill["bytesEstimate"] = .integer(backfillBytesEstimate)
+        backfill["since"] = backfillStart.map { .string(Timestamp.format($0)) } ?? .null
+        object["backfill"] = .object(backfill)
+        if let change {
+            var planned = JSONObject()
+            planned["action"] = .string(change.action.rawValue)
+            if let detail = change.detail { planned["detail"] = .string(detail) }
+            object["change"] = .object(planned)
+        }
+        return .object(object)
+    }
+}
+
+extension Reconciler {
+    /// Validates the documents as an apply would, then runs their one product's filter and
+    /// projection over the most recent `sample` records of its source (at most 1,000) and
+    /// estimates its backfill from the log's time index. Creates nothing.
+    public func preview(_ request: ApplyRequest, sample: Int = 100, as caller: Caller = .development) async throws -> PreviewResult {
+        var dryRun = request
+        dryRun.dryRun = true
+        // The same validation, team scoping and plan as the apply, without its commit.
+        let planned = try await apply(dryRun, as: caller)
+        let loaded = SpecLoader.load(request.files, catalog: currentState.datasets.values.map(\.dataset))
+        let products = loaded.documents.compactMap { document -> DataProduct? in
+            if case .dataProduct(let product, _) = document { return product }
+            return nil
+        }
+        guard products.count == 1, var product = products.first else {
+            throw ApplyRejected(errors: [SpecError(file: request.files.first?.name ?? "-", line: 1, column: 1, path: "",
+                                                   message: "a preview is of exactly one DataProduct; these files hold \(products.count)")])
+        }
+        if product.metadata.team == nil, !caller.isAdmin { product.metadata.team = caller.team }
+        guard product.spec.joins.isEmpty else {
+            throw RedeliveryError.unsupported("a preview of a product with joins is not supported yet; '\(product.name)' joins \(product.spec.joins.map(\.dataset).joined(separator: ", "))")
+        }
+        var datasets = currentState.datasets.mapValues(\.dataset)
+        for case .dataset(let dataset, _) in loaded.documents { datasets[dataset.name] = dataset }
+        let plan = try ProductPlan.compile(product, datasets: datasets)
+        let topic = datasets[product.spec.from]?.spec.topic ?? product.spec.from
+        let now = currentTime
+        let backfillStart = product.spec.backfill.startTime(createdAt: now)
+        var result = PreviewResult(product: product.name, rows: [], outputSchema: plan.outputSchema, sampled: 0, passed: 0,
+                                   deadLettered: 0, backfillRecords: 0, backfillBytesEstimate: 0, backfillStart: backfillStart,
+                                   change: planned.changes.first { $0.kind == .dataProduct && $0.name == product.name })
+        guard try await eventLog.partitionCount(of: topic) != nil else { return result }
+        let source = TopicPartition(topic: topic, partition: 0)
+        let end = try await eventLog.endOffset(of: source)
+        let logStart = try await eventLog.startOffset(of: source)
+        let from = max(logStart, end - Int64(min(max(sample, 1), 1000)))
+        let batch = try await eventLog.readBatch(source, from: from, maxRecords: Int(end - from), maxBytes: 16 * 1024 * 1024)
+        let processor = RecordProcessor(plan: plan, startTime: nil, endTime: product.spec.backfill.endTime)
+        let keys = JSONRowKeys(plan.outputSchema)
+        var sampledBytes = 0
+        for (index, outcome) in processor.process(batch, range: 0..<batch.count, partition: 0, now: now).enumerated() {
+            let record = batch.record(at: index)
+            sampledBytes += (record.record.value?.count ?? 0) + (record.record.key?.count ?? 0)
+            switch outcome {
+            case .output(let output):
+                result.passed += 1
+                var bytes: [UInt8] = []
+                if output.writeJSONValue(keys: keys, into: &bytes), let row = try? JSONParser.parse(bytes) { result.rows.append(row) }
+            case .deadLetter:
+                result.deadLettered += 1
+            case .skipped:
+                break
+            }
+        }
+        result.sampled = batch.count
+        var windowStart = logStart
+        if let backfillStart { windowStart = try await eventLog.offset(forTimestamp: backfillStart, in: source) }
+        result.backfillRecords = max(0, end - max(windowStart, logStart))
+        if batch.count > 0 { result.backfillBytesEstimate = result.backfillRecords * Int64(sampledBytes) / Int64(batch.count) }
+        return result
+    }
+}
