@@ -84,7 +84,9 @@ let package = Package(
                 .product(name: "HummingbirdAuth", package: "hummingbird-auth"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Metrics", package: "swift-metrics"),
-            ]
+            ],
+            // The API's contract, compiled into the server (no bundle to find at run time).
+            resources: [.embedInCode("Resources/openapi.json")]
         ),
         // The composition root: which log, which control store, which services a server runs.
         .target(

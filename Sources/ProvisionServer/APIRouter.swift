@@ -27,7 +27,23 @@ public struct APIRouter: Sendable {
         return caller
     }
 
+    /// Every (method, path) `build` registers, for the contract test.
+    var registered: [(method: String, path: String)] { routes().all.map { ($0.method.rawValue, $0.path) } }
+
     public func build() -> Router<BasicRequestContext> {
+        let routes = routes()
+        // The error middleware comes first, so it also answers what no route matches, and
+        // knows every route, to answer a wrong method 405 with `Allow`.
+        let router = Router()
+        let table = RouteTable(routes.all.map { ($0.method, $0.path) })
+        router.add(middleware: RequestMetricsMiddleware(routes: table))
+        router.add(middleware: APIErrorMiddleware(routes: table))
+        router.add(middleware: AuthenticationMiddleware(reconciler: reconciler, authenticating: authenticating))
+        for route in routes.all { router.on(RouterPath(route.path), method: route.method, use: route.handler) }
+        return router
+    }
+
+    private func routes() -> Routes {
         var routes = Routes()
         let auth = authenticating ? "on" : "off"
         routes.add(.get, "/healthz") { _, _ in Self.json(["status": "ok", "auth": auth]) }
@@ -37,6 +53,12 @@ public struct APIRouter: Sendable {
             var headers = HTTPFields()
             headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
             return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: await self.metrics())))
+        }
+        // The contract, without a token.
+        routes.add(.get, "/openapi.json") { _, _ in
+            var headers = HTTPFields()
+            headers[.contentType] = "application/json"
+            return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: PackageResources.openapi_json)))
         }
         // Probes, without a token: the process answers; the store is open and the reconciler runs.
         routes.add(.get, "/livez") { _, _ in Self.json(["status": "ok"]) }
@@ -144,15 +166,7 @@ public struct APIRouter: Sendable {
         routes.add(.get, "/v1/topics/:topic/records") { request, context in
             try await self.readRecords(request, topic: try context.parameters.require("topic"))
         }
-        // The error middleware comes first, so it also answers what no route matches, and
-        // knows every route, to answer a wrong method 405 with `Allow`.
-        let router = Router()
-        let table = RouteTable(routes.all.map { ($0.method, $0.path) })
-        router.add(middleware: RequestMetricsMiddleware(routes: table))
-        router.add(middleware: APIErrorMiddleware(routes: table))
-        router.add(middleware: AuthenticationMiddleware(reconciler: reconciler, authenticating: authenticating))
-        for route in routes.all { router.on(RouterPath(route.path), method: route.method, use: route.handler) }
-        return router
+        return routes
     }
 
     /// The routes, collected before they are registered.

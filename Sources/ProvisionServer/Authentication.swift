@@ -31,7 +31,7 @@ struct AuthenticationMiddleware<Context: RequestContext>: RouterMiddleware {
     }
 
     /// Health and probes: load balancers and orchestrators call them without a token.
-    static var openPaths: Set<String> { ["/healthz", "/livez", "/readyz"] }
+    static var openPaths: Set<String> { ["/healthz", "/livez", "/readyz", "/openapi.json"] }
 
     private static func unauthorized(_ message: String) -> Response {
         var response = APIRouter.error(.unauthorized, code: .unauthorized, message: message)

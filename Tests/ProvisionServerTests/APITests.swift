@@ -9,6 +9,49 @@ import ProvisionModel
 import ProvisionPipeline
 @testable import ProvisionServer
 
+private func makeRouter() async throws -> APIRouter {
+    let directory = NSTemporaryDirectory() + "provision-api-\(UUID().uuidString)"
+    let log = try EmbeddedEventLog(directory: directory + "/log")
+    let reconciler = try await Reconciler(
+        log: log, store: EmbeddedControlStore(directory: directory + "/control"),
+        sinks: SinkFactory(fileRoot: directory + "/files", checkpoints: FileCheckpointStore(directory: directory + "/checkpoints")),
+        logger: Logger(label: "test"))
+    return APIRouter(reconciler: reconciler, authenticating: false)
+}
+
+/// The contract and the server agree both ways: every route the server registers is in the
+/// OpenAPI document with the same method, and the document describes no route the server
+/// lacks; every error code the document lists is the server's.
+@Suite struct OpenAPIContractTests {
+    @Test func theDocumentAndTheRoutesAgree() async throws {
+        let document = try #require(try JSONSerialization.jsonObject(with: Data(PackageResources.openapi_json)) as? [String: Any])
+        #expect(document["openapi"] as? String == "3.1.0")
+        let paths = try #require(document["paths"] as? [String: [String: Any]])
+        var documented: Set<String> = []
+        for (path, operations) in paths {
+            // `{name}` in the document is `:name` in the router.
+            let routerPath = path.split(separator: "/").map { $0.hasPrefix("{") ? ":" + $0.dropFirst().dropLast() : $0 }.joined(separator: "/")
+            for method in operations.keys { documented.insert("\(method.uppercased()) /\(routerPath)") }
+        }
+        let served = Set(try await makeRouter().registered.map { "\($0.method) \($0.path)" })
+        #expect(served.subtracting(documented).isEmpty, "served but not documented: \(served.subtracting(documented).sorted())")
+        #expect(documented.subtracting(served).isEmpty, "documented but not served: \(documented.subtracting(served).sorted())")
+        let schemas = (document["components"] as? [String: Any])?["schemas"] as? [String: Any]
+        let error = ((schemas?["Error"] as? [String: Any])?["properties"] as? [String: Any])?["error"] as? [String: Any]
+        let codes = ((error?["properties"] as? [String: Any])?["code"] as? [String: Any])?["enum"] as? [String]
+        #expect(codes == APIErrorCode.allCases.map(\.rawValue))
+    }
+
+    @Test func theServerServesItsContract() async throws {
+        try await makeApplication().test(.router) { client in
+            try await client.execute(uri: "/openapi.json", method: .get) { response in
+                #expect(response.status == .ok)
+                #expect(Array(buffer: response.body) == PackageResources.openapi_json)
+            }
+        }
+    }
+}
+
 private func makeApplication() async throws -> some ApplicationProtocol {
     let directory = NSTemporaryDirectory() + "provision-api-\(UUID().uuidString)"
     let log = try EmbeddedEventLog(directory: directory + "/log")
