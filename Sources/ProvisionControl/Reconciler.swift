@@ -451,9 +451,16 @@ public actor Reconciler: Service {
     }
 
     /// Destroys an output, or detaches it (it stays, unmaintained), and forgets its checkpoint.
+    /// Throws when the destination cannot be reached (retried); an output that cannot be
+    /// removed safely — its path goes through a link — is left, and said so, since no retry
+    /// would change that.
     private func removeOutput(of spec: DataProductSpec, product: String, destroyFile: Bool) async throws {
         let sink = sinks.makeSink(for: spec, product: product, outputSchema: Schema(), keyField: spec.key)
-        if destroyFile { try await sink.destroy() } else { try await sink.detach() }
+        do {
+            if destroyFile { try await sink.destroy() } else { try await sink.detach() }
+        } catch let error as SinkError where error.reason == "InvalidOutputPath" {
+            logger.warning("output left in place: it cannot be removed safely", metadata: ["product": "\(product)", "error": "\(error)"])
+        }
         try? sinks.checkpoints.remove(product)
     }
 

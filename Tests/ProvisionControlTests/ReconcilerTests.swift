@@ -109,11 +109,27 @@ private struct Harness {
 }
 
 @Suite struct ReconcilerTests {
-    /// A deletion whose output cannot be removed (a link put in the output's path, which the
-    /// file sink refuses to follow) is not forgotten: the product says why and stays
-    /// `deleting`, the reconcile is retried with backoff, and once the path is fixed the
-    /// output and the product go.
-    @Test func anOutputThatCannotBeRemovedIsReportedAndRetriedUntilItGoes() async throws {
+    /// A deletion whose destination cannot be reached (a PostgreSQL server that is not
+    /// there) is not forgotten: the product says why and stays `deleting`, and the reconcile
+    /// is retried with backoff.
+    @Test func anOutputThatCannotBeReachedIsReportedAndRetried() async throws {
+        let harness = try await Harness()
+        let running = Task { try await harness.reconciler.run() }
+        defer { running.cancel() }
+        let unreachable = productSpec(where: "amount >= 50", policy: "Delete", select: "{order_id: order_id, amount: amount}")
+            .replacingOccurrences(of: "sink: {file: {path: out/orders.jsonl}}", with: "key: order_id\n  sink: {postgres: {url: \"postgres://127.0.0.1:1/none\", table: t}}")
+        _ = try await harness.apply(catalog, unreachable)
+        #expect(try await harness.reconciler.deleteProduct("big-orders") != nil)
+        try await harness.waitFor { $0?.status.conditions.contains { $0.type == "Stalled" && $0.reason == "CleanupFailed" } == true }
+        let stalled = await harness.reconciler.product("big-orders")
+        #expect(stalled?.metadata.deleting == true)
+        #expect(stalled?.status.conditions.first { $0.type == "Ready" }?.message.contains("cannot remove the output") == true)
+    }
+
+    /// An output whose path a link now goes through cannot be removed safely (the file sink
+    /// never follows links): it is left where it is, and the deletion finishes — no retry
+    /// would change that.
+    @Test func anOutputThatCannotBeRemovedSafelyIsLeftAndTheDeletionFinishes() async throws {
         let harness = try await Harness()
         let running = Task { try await harness.reconciler.run() }
         defer { running.cancel() }
@@ -124,13 +140,8 @@ private struct Harness {
         try FileManager.default.moveItem(atPath: files + "/out", toPath: files + "/out-real")
         try FileManager.default.createSymbolicLink(atPath: files + "/out", withDestinationPath: "out-real")
         #expect(try await harness.reconciler.deleteProduct("big-orders") != nil)
-        try await harness.waitFor { $0?.status.conditions.contains { $0.type == "Stalled" && $0.reason == "CleanupFailed" } == true }
-        #expect(await harness.reconciler.product("big-orders")?.metadata.deleting == true)
-        #expect(FileManager.default.fileExists(atPath: files + "/out-real/orders.jsonl"))
-        try FileManager.default.removeItem(atPath: files + "/out")
-        try FileManager.default.moveItem(atPath: files + "/out-real", toPath: files + "/out")
         try await harness.waitFor { $0 == nil }
-        #expect(!FileManager.default.fileExists(atPath: files + "/out/orders.jsonl"))
+        #expect(FileManager.default.fileExists(atPath: files + "/out-real/orders.jsonl"), "removed through a link")
     }
 
     @Test func appliesPlansRebuildsAndDeletesByPolicy() async throws {
