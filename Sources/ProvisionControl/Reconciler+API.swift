@@ -155,11 +155,6 @@ extension Reconciler {
         currentState.datasets.values.first { $0.dataset.spec.topic == topic }?.dataset.spec
     }
 
-    /// Every product, and the store version the list reflects (a watch from it misses nothing).
-    public func listProducts(as caller: Caller = .development) -> (products: [ProductResource], resourceVersion: ResourceVersion) {
-        (products(as: caller), committedVersion)
-    }
-
     /// One page of the caller's products, and the token of the next.
     public func listProducts(as caller: Caller, limit: Int?, after token: String?)
         -> (products: [ProductResource], next: String?, resourceVersion: ResourceVersion)

@@ -22,8 +22,7 @@ extension Reconciler {
     public static func newSecret() -> String {
         var generator = SystemRandomNumberGenerator()
         let bytes = (0..<32).map { _ in UInt8.random(in: .min ... .max, using: &generator) }
-        return "pvn_" + Data(bytes).base64EncodedString().replacingOccurrences(of: "+", with: "-")
-            .replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
+        return "pvn_" + Base64URL.encode(bytes)
     }
 
     static func hash(_ secret: String) -> String {

@@ -327,8 +327,7 @@ public actor Reconciler: Service {
 
     var currentState: ControlState { state }
     var currentTime: TimestampMilliseconds { clock() }
-    var eventLog: any EventLog { log }
-    nonisolated var eventLogForTopics: any EventLog { log }
+    nonisolated var eventLog: any EventLog { log }
 
     /// Sinks for redeliveries, whose positions in the dead-letter topic are kept apart.
     nonisolated var redeliverySinks: SinkFactory { sinks.keepingCheckpoints(suffix: ".redelivery") }

@@ -55,5 +55,5 @@ public struct Topics: Sendable {
 
 extension Reconciler {
     /// The topics of the store this reconciler runs on.
-    public nonisolated var topics: Topics { Topics(log: eventLogForTopics) }
+    public nonisolated var topics: Topics { Topics(log: eventLog) }
 }
