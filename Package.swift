@@ -106,7 +106,7 @@ let package = Package(
         .target(
             name: "ProvisionCommands",
             dependencies: [
-                "ProvisionModel", "ProvisionLog", "ProvisionControl", "ProvisionRuntime",
+                "ProvisionModel", "ProvisionLog", "ProvisionSinks", "ProvisionControl", "ProvisionRuntime",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),

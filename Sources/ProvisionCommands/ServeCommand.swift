@@ -8,6 +8,7 @@ import ProvisionControl
 import ProvisionLog
 import ProvisionModel
 import ProvisionRuntime
+import ProvisionSinks
 import ServiceLifecycle
 
 struct ServeCommand: AsyncParsableCommand {
@@ -50,6 +51,15 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .long, help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel = "info"
 
+    @Option(name: .long, help: ArgumentHelp(
+        "A destination sinks may connect to: a host name, *.domain, an IP address or a CIDR (repeat, or separate with commas; also PROVISION_ALLOW_DESTINATIONS).",
+        discussion: "Without any, sinks may connect anywhere but this server itself, and the log says so."))
+    var allowDestination: [String] = []
+
+    private var destinationEntries: [String] {
+        allowDestination + (ProcessInfo.processInfo.environment["PROVISION_ALLOW_DESTINATIONS"].map { [$0] } ?? [])
+    }
+
     func validate() throws {
         guard parsedListen != nil else { throw ValidationError("--listen must be HOST:PORT") }
         if let retention, DurationText.parseMilliseconds(retention) == nil {
@@ -60,6 +70,11 @@ struct ServeCommand: AsyncParsableCommand {
             throw ValidationError("--http-idle-timeout must be a duration such as 30s")
         }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level \(logLevel)") }
+        do {
+            _ = try SinkDestinationPolicy.parseEntries(destinationEntries)
+        } catch {
+            throw ValidationError("--allow-destination: \(error)")
+        }
     }
 
     private var parsedListen: (host: String, port: Int)? {
@@ -104,6 +119,9 @@ struct ServeCommand: AsyncParsableCommand {
         options.batchRecordsMax = batchRecords
         options.authenticating = !(dev || demo)
         options.adminTokenSecret = ProcessInfo.processInfo.environment["PROVISION_ADMIN_TOKEN"].flatMap { $0.isEmpty ? nil : $0 }
+        options.secretKey = ProcessInfo.processInfo.environment["PROVISION_SECRET_KEY"].flatMap { $0.isEmpty ? nil : $0 }
+        let destinations = try SinkDestinationPolicy.parseEntries(destinationEntries)
+        options.allowedDestinations = destinations.isEmpty ? nil : destinations
         let runtime = try await ProvisionServerRuntime(options: options, logger: logger)
         if !options.authenticating {
             logger.warning("AUTHENTICATION IS OFF (\(demo ? "--demo" : "--dev")): every request acts as an admin; never expose this server")

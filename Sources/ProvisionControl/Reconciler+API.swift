@@ -51,43 +51,67 @@ extension Reconciler {
         let result = SpecLoader.load(request.files, catalog: state.datasets.values.map(\.dataset))
         guard result.errors.isEmpty else { throw ApplyRejected(errors: result.errors) }
         // A team's token applies for its team only, as `api:<team>`; an admin names any writer.
-        let documents = try Self.scoped(result.documents, to: caller)
+        let documents = try scoped(result, to: caller, against: state)
         let writer = caller.isAdmin ? Writer(request.managedBy ?? "cli") : Writer("api:\(caller.team)")
         return try planner.plan(current: state, documents: documents, writer: writer,
                                 prune: request.prune, force: request.force ?? false, now: currentTime)
     }
 
     /// The documents with the caller's team filled in where they name none; for a caller
-    /// that is not an admin, a document naming another team refuses the whole apply.
-    private static func scoped(_ documents: [SpecDocument], to caller: Caller) throws -> [SpecDocument] {
-        guard !caller.isAdmin else { return documents }
-        var errors: [SpecError] = []
+    /// that is not an admin, a document naming another team refuses the whole apply. Every
+    /// reference a product makes is checked: a team's spec reads only its own secrets (any
+    /// other would send the server's credentials wherever the spec points), and each must exist.
+    private func scoped(_ result: SpecLoadResult, to caller: Caller, against state: ControlState) throws -> [SpecDocument] {
+        var forbidden: [SpecError] = []
+        var missing: [SpecError] = []
+        func error(_ location: SourceLocation, _ path: String, _ message: String) -> SpecError {
+            SpecError(file: location.file, line: location.line, column: location.column, path: path, message: message)
+        }
         func scope(_ metadata: inout ObjectMetadata, _ kind: String, at location: SourceLocation) {
+            guard !caller.isAdmin else { return }
             guard let team = metadata.team else { return metadata.team = caller.team }
             if team != caller.team {
-                errors.append(SpecError(file: location.file, line: location.line, column: location.column, path: "metadata.team",
-                                        message: "token '\(caller.token)' of team '\(caller.team)' cannot apply a \(kind) of team '\(team)'"))
+                forbidden.append(error(location, "metadata.team", "token '\(caller.token)' of team '\(caller.team)' cannot apply a \(kind) of team '\(team)'"))
             }
         }
-        let scoped = documents.map { document -> SpecDocument in
+        let environment = sinks.environment
+        var scoped: [SpecDocument] = []
+        for (index, document) in result.documents.enumerated() {
             switch document {
             case .dataset(var dataset, let location):
                 scope(&dataset.metadata, "dataset", at: location)
-                return .dataset(dataset, location)
+                scoped.append(.dataset(dataset, location))
             case .dataProduct(var product, let location):
                 scope(&product.metadata, "product", at: location)
-                // A team's spec reads only the secrets an admin gave that team: any other
-                // reference would send the server's own credentials wherever the spec points.
-                let prefix = SecretReferences.teamPrefix(caller.team)
-                for reference in SecretReferences.find(in: product.spec) where !reference.name.hasPrefix(prefix) {
-                    errors.append(SpecError(file: location.file, line: location.line, column: location.column,
-                                            path: "spec.\(reference.path)",
-                                            message: "'${env:\(reference.name)}' is not one of team '\(caller.team)''s secrets; a team's specs read only \(prefix)* variables"))
+                let team = product.metadata.team
+                for found in SecretReferences.find(in: product.spec) {
+                    let path = "spec.\(found.path)"
+                    let at = result.location(ofField: path, inDocument: index)
+                    switch found.reference {
+                    case .environment(let variable):
+                        if !caller.isAdmin, !variable.hasPrefix(SecretReferences.teamPrefix(caller.team)) {
+                            forbidden.append(error(at, path, "'\(found.reference)' is not one of team '\(caller.team)''s secrets; use '${secret:NAME}' (or an admin's \(SecretReferences.teamPrefix(caller.team))* variable)"))
+                        } else if environment[variable]?.isEmpty ?? true {
+                            missing.append(error(at, path, "'\(found.reference)' is not set on the server"))
+                        }
+                    case .secret(let name):
+                        if let team {
+                            if state.secrets[StoredSecret.id(team: team, name: name)] == nil {
+                                missing.append(error(at, path, "team '\(team)' has no secret '\(name)' (provisionctl secret set \(name) --team \(team))"))
+                            }
+                        } else {
+                            missing.append(error(at, path, "'\(found.reference)' is a team's secret, and this product names no metadata.team"))
+                        }
+                    }
                 }
-                return .dataProduct(product, location)
+                if let refusal = sinks.destinationRefusal(of: product.spec, secrets: secretValues(of: team)) {
+                    forbidden.append(error(result.location(ofField: refusal.path, inDocument: index), refusal.path, refusal.message))
+                }
+                scoped.append(.dataProduct(product, location))
             }
         }
-        guard errors.isEmpty else { throw ApplyRejected(errors: errors, isForbidden: true) }
+        guard forbidden.isEmpty else { throw ApplyRejected(errors: forbidden, isForbidden: true) }
+        guard missing.isEmpty else { throw ApplyRejected(errors: missing) }
         return scoped
     }
 
@@ -107,7 +131,7 @@ extension Reconciler {
                         case .dataset: kind = .dataset
                         case .product: kind = .dataProduct
                         case .productStatus: kind = .productStatus
-                        case .token: continue  // tokens are not the watchers' business
+                        case .token, .secret: continue  // tokens and secrets are not the watchers' business
                         }
                         continuation.yield(WatchEvent(type: event.value == nil ? .deleted : .changed, kind: kind,
                                                       name: event.key.name, resourceVersion: String(event.resourceVersion)))

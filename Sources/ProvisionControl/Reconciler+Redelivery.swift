@@ -43,7 +43,7 @@ extension Reconciler {
         guard try await log.partitionCount(of: topic.topic) != nil else { return RedeliveryResult(redelivered: 0, deadLetteredAgain: 0) }
         let end = try await log.endOffset(of: topic)
         let sink = redeliverySinks.makeSink(for: stored.product.spec, product: name, outputSchema: plan.outputSchema,
-                                            keyField: plan.keyField)
+                                            keyField: plan.keyField, secrets: secretValues(of: stored.product.metadata.team))
         let firstOffset = try await log.startOffset(of: topic)
         var checkpoint = try await sink.open() ?? Checkpoint(offsets: [0: firstOffset])
         var result = RedeliveryResult(redelivered: 0, deadLetteredAgain: 0)

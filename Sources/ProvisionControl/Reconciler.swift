@@ -84,11 +84,12 @@ public actor Reconciler: Service {
 
     private let log: any EventLog
     let store: any ControlStore
-    private let sinks: SinkFactory
+    let sinks: SinkFactory
+    let secretSealer: SecretSealer
     /// Plans applies by the sink factory's rules for outputs.
     let planner: ApplyPlanner
     private let configuration: Configuration
-    private let logger: Logger
+    let logger: Logger
     private let clock: @Sendable () -> TimestampMilliseconds
     /// The store's records as objects: what every read answers from.
     private var state: ControlState
@@ -111,12 +112,16 @@ public actor Reconciler: Service {
     func noteTokenUsed(_ name: String, at time: TimestampMilliseconds) { tokensLastUsed[name] = time }
     func tokenLastUsed(_ name: String) -> TimestampMilliseconds? { tokensLastUsed[name] }
 
+    /// - Parameter secretSealer: seals and opens team secrets; a server passes the one of its
+    ///   data directory's key, or the secrets it keeps do not open after a restart.
     public init(log: any EventLog, store: any ControlStore, sinks: SinkFactory, configuration: Configuration = .init(),
+                secretSealer: SecretSealer = .ephemeral(),
                 logger: Logger, clock: @escaping @Sendable () -> TimestampMilliseconds = Reconciler.systemClock) async throws
     {
         self.log = log
         self.store = store
         self.sinks = sinks
+        self.secretSealer = secretSealer
         planner = ApplyPlanner(rules: OutputRules(location: { sinks.location(of: $0) }, rebuildsInPlace: { sinks.rebuildsInPlace($0) }))
         self.configuration = configuration
         self.logger = logger
@@ -264,9 +269,10 @@ public actor Reconciler: Service {
         defer { unlockCommits() }
         let current = state
         let (next, datasets, products, result) = try change(current)
-        // Tokens are few: every one is compared, so a change needs not name them.
+        // Tokens and secrets are few: every one is compared, so a change needs not name them.
         let writes = ControlRecords.writes(from: current, to: next, datasets: datasets, products: products,
-                                           tokens: Set(current.tokens.keys).union(next.tokens.keys))
+                                           tokens: Set(current.tokens.keys).union(next.tokens.keys),
+                                           secrets: Set(current.secrets.keys).union(next.secrets.keys))
         guard !writes.isEmpty else { return (result, nil) }
         let version: ResourceVersion
         do {
@@ -454,7 +460,8 @@ public actor Reconciler: Service {
     /// removed safely — its path goes through a link — is left, and said so, since no retry
     /// would change that.
     private func removeOutput(of spec: DataProductSpec, product: String, destroyFile: Bool) async throws {
-        let sink = sinks.makeSink(for: spec, product: product, outputSchema: Schema(), keyField: spec.key)
+        let sink = sinks.makeSink(for: spec, product: product, outputSchema: Schema(), keyField: spec.key,
+                                  secrets: secretValues(of: state.products[product]?.product.metadata.team))
         do {
             if destroyFile { try await sink.destroy() } else { try await sink.detach() }
         } catch let error as SinkError where error.reason == "InvalidOutputPath" {
@@ -497,7 +504,8 @@ public actor Reconciler: Service {
             status.deadLetterTopic = DeadLetters.topic(for: name)
         }
         let sink = sinks.makeSink(for: stored.product.spec, product: name, outputSchema: plan.outputSchema, keyField: plan.keyField,
-                                  build: SinkBuild(number: stored.build, kind: stored.buildKind ?? .fresh))
+                                  build: SinkBuild(number: stored.build, kind: stored.buildKind ?? .fresh),
+                                  secrets: secretValues(of: stored.product.metadata.team))
         let stop = StopRequest()
         let pipeline = Pipeline(processor: processor, log: log, sink: sink, limits: configuration.pipelineLimits,
                                 logger: logger, clock: clock, acceptsLoss: stored.acceptsLoss == true, stop: stop) { [weak self] progress in

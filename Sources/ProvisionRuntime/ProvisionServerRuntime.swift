@@ -35,6 +35,12 @@ public struct ProvisionServerRuntime: Sendable {
         /// with no admin token makes one and writes it to `adminTokenPath`.
         public var adminTokenSecret: String?
         public var adminTokenPath: String { "\(dataDirectory)/admin-token" }
+        /// Where sinks may connect (`serve --allow-destination`); nil: anywhere but this server.
+        public var allowedDestinations: [SinkDestinationPolicy.Entry]?
+        /// The key team secrets are sealed with: base64 of 32 bytes (`PROVISION_SECRET_KEY`), or
+        /// nil for the one in `secretKeyPath`, made on first start.
+        public var secretKey: String?
+        public var secretKeyPath: String { "\(dataDirectory)/secret-key" }
 
         public init(dataDirectory: String, host: String, port: Int, fileRoot: String?,
                     logConfiguration: EmbeddedLogConfiguration = .init())
@@ -59,10 +65,26 @@ public struct ProvisionServerRuntime: Sendable {
         let checkpoints = try FileCheckpointStore(directory: "\(options.dataDirectory)/checkpoints")
         let store = try Reconciler.openEmbeddedStore(directory: "\(options.dataDirectory)/control", logger: logger)
         try FileManager.default.createDirectory(atPath: options.fileRoot, withIntermediateDirectories: true)
+        let sealer: SecretSealer
+        if let key = options.secretKey {
+            guard let bytes = Data(base64Encoded: key), bytes.count == 32 else { throw SecretKeyUnreadable(path: "PROVISION_SECRET_KEY") }
+            sealer = SecretSealer(key: .init(data: bytes))
+        } else {
+            sealer = try SecretSealer.loadOrCreate(at: options.secretKeyPath)
+        }
+        // The server's own API is never a destination: listening on every address, any of
+        // the machine's addresses at its port is it.
+        let listening = NetworkAddress.resolve(options.host)
+        let destinations = SinkDestinationPolicy(allowed: options.allowedDestinations, serverPort: options.port,
+                                                 serverAddresses: listening.contains(where: \.isUnspecified) || listening.isEmpty ? nil : listening)
+        if options.allowedDestinations == nil {
+            logger.warning("sinks may connect anywhere but this server: restrict them with --allow-destination HOST|CIDR")
+        }
         reconciler = try await Reconciler(log: log, store: store,
-                                    sinks: SinkFactory(fileRoot: options.fileRoot, checkpoints: checkpoints, logger: logger),
+                                    sinks: SinkFactory(fileRoot: options.fileRoot, checkpoints: checkpoints, destinations: destinations,
+                                                       logger: logger),
                                     configuration: .init(pipelineLimits: .init(batchRecordsMax: options.batchRecordsMax)),
-                                    logger: logger)
+                                    secretSealer: sealer, logger: logger)
     }
 
     /// Runs until SIGTERM or SIGINT, then shuts down gracefully and returns.

@@ -159,6 +159,22 @@ public struct APIRouter: Sendable {
             }
             return Self.json(["revoked": name])
         }
+        routes.add(.get, "/v1/secrets") { request, _ in
+            let team = request.uri.queryParameters.get("team")
+            return Self.json(try await self.reconciler.listSecrets(team: team, as: try self.caller()))
+        }
+        routes.add(.put, "/v1/secrets/:name") { request, context in
+            try await self.setSecret(request, name: try context.parameters.require("name"))
+        }
+        routes.add(.delete, "/v1/secrets/:name") { request, context in
+            let name = try context.parameters.require("name")
+            do {
+                try await self.reconciler.deleteSecret(name, team: request.uri.queryParameters.get("team"), as: try self.caller())
+            } catch let error as SecretError {
+                return Self.secretError(error)
+            }
+            return Self.json(["deleted": name])
+        }
         routes.add(.get, "/v1/topics") { _, _ in Self.json(try await self.reconciler.topics.describe()) }
         routes.add(.post, "/v1/topics/:topic/records") { request, context in
             try await self.produce(request, topic: try context.parameters.require("topic"))
@@ -204,6 +220,30 @@ public struct APIRouter: Sendable {
             return Self.error(.conflict, code: .conflict, message: "a token named '\(name)' exists already")
         } catch let error as TokenError {
             return Self.error(.badRequest, code: .invalidRequest, message: error.description)
+        }
+    }
+
+    private func setSecret(_ request: Request, name: String) async throws -> Response {
+        var request = request
+        let body = try await request.collectBody(upTo: 64 * 1024)
+        let set: SetSecretRequest
+        do {
+            set = try JSONDecoder().decode(SetSecretRequest.self, from: Data(buffer: body))
+        } catch {
+            // Not the decoder's words: they could quote the value.
+            return Self.error(.badRequest, code: .invalidRequest, message: "the body is not a secret: expected {\"value\": \"…\", \"team\": \"…\"}")
+        }
+        do {
+            return Self.json(try await reconciler.setSecret(name, set, as: try caller()))
+        } catch let error as SecretError {
+            return Self.secretError(error)
+        }
+    }
+
+    private static func secretError(_ error: SecretError) -> Response {
+        switch error {
+        case .invalid(let message): return Self.error(.badRequest, code: .invalidRequest, message: message)
+        case .notFound: return Self.error(.notFound, code: .notFound, message: error.description)
         }
     }
 

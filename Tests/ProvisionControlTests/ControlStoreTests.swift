@@ -309,3 +309,18 @@ private func bytes(_ text: String) -> [UInt8] { Array(text.utf8) }
         #expect(ProductReconcile.steps(desired: product(paused: true), observed: .init(phase: .paused)) == [])
     }
 }
+
+@Suite struct SecretSealerTests {
+    @Test func aSealedSecretOpensOnlyAsItselfWithTheSameKey() throws {
+        let path = NSTemporaryDirectory() + "provision-secret-key-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let sealer = try SecretSealer.loadOrCreate(at: path)
+        let sealed = try sealer.seal("s3cret", id: "fraud/hook-key")
+        #expect(!sealed.contains("s3cret"))
+        #expect(try SecretSealer.loadOrCreate(at: path).open(sealed, id: "fraud/hook-key") == "s3cret")
+        #expect(throws: SecretCannotBeOpened.self) { try sealer.open(sealed, id: "growth/hook-key") }
+        #expect(throws: SecretCannotBeOpened.self) { try SecretSealer.ephemeral().open(sealed, id: "fraud/hook-key") }
+        let mode = (try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? NSNumber)?.intValue
+        #expect(mode == 0o600)
+    }
+}

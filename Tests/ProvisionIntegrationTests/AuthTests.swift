@@ -68,6 +68,7 @@ private func errorCode(_ reply: HTTPReply) -> String? {
     /// apply of another team's — not a prune, not a re-apply naming its team — changes it.
     @Test func aTeamSeesAndChangesOnlyItsOwnProducts() async throws {
         let server = ServerProcess()
+        server.environment = ["PROVISION_TEAM_RISK_HOOK_TOKEN": "risk-hook-token"]
         try await server.start()
         defer { server.stop() }
         let riskEditor = try createToken(server, "risk-editor", team: "risk", role: "editor")

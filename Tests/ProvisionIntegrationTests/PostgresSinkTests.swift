@@ -145,7 +145,7 @@ struct PostgresSinkTests {
         let table = "stale_\(UUID().uuidString.prefix(8).lowercased())"
         let schema = Schema(fields: [.init(name: "id", type: .string), .init(name: "amount", type: .decimal)])
         let sink = PostgresSink(spec: PostgresSinkSpec(url: "${env:PROVISION_TEST_POSTGRES_URL}", table: table),
-                                environment: ProcessInfo.processInfo.environment, product: "stale", outputSchema: schema,
+                                resolver: SinkResolver(environment: ProcessInfo.processInfo.environment), product: "stale", outputSchema: schema,
                                 keyField: "id", logger: Logger(label: "test"))
         func row(_ amount: DecimalNumber, offset: Int64) -> OutputRecord {
             OutputRecord(key: .string("k"), body: .row([.string("k"), .decimal(amount)]), partition: 0, offset: offset, eventTime: 0)
@@ -167,7 +167,7 @@ struct PostgresSinkTests {
         let schema = Schema(fields: [.init(name: "id", type: .string)])
         func sink(_ mode: String) -> PostgresSink {
             PostgresSink(spec: PostgresSinkSpec(url: "${env:DATABASE}", table: "tls_\(mode.replacingOccurrences(of: "-", with: "_"))"),
-                         environment: ["DATABASE": (postgresURL ?? "") + "?sslmode=\(mode)"], product: "tls", outputSchema: schema,
+                         resolver: SinkResolver(environment: ["DATABASE": (postgresURL ?? "") + "?sslmode=\(mode)"]), product: "tls", outputSchema: schema,
                          keyField: "id", logger: Logger(label: "test"))
         }
         // Counted over a plain connection, so psql's own does not count.

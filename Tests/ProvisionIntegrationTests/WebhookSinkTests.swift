@@ -13,6 +13,8 @@ final class WebhookReceiver: @unchecked Sendable {
         var verified: Bool?
         /// (record id, key, offset), in the order of the body.
         var records: [(id: String, key: String, offset: Int)]
+        /// The value of the header `--header` names.
+        var header: String?
     }
 
     let url: String
@@ -40,7 +42,8 @@ final class WebhookReceiver: @unchecked Sendable {
             guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else { return nil }
             let records = (object["records"] as? [[Any]] ?? []).map { ($0[0] as! String, $0[1] as? String ?? "", ($0[2] as! NSNumber).intValue) }
             return Request(idempotencyKey: object["idempotencyKey"] as! String, attempt: (object["attempt"] as! NSNumber).intValue,
-                           status: (object["status"] as! NSNumber).intValue, verified: object["verified"] as? Bool, records: records)
+                           status: (object["status"] as! NSNumber).intValue, verified: object["verified"] as? Bool, records: records,
+                           header: object["header"] as? String)
         }
     }
 

@@ -3,7 +3,7 @@
 JSON line to LOG_PATH: {"idempotencyKey", "attempt", "status", "verified", "records": [[id, key, offset]]}.
 
     webhook_receiver.py PORT LOG_PATH [--fail-first N] [--throttle-every K] [--hang-every K --hang-seconds S]
-                                      [--reject-marker TEXT] [--secret S] [--body-log PATH]
+                                      [--reject-marker TEXT] [--secret S] [--body-log PATH] [--header NAME]
 
 --fail-first N       answer 500 to the first N attempts of every batch
 --throttle-every K   answer 429 with Retry-After: 1 to the first attempt of every K-th batch
@@ -11,6 +11,7 @@ JSON line to LOG_PATH: {"idempotencyKey", "attempt", "status", "verified", "reco
 --reject-marker T    answer 400 to a batch whose body contains T
 --secret S           check the Provision-Signature header (HMAC-SHA256 of "<t>.<body>")
 --body-log PATH      also append every request body, as received, one a line
+--header NAME        log the value of this request header as "header"
 """
 import argparse
 import hashlib
@@ -30,6 +31,7 @@ parser.add_argument("--hang-seconds", type=float, default=0)
 parser.add_argument("--reject-marker", default=None)
 parser.add_argument("--secret", default=None)
 parser.add_argument("--body-log", default=None)
+parser.add_argument("--header", default=None)
 options = parser.parse_args()
 
 lock = threading.Lock()
@@ -86,8 +88,10 @@ class Receiver(BaseHTTPRequestHandler):
             status, headers, payload = 429, (("Retry-After", "1"),), b'{"error":"slow down"}'
         elif options.hang_every and number % options.hang_every == 0 and attempt == options.fail_first + 1:
             time.sleep(options.hang_seconds)
-        log.write(json.dumps({"idempotencyKey": key, "attempt": attempt, "status": status, "verified": verified,
-                              "records": records}) + "\n")
+        entry = {"idempotencyKey": key, "attempt": attempt, "status": status, "verified": verified, "records": records}
+        if options.header:
+            entry["header"] = self.headers.get(options.header)
+        log.write(json.dumps(entry) + "\n")
         self.answer(status, payload, headers)
 
 

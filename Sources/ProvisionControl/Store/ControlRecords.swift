@@ -47,6 +47,10 @@ enum ControlRecords {
                 var token = try decode(StoredToken.self, record, key: key)
                 token.resourceVersion = record.resourceVersion
                 state.tokens[key.name] = token
+            case .secret:
+                var secret = try decode(StoredSecret.self, record, key: key)
+                secret.resourceVersion = record.resourceVersion
+                state.secrets[key.name] = secret
             }
         }
         for (name, status) in statuses { state.products[name]?.status = status }
@@ -56,9 +60,16 @@ enum ControlRecords {
     /// The writes that turn `current` into `next` for the named objects, each a
     /// compare-and-swap on the version `current` holds.
     static func writes(from current: ControlState, to next: ControlState, datasets: some Sequence<String>,
-                       products: some Sequence<String>, tokens: some Sequence<String> = [String]()) -> [RecordWrite]
+                       products: some Sequence<String>, tokens: some Sequence<String> = [String](),
+                       secrets: some Sequence<String> = [String]()) -> [RecordWrite]
     {
         var writes: [RecordWrite] = []
+        for id in Set(secrets).sorted() {
+            let old = current.secrets[id], new = next.secrets[id]
+            guard old != new else { continue }
+            writes.append(RecordWrite(key: .secret(id), value: new.map(encode),
+                                      precondition: old.map { .version($0.resourceVersion) } ?? .absent))
+        }
         for name in Set(tokens).sorted() {
             let old = current.tokens[name], new = next.tokens[name]
             guard old != new else { continue }
@@ -108,6 +119,9 @@ enum ControlRecords {
             case .token:
                 state.tokens[write.key.name] = next.tokens[write.key.name]
                 state.tokens[write.key.name]?.resourceVersion = version
+            case .secret:
+                state.secrets[write.key.name] = next.secrets[write.key.name]
+                state.secrets[write.key.name]?.resourceVersion = version
             }
         }
     }

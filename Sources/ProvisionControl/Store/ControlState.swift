@@ -80,8 +80,17 @@ public struct ControlState: Sendable, Equatable {
     public var datasets: [String: StoredDataset] = [:]
     public var products: [String: StoredProduct] = [:]
     public var tokens: [String: StoredToken] = [:]
+    /// Keyed by `StoredSecret.id`.
+    public var secrets: [String: StoredSecret] = [:]
 
     public init() {}
+
+    /// The secrets of `team`, by name.
+    public func secrets(of team: String) -> [String: StoredSecret] {
+        var found: [String: StoredSecret] = [:]
+        for secret in secrets.values where secret.team == team { found[secret.name] = secret }
+        return found
+    }
 }
 
 /// A change was not saved, so it was not made.
@@ -116,4 +125,30 @@ public struct StoredToken: Sendable, Equatable, Codable {
         self.expiresAt = expiresAt
         self.secretHash = secretHash
     }
+}
+
+/// A team's secret as the control plane keeps it: its value sealed (AES-GCM) with the server's
+/// secret key, so that the store's file and its backups do not hold it in the clear.
+public struct StoredSecret: Sendable, Equatable, Codable {
+    public var team: String
+    public var name: String
+    public var createdAt: TimestampMilliseconds
+    public var updatedAt: TimestampMilliseconds
+    /// Base64 of the AES-GCM combined box: nonce, ciphertext, tag.
+    public var sealed: String
+    public var resourceVersion: ResourceVersion = 0
+
+    enum CodingKeys: String, CodingKey { case team, name, createdAt, updatedAt, sealed }
+
+    public init(team: String, name: String, createdAt: TimestampMilliseconds, updatedAt: TimestampMilliseconds, sealed: String) {
+        self.team = team
+        self.name = name
+        self.createdAt = createdAt
+        self.updatedAt = updatedAt
+        self.sealed = sealed
+    }
+
+    public var id: String { Self.id(team: team, name: name) }
+
+    public static func id(team: String, name: String) -> String { "\(team)/\(name)" }
 }

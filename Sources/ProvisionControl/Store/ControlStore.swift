@@ -7,6 +7,8 @@ public struct ObjectKey: Sendable, Hashable, Comparable, CustomStringConvertible
         case productStatus = 3
         /// An API token: its team, role, expiry and the hash of its secret.
         case token = 4
+        /// A team's secret, sealed: `team/name`.
+        case secret = 5
 
         public var name: String {
             switch self {
@@ -14,6 +16,7 @@ public struct ObjectKey: Sendable, Hashable, Comparable, CustomStringConvertible
             case .product: return "product"
             case .productStatus: return "product-status"
             case .token: return "token"
+            case .secret: return "secret"
             }
         }
     }
@@ -30,6 +33,7 @@ public struct ObjectKey: Sendable, Hashable, Comparable, CustomStringConvertible
     public static func product(_ name: String) -> ObjectKey { ObjectKey(.product, name) }
     public static func productStatus(_ name: String) -> ObjectKey { ObjectKey(.productStatus, name) }
     public static func token(_ name: String) -> ObjectKey { ObjectKey(.token, name) }
+    public static func secret(_ id: String) -> ObjectKey { ObjectKey(.secret, id) }
 
     public var description: String { "\(kind.name)/\(name)" }
 

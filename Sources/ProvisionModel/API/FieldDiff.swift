@@ -56,14 +56,14 @@ public enum FieldDiff {
     }
 }
 
-/// The `${env:NAME}` references a spec makes (URLs, credentials, headers, secrets), each with
-/// the path of the field that holds it.
+/// The references (`${secret:NAME}`, `${env:NAME}`) a spec makes — URLs, credentials, headers,
+/// secrets — each with the path of the field that holds it.
 public enum SecretReferences {
-    public static func find<Document: Encodable>(in document: Document) -> [(path: String, name: String)] {
+    public static func find<Document: Encodable>(in document: Document) -> [(path: String, reference: ValueReference)] {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         guard let data = try? encoder.encode(document), let value = try? JSONParser.parse(Array(data)) else { return [] }
-        var found: [(String, String)] = []
+        var found: [(String, ValueReference)] = []
         walk(value, path: "", into: &found)
         return found
     }
@@ -74,15 +74,11 @@ public enum SecretReferences {
         "PROVISION_TEAM_" + team.uppercased().replacingOccurrences(of: "-", with: "_") + "_"
     }
 
-    private static func walk(_ value: JSONValue, path: String, into found: inout [(String, String)]) {
+    private static func walk(_ value: JSONValue, path: String, into found: inout [(String, ValueReference)]) {
         switch value {
         case .string(let text):
-            var rest = Substring(text)
-            while let start = rest.range(of: "${env:") {
-                guard let end = rest[start.upperBound...].firstIndex(of: "}") else { break }
-                found.append((path, String(rest[start.upperBound..<end])))
-                rest = rest[rest.index(after: end)...]
-            }
+            // A reference is a whole value; validation refuses one inside other text.
+            if let reference = ValueReference.parse(text) { found.append((path, reference)) }
         case .object(let object):
             for (key, field) in object.fields { walk(field, path: path.isEmpty ? key : "\(path).\(key)", into: &found) }
         case .array(let items):

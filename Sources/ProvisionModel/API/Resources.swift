@@ -92,6 +92,18 @@ public struct ApplyRequest: Sendable, Codable {
         self.force = force ? true : nil
         self.managedBy = managedBy
     }
+
+    private enum CodingKeys: String, CodingKey { case files, dryRun, prune, force, managedBy }
+
+    /// `dryRun` and `prune` are false when absent.
+    public init(from decoder: Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        files = try container.decode([SpecFile].self, forKey: .files)
+        dryRun = try container.decodeIfPresent(Bool.self, forKey: .dryRun) ?? false
+        prune = try container.decodeIfPresent(Bool.self, forKey: .prune) ?? false
+        force = try container.decodeIfPresent(Bool.self, forKey: .force)
+        managedBy = try container.decodeIfPresent(String.self, forKey: .managedBy)
+    }
 }
 
 public struct PlannedChange: Sendable, Equatable, Codable {

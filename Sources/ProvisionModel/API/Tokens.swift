@@ -80,3 +80,30 @@ public struct CreatedToken: Sendable, Equatable, Codable {
         self.secret = secret
     }
 }
+
+/// A team's secret as listed: never its value.
+public struct SecretInfo: Sendable, Equatable, Codable {
+    public var team: String
+    public var name: String
+    public var createdAt: String
+    public var updatedAt: String
+
+    public init(team: String, name: String, createdAt: String, updatedAt: String) {
+        self.team = team
+        self.name = name
+        self.createdAt = createdAt
+        self.updatedAt = updatedAt
+    }
+}
+
+/// The body of `PUT /v1/secrets/{name}`: the value, and for an admin the team it is for
+/// (the caller's own team otherwise).
+public struct SetSecretRequest: Sendable, Codable {
+    public var value: String
+    public var team: String?
+
+    public init(value: String, team: String? = nil) {
+        self.value = value
+        self.team = team
+    }
+}

@@ -607,13 +607,13 @@ struct DocumentReader {
                 let tableNode = required(postgresFields, "table", in: sinkNode, at: "spec.sink.postgres"),
                 let table = sqlIdentifier(tableNode, at: "spec.sink.postgres.table")
             else { return nil }
-            let isReference = url.hasPrefix("${env:") && url.hasSuffix("}") && url.count > 7
+            let isReference = ValueReference.parse(url) != nil
             guard isReference || PostgresURL.parse(url) != nil else {
-                fail(urlNode, "spec.sink.postgres.url", "expected '${env:NAME}' or a postgres:// URL")
+                fail(urlNode, "spec.sink.postgres.url", "expected '${secret:NAME}', '${env:NAME}' or a postgres:// URL")
                 return nil
             }
             if !isReference, PostgresURL.parse(url)?.password != nil || SecretInText.queryCredential(in: url) != nil {
-                fail(urlNode, "spec.sink.postgres.url", "a password does not belong in a spec; use '${env:NAME}'")
+                fail(urlNode, "spec.sink.postgres.url", "a password does not belong in a spec; use '${secret:NAME}'")
                 return nil
             }
             var schema = "public"
@@ -630,13 +630,13 @@ struct DocumentReader {
                 let indexNode = required(esFields, "index", in: sinkNode, at: path),
                 let index = string(indexNode, at: "\(path).index")
             else { return nil }
-            let isReference = EnvironmentReference.variable(in: url) != nil
+            let isReference = ValueReference.parse(url) != nil
             guard isReference || url.hasPrefix("http://") || url.hasPrefix("https://") else {
-                fail(urlNode, "\(path).url", "expected '${env:NAME}' or an http:// or https:// URL")
+                fail(urlNode, "\(path).url", "expected '${secret:NAME}', '${env:NAME}' or an http:// or https:// URL")
                 return nil
             }
             if !isReference, PostgresURL.redact(url) != url || SecretInText.queryCredential(in: url) != nil {
-                fail(urlNode, "\(path).url", "a password does not belong in a spec; use auth with '${env:NAME}'")
+                fail(urlNode, "\(path).url", "a password does not belong in a spec; use auth with '${secret:NAME}'")
                 return nil
             }
             guard let first = index.first, first.isASCII, first.isLowercase || first.isNumber, index.utf8.count <= 200,
@@ -655,10 +655,11 @@ struct DocumentReader {
                     fail(authNode, "\(path).auth", "auth takes exactly one of basic, apiKey")
                     return nil
                 }
-                guard EnvironmentReference.variable(in: reference) != nil else {
-                    fail(valueNode, "\(path).auth.\(kind)", "credentials do not belong in a spec; use '${env:NAME}'")
+                guard ValueReference.parse(reference) != nil else {
+                    fail(valueNode, "\(path).auth.\(kind)", "credentials do not belong in a spec; use '${secret:NAME}'")
                     return nil
                 }
+                marks["\(path).auth.\(kind)"] = valueNode.position
                 auth = kind == "basic" ? .basic(reference) : .apiKey(reference)
             }
             var text: [String] = []
@@ -679,12 +680,12 @@ struct DocumentReader {
                 let urlNode = required(hookFields, "url", in: sinkNode, at: path),
                 let url = string(urlNode, at: "\(path).url")
             else { return nil }
-            guard EnvironmentReference.variable(in: url) != nil || url.hasPrefix("http://") || url.hasPrefix("https://") else {
-                fail(urlNode, "\(path).url", "expected '${env:NAME}' or an http:// or https:// URL")
+            guard ValueReference.parse(url) != nil || url.hasPrefix("http://") || url.hasPrefix("https://") else {
+                fail(urlNode, "\(path).url", "expected '${secret:NAME}', '${env:NAME}' or an http:// or https:// URL")
                 return nil
             }
-            if EnvironmentReference.variable(in: url) == nil, PostgresURL.redact(url) != url || SecretInText.queryCredential(in: url) != nil {
-                fail(urlNode, "\(path).url", "a password does not belong in a spec; use '${env:NAME}'")
+            if ValueReference.parse(url) == nil, PostgresURL.redact(url) != url || SecretInText.queryCredential(in: url) != nil {
+                fail(urlNode, "\(path).url", "a password does not belong in a spec; use '${secret:NAME}'")
                 return nil
             }
             var spec = WebhookSinkSpec(url: url)
@@ -732,8 +733,8 @@ struct DocumentReader {
             }
             if let secretNode = hookFields["secret"] {
                 guard let secret = string(secretNode, at: "\(path).secret") else { return nil }
-                guard EnvironmentReference.variable(in: secret) != nil else {
-                    fail(secretNode, "\(path).secret", "a secret does not belong in a spec; use '${env:NAME}'")
+                guard ValueReference.parse(secret) != nil else {
+                    fail(secretNode, "\(path).secret", "a secret does not belong in a spec; use '${secret:NAME}'")
                     return nil
                 }
                 spec.secret = secret
@@ -747,8 +748,9 @@ struct DocumentReader {
                     guard case .scalar(let name) = nameNode, let value = string(valueNode, at: "\(path).headers.\(name.string)") else {
                         return nil
                     }
-                    if SecretInText.isCredentialHeader(name.string), EnvironmentReference.variable(in: value) == nil {
-                        fail(valueNode, "\(path).headers.\(name.string)", "a credential does not belong in a spec; use '${env:NAME}'")
+                    marks["\(path).headers.\(name.string)"] = valueNode.position
+                    if SecretInText.isCredentialHeader(name.string), ValueReference.parse(value) == nil {
+                        fail(valueNode, "\(path).headers.\(name.string)", "a credential does not belong in a spec; use '${secret:NAME}'")
                         return nil
                     }
                     spec.headers[name.string] = value

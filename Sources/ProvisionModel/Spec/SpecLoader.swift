@@ -16,6 +16,24 @@ public struct SpecFile: Sendable, Codable, Equatable {
 public struct SpecLoadResult: Sendable {
     public var documents: [SpecDocument]
     public var errors: [SpecError]
+    /// For each document, where its fields are.
+    var fieldPositions: [[String: TextPosition]] = []
+
+    /// Where the field at `path` (`spec.sink.webhook.url`) of document `index` is written, or
+    /// the nearest enclosing field that is, or the document.
+    public func location(ofField path: String, inDocument index: Int) -> SourceLocation {
+        let document = documents[index].location
+        guard fieldPositions.indices.contains(index) else { return document }
+        var candidate = Substring(path)
+        while !candidate.isEmpty {
+            if let position = fieldPositions[index][String(candidate)] {
+                return SourceLocation(file: document.file, line: position.line, column: position.column)
+            }
+            guard let dot = candidate.lastIndex(of: ".") else { break }
+            candidate = candidate[..<dot]
+        }
+        return document
+    }
 }
 
 public enum SpecLoader {
@@ -54,7 +72,7 @@ public enum SpecLoader {
             }
         }
         errors.sort { ($0.file, $0.line, $0.column) < ($1.file, $1.line, $1.column) }
-        return SpecLoadResult(documents: parsed.map(\.document), errors: errors)
+        return SpecLoadResult(documents: parsed.map(\.document), errors: errors, fieldPositions: parsed.map(\.marks))
     }
 }
 

@@ -331,13 +331,13 @@ public enum SinkSpec: Sendable, Equatable, Codable {
     }
 }
 
-/// An Elasticsearch (or OpenSearch) index behind an alias. The URL is `${env:NAME}` or an
-/// `http(s)://` URL; credentials are always environment references.
+/// An Elasticsearch (or OpenSearch) index behind an alias. The URL is a `ValueReference` or an
+/// `http(s)://` URL; credentials are always references.
 public struct ElasticsearchSinkSpec: Sendable, Equatable, Codable {
     public enum Auth: Sendable, Equatable {
-        /// `${env:NAME}` holding `user:password`.
+        /// a `ValueReference` holding `user:password`.
         case basic(String)
-        /// `${env:NAME}` holding an API key (the base64 `id:key` Elasticsearch returns).
+        /// a `ValueReference` holding an API key (the base64 `id:key` Elasticsearch returns).
         case apiKey(String)
 
         public var reference: String {
@@ -362,7 +362,7 @@ public struct ElasticsearchSinkSpec: Sendable, Equatable, Codable {
     }
 
     /// The name of the environment variable the URL comes from, if it is a reference.
-    public var environmentVariable: String? { EnvironmentReference.variable(in: url) }
+    public var urlReference: ValueReference? { ValueReference.parse(url) }
 
     /// The URL as written, with any password replaced, for status, logs and API output.
     public var redactedURL: String { PostgresURL.redact(url) }
@@ -433,14 +433,14 @@ public struct WebhookSinkSpec: Sendable, Equatable, Codable {
         }
     }
 
-    /// `http(s)://…` or `${env:NAME}`.
+    /// `http(s)://…` or a `ValueReference`.
     public var url: String
     public var batch: Batch
     public var timeoutMilliseconds: Int64
     public var retry: Retry
-    /// `${env:NAME}` holding the key batches are signed with (HMAC-SHA256).
+    /// a `ValueReference` holding the key batches are signed with (HMAC-SHA256).
     public var secret: String?
-    /// Extra request headers; values may be `${env:NAME}` references.
+    /// Extra request headers; values may be a `ValueReference` references.
     public var headers: [String: String]
 
     public init(url: String, batch: Batch = .init(), timeoutMilliseconds: Int64 = 10_000, retry: Retry = .init(),
@@ -458,11 +458,41 @@ public struct WebhookSinkSpec: Sendable, Equatable, Codable {
     public var redactedURL: String { PostgresURL.redact(url) }
 }
 
-/// `${env:NAME}`: a value the server reads from its environment.
-public enum EnvironmentReference {
-    public static func variable(in text: String) -> String? {
-        guard text.hasPrefix("${env:"), text.hasSuffix("}"), text.count > 7 else { return nil }
-        return String(text.dropFirst(6).dropLast())
+/// A value a spec names instead of writing it: `${secret:NAME}`, a secret an admin or editor
+/// stored for the product's team, or `${env:NAME}`, a variable of the server's environment
+/// (for a team, only `PROVISION_TEAM_<TEAM>_…` ones). Credentials and URLs that carry them
+/// are written this way so that a spec never holds them.
+public enum ValueReference: Sendable, Hashable, CustomStringConvertible {
+    case environment(String)
+    case secret(String)
+
+    /// The reference `text` is, if it is exactly one.
+    public static func parse(_ text: String) -> ValueReference? {
+        guard text.hasSuffix("}") else { return nil }
+        for (prefix, make) in [("${env:", ValueReference.environment), ("${secret:", ValueReference.secret)] where text.hasPrefix(prefix) {
+            let name = String(text.dropFirst(prefix.count).dropLast())
+            guard isValidName(name) else { return nil }
+            return make(name)
+        }
+        return nil
+    }
+
+    /// Letters, digits, `_`, `-` and `.`, at most 253 of them.
+    public static func isValidName(_ name: String) -> Bool {
+        (1...253).contains(name.utf8.count) && name.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "_-.".contains($0)) }
+    }
+
+    public var name: String {
+        switch self {
+        case .environment(let name), .secret(let name): return name
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .environment(let name): return "${env:\(name)}"
+        case .secret(let name): return "${secret:\(name)}"
+        }
     }
 }
 
@@ -479,11 +509,8 @@ public struct PostgresSinkSpec: Sendable, Equatable, Codable {
         self.schema = schema
     }
 
-    /// The name of the environment variable the URL comes from, if it is a reference.
-    public var environmentVariable: String? {
-        guard url.hasPrefix("${env:"), url.hasSuffix("}") else { return nil }
-        return String(url.dropFirst(6).dropLast())
-    }
+    /// The reference the URL comes from, if it is one.
+    public var urlReference: ValueReference? { ValueReference.parse(url) }
 
     /// The URL as written, with any password replaced, for status, logs and API output.
     public var redactedURL: String { PostgresURL.redact(url) }

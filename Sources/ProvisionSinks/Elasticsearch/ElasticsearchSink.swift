@@ -47,7 +47,7 @@ public final class ElasticsearchSink: Sink, @unchecked Sendable {
     }
 
     private let spec: ElasticsearchSinkSpec
-    private let environment: [String: String]
+    private let resolver: SinkResolver
     private let product: String
     private let outputSchema: Schema
     private let keyField: String
@@ -59,12 +59,12 @@ public final class ElasticsearchSink: Sink, @unchecked Sendable {
     /// Where the documents of a projection are written; a whole event is written as it came.
     private let strictMapping: Bool
 
-    public init(spec: ElasticsearchSinkSpec, environment: [String: String], product: String, outputSchema: Schema,
+    public init(spec: ElasticsearchSinkSpec, resolver: SinkResolver, product: String, outputSchema: Schema,
                 keyField: String, strictMapping: Bool, build: SinkBuild = SinkBuild(number: 1, kind: .fresh),
                 checkpoints: any CheckpointStore, client: HTTPClient = SinkHTTPClient.shared, limits: Limits = .init(), logger: Logger)
     {
         self.spec = spec
-        self.environment = environment
+        self.resolver = resolver
         self.product = product
         self.outputSchema = outputSchema
         self.keyField = keyField
@@ -362,12 +362,13 @@ public final class ElasticsearchSink: Sink, @unchecked Sendable {
     }
 
     private func resolve() throws -> Server {
-        func lookup(_ reference: String) throws -> String { try SinkEnvironment.resolve(reference, in: environment) }
+        func lookup(_ reference: String) throws -> String { try resolver.resolve(reference) }
         var base = try lookup(spec.url)
         while base.hasSuffix("/") { base.removeLast() }
         guard base.hasPrefix("http://") || base.hasPrefix("https://") else {
             throw SinkError(reason: "SinkUnavailable", message: "\(spec.redactedURL) is not an http:// or https:// URL")
         }
+        try resolver.checkDestination(url: base, written: spec.url)
         var authorization: String?
         switch spec.auth {
         case .basic(let reference)?: authorization = "Basic " + Data(try lookup(reference).utf8).base64EncodedString()
@@ -377,8 +378,5 @@ public final class ElasticsearchSink: Sink, @unchecked Sendable {
         return Server(base: base, authorization: authorization)
     }
 
-    static func excerpt(_ body: [UInt8]) -> String {
-        let text = String(decoding: body.prefix(300), as: UTF8.self)
-        return body.count > 300 ? text + "…" : text
-    }
+    static func excerpt(_ body: [UInt8]) -> String { ResponseExcerpt.of(body) }
 }

@@ -3,7 +3,7 @@ import PostgresNIO
 import ProvisionModel
 import ProvisionPipeline
 
-/// Where a PostgreSQL sink connects: the spec's URL with `${env:NAME}` resolved, and the
+/// Where a PostgreSQL sink connects: the spec's URL with its reference resolved, and the
 /// TLS that its `sslmode` asks for, with libpq's meanings.
 struct PostgresServer {
     var parts: PostgresURL.Parts
@@ -11,8 +11,8 @@ struct PostgresServer {
 
     var password: String? { parts.password }
 
-    static func resolve(_ spec: PostgresSinkSpec, environment: [String: String]) throws -> PostgresServer {
-        let url = try SinkEnvironment.resolve(spec.url, in: environment)
+    static func resolve(_ spec: PostgresSinkSpec, resolver: SinkResolver) throws -> PostgresServer {
+        let url = try resolver.resolve(spec.url)
         guard let parts = PostgresURL.parse(url) else {
             throw SinkError(reason: "SinkUnavailable", message: "\(spec.redactedURL) is not a postgres:// URL")
         }

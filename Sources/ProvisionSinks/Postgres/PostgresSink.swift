@@ -18,7 +18,7 @@ import ProvisionPipeline
 /// Not thread-safe: one pipeline owns it, and calls it from one task at a time.
 public final class PostgresSink: Sink, @unchecked Sendable {
     private let spec: PostgresSinkSpec
-    private let environment: [String: String]
+    private let resolver: SinkResolver
     private let product: String
     private let outputSchema: Schema
     private let keyField: String
@@ -43,12 +43,12 @@ public final class PostgresSink: Sink, @unchecked Sendable {
     /// How much COPY data is sent per message.
     static let copyChunkBytes = 1 << 20
 
-    /// - Parameter environment: where `${env:NAME}` URLs are looked up.
-    public init(spec: PostgresSinkSpec, environment: [String: String], product: String, outputSchema: Schema, keyField: String,
+    /// - Parameter resolver: what the URL's reference resolves against, and where it may connect.
+    public init(spec: PostgresSinkSpec, resolver: SinkResolver, product: String, outputSchema: Schema, keyField: String,
                 build: SinkBuild = SinkBuild(number: 1, kind: .fresh), logger: Logger)
     {
         self.spec = spec
-        self.environment = environment
+        self.resolver = resolver
         self.product = product
         self.outputSchema = outputSchema
         self.keyField = keyField
@@ -641,7 +641,8 @@ public final class PostgresSink: Sink, @unchecked Sendable {
 
     private func connect() async throws -> PostgresConnection {
         if let connection, !connection.isClosed { return connection }
-        let server = try PostgresServer.resolve(spec, environment: environment)
+        let server = try PostgresServer.resolve(spec, resolver: resolver)
+        try resolver.checkDestination(host: server.parts.host, port: server.parts.port, shownAs: ValueReference.parse(spec.url)?.description)
         do {
             let connection = try await PostgresConnection.connect(configuration: server.configuration, id: 1, logger: logger)
             self.connection = connection
@@ -671,7 +672,7 @@ public final class PostgresSink: Sink, @unchecked Sendable {
                 if let underlying = psql.underlying { detail += ": \(underlying)" }
             }
         }
-        if let password = (try? PostgresServer.resolve(spec, environment: environment))?.password, !password.isEmpty {
+        if let password = (try? PostgresServer.resolve(spec, resolver: resolver))?.password, !password.isEmpty {
             detail = detail.replacingOccurrences(of: password, with: "***")
         }
         return SinkError(reason: "SinkUnavailable", message: "cannot \(what) at \(location): \(detail)")

@@ -34,7 +34,7 @@ public final class WebhookSink: Sink, @unchecked Sendable {
     static let signatureHeader = "Provision-Signature"
 
     private let spec: WebhookSinkSpec
-    private let environment: [String: String]
+    private let resolver: SinkResolver
     private let product: String
     private let outputSchema: Schema
     private let checkpoints: any CheckpointStore
@@ -44,12 +44,12 @@ public final class WebhookSink: Sink, @unchecked Sendable {
     /// When the endpoint last accepted a request; lanes update it side by side.
     private let lastSuccess = NIOLockedValueBox(ContinuousClock.now)
 
-    public init(spec: WebhookSinkSpec, environment: [String: String], product: String, outputSchema: Schema,
+    public init(spec: WebhookSinkSpec, resolver: SinkResolver, product: String, outputSchema: Schema,
                 checkpoints: any CheckpointStore, client: HTTPClient = SinkHTTPClient.shared, limits: Limits = .init(),
                 logger: Logger)
     {
         self.spec = spec
-        self.environment = environment
+        self.resolver = resolver
         self.product = product
         self.outputSchema = outputSchema
         self.checkpoints = checkpoints
@@ -231,10 +231,7 @@ public final class WebhookSink: Sink, @unchecked Sendable {
         }
     }
 
-    static func excerpt(_ body: [UInt8]) -> String {
-        let text = String(decoding: body.prefix(200), as: UTF8.self).replacingOccurrences(of: "\n", with: " ")
-        return body.count > 200 ? text + "…" : text
-    }
+    static func excerpt(_ body: [UInt8]) -> String { ResponseExcerpt.of(body) }
 
     private struct Server {
         var url: String
@@ -243,11 +240,12 @@ public final class WebhookSink: Sink, @unchecked Sendable {
     }
 
     private func resolve() throws -> Server {
-        func lookup(_ text: String) throws -> String { try SinkEnvironment.resolve(text, in: environment) }
+        func lookup(_ text: String) throws -> String { try resolver.resolve(text) }
         let url = try lookup(spec.url)
         guard url.hasPrefix("http://") || url.hasPrefix("https://") else {
             throw SinkError(reason: "SinkUnavailable", message: "\(spec.redactedURL) is not an http:// or https:// URL")
         }
+        try resolver.checkDestination(url: url, written: spec.url)
         return Server(url: url, secret: try spec.secret.map(lookup),
                       headers: try spec.headers.sorted { $0.key < $1.key }.map { ($0.key, try lookup($0.value)) })
     }
