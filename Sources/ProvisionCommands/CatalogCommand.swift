@@ -41,8 +41,16 @@ struct CatalogDescribeCommand: AsyncParsableCommand {
         print("Description:  \(resource.metadata.description ?? "-")")
         print("Topic:        \(resource.spec.topic) (key \(resource.spec.key ?? "-"), time \(resource.spec.time ?? "log time"))")
         print("Records:      \(resource.status.records)")
+        if let oldest = resource.status.oldestRecordTime, let newest = resource.status.newestRecordTime {
+            print("Time span:    \(oldest) to \(newest)")
+        }
+        if let rate = resource.status.recentRecordsPerSecond { print("Recent rate:  \(rate) records/s (last 5 minutes)") }
         print("Schema:")
-        for field in resource.spec.schema.fields { print("  \(field.name): \(field.type.name)") }
+        for field in resource.spec.schema.fields { print("  \(field.name): \(field.type.name)\(field.pii ? " (pii)" : "")") }
+        if let sample = resource.sample, !sample.isEmpty {
+            print("Latest records:")
+            for row in sample { print("  \(JSONWriter.string(row))") }
+        }
         let lineage = resource.lineage ?? DatasetLineage(products: [], otherTeams: 0)
         print("Read by:")
         if lineage.products.isEmpty && lineage.otherTeams == 0 { print("  no product") }

@@ -147,7 +147,7 @@ public struct ApplyPlanner: Sendable {
                 }
             }
         }
-        errors += rebuildProductsOfChangedDatasets(in: &next, changes: &changes, documents: documents, now: now)
+        errors += rebuildProductsOfChangedDatasets(from: current, in: &next, changes: &changes, documents: documents, now: now)
         if prune {
             // Only what this writer manages: another team's or source's products are not its to delete.
             for name in next.products.keys.sorted() where !appliedProducts.contains(name) {
@@ -183,15 +183,20 @@ public struct ApplyPlanner: Sendable {
                          message: "\(kind) '\(name)' is managed by \(managedBy), not \(writer); apply with --force to take it over")
     }
 
-    /// A changed dataset changes what its products read: every product on it must still
-    /// compile against the new version (or the apply is rejected at the dataset), and its
-    /// output is rebuilt.
-    private func rebuildProductsOfChangedDatasets(in next: inout ControlState, changes: inout [PlannedChange],
-                                                  documents: [SpecDocument], now: TimestampMilliseconds) -> [SpecError]
+    /// A dataset whose records change shape (topic, key, time or schema) changes what its
+    /// products read: every product on it must still compile against the new version (or the
+    /// apply is rejected at the dataset), and its output is rebuilt. Its description, owner or
+    /// `pii` marks change nothing a product writes.
+    private func rebuildProductsOfChangedDatasets(from current: ControlState, in next: inout ControlState,
+                                                  changes: inout [PlannedChange], documents: [SpecDocument],
+                                                  now: TimestampMilliseconds) -> [SpecError]
     {
         var locations: [String: SourceLocation] = [:]
         for case .dataset(let dataset, let location) in documents { locations[dataset.name] = location }
-        let changed = Set(changes.filter { $0.kind == .dataset && $0.action == .update }.map(\.name))
+        let changed = Set(changes.filter { change in
+            change.kind == .dataset && change.action == .update
+                && current.datasets[change.name]?.dataset.spec.recordShape != next.datasets[change.name]?.dataset.spec.recordShape
+        }.map(\.name))
         guard !changed.isEmpty else { return [] }
         let datasets = next.datasets.mapValues(\.dataset)
         var errors: [SpecError] = []

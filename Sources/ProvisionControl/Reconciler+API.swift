@@ -271,11 +271,18 @@ extension Reconciler {
         try await datasets(limit: ListPage.maximumLimit).datasets
     }
 
-    /// The dataset with its lineage: which of the caller's products read it, and where they
-    /// write (other teams' products are only counted).
-    public func dataset(_ name: String, as caller: Caller = .development) async throws -> DatasetResource? {
+    /// The most records a dataset's sample shows.
+    public static let datasetSampleMax = 100
+
+    /// The dataset with its lineage — which of the caller's products read it, and where they
+    /// write (other teams' products are only counted) — the time span and recent rate of its
+    /// records, and a sample of the latest `sample` of them, personal data masked unless the
+    /// caller's team owns it.
+    public func dataset(_ name: String, sample: Int = 5, as caller: Caller = .development) async throws -> DatasetResource? {
         guard let stored = currentState.datasets[name] else { return nil }
         var resource = try await datasetResource(stored)
+        try await describeRecords(of: stored.dataset, in: &resource, sample: min(max(sample, 0), Self.datasetSampleMax),
+                                  masked: !caller.owns(team: stored.dataset.metadata.team))
         var readers: [DatasetLineage.Reader] = []
         var others = 0
         for product in currentState.products.values.sorted(by: { $0.product.name < $1.product.name }) where !product.deleting {
@@ -291,6 +298,36 @@ extension Reconciler {
         }
         resource.lineage = DatasetLineage(products: readers, otherTeams: others)
         return resource
+    }
+
+    private func describeRecords(of dataset: Dataset, in resource: inout DatasetResource, sample: Int, masked: Bool) async throws {
+        let topic = dataset.spec.topic
+        let now = currentTime
+        var oldest: TimestampMilliseconds?, newest: TimestampMilliseconds?
+        var recent: Int64 = 0
+        var latest: [StoredRecord] = []
+        for partition in 0..<(try await eventLog.partitionCount(of: topic) ?? 0) {
+            let source = TopicPartition(topic: topic, partition: partition)
+            let start = try await eventLog.startOffset(of: source), end = try await eventLog.endOffset(of: source)
+            guard start < end else { continue }
+            let first = try await eventLog.readBatch(source, from: start, maxRecords: 1, maxBytes: 1 << 20)
+            if first.count > 0 { oldest = min(oldest ?? .max, first.record(at: 0).record.timestamp) }
+            let tailStart = max(start, end - Int64(max(sample, 1)))
+            let tail = try await eventLog.readBatch(source, from: tailStart, maxRecords: Int(end - tailStart), maxBytes: 4 << 20)
+            for index in 0..<tail.count { latest.append(tail.record(at: index)) }
+            if let last = latest.last { newest = max(newest ?? .min, last.record.timestamp) }
+            recent += end - max(start, try await eventLog.offset(forTimestamp: now - 300_000, in: source))
+        }
+        resource.status.oldestRecordTime = oldest.map(Timestamp.format)
+        resource.status.newestRecordTime = newest.map(Timestamp.format)
+        resource.status.recentRecordsPerSecond = (Double(recent) / 300 * 1000).rounded() / 1000
+        guard sample > 0 else { return }
+        let schema = dataset.spec.schema
+        resource.sample = latest.sorted { ($0.record.timestamp, $0.offset) < ($1.record.timestamp, $1.offset) }.suffix(sample)
+            .compactMap { record in
+                guard let value = record.record.value, let parsed = try? JSONParser.parse(value) else { return nil }
+                return masked ? schema.masking(parsed) : parsed
+            }
     }
 
     private func datasetResource(_ stored: StoredDataset) async throws -> DatasetResource {

@@ -23,7 +23,11 @@ public struct PreviewResult: Sendable {
         var object = JSONObject()
         object["product"] = .string(product)
         object["rows"] = .array(rows)
-        object["outputSchema"] = .array(outputSchema.fields.map { .object(JSONObject([("name", .string($0.name)), ("type", .string($0.type.name))])) })
+        object["outputSchema"] = .array(outputSchema.fields.map { field in
+            var described = JSONObject([("name", .string(field.name)), ("type", .string(field.type.name))])
+            if field.pii { described["pii"] = .bool(true) }
+            return .object(described)
+        })
         object["sampled"] = .integer(Int64(sampled))
         object["passed"] = .integer(Int64(passed))
         object["deadLettered"] = .integer(Int64(deadLettered))
@@ -81,6 +85,8 @@ extension Reconciler {
         let batch = try await eventLog.readBatch(source, from: from, maxRecords: Int(end - from), maxBytes: 16 * 1024 * 1024)
         let processor = RecordProcessor(plan: plan, startTime: nil, endTime: product.spec.backfill.endTime)
         let keys = JSONRowKeys(plan.outputSchema)
+        // Personal data is shown only to the team that owns the dataset it comes from.
+        let masked = !caller.owns(team: datasets[product.spec.from]?.metadata.team) && plan.outputSchema.containsPII
         var sampledBytes = 0
         for (index, outcome) in processor.process(batch, range: 0..<batch.count, partition: 0, now: now).enumerated() {
             let record = batch.record(at: index)
@@ -89,7 +95,9 @@ extension Reconciler {
             case .output(let output):
                 result.passed += 1
                 var bytes: [UInt8] = []
-                if output.writeJSONValue(keys: keys, into: &bytes), let row = try? JSONParser.parse(bytes) { result.rows.append(row) }
+                if output.writeJSONValue(keys: keys, into: &bytes), let row = try? JSONParser.parse(bytes) {
+                    result.rows.append(masked ? plan.outputSchema.masking(row) : row)
+                }
             case .deadLetter:
                 result.deadLettered += 1
             case .skipped:

@@ -131,9 +131,17 @@ public struct APIRouter: Sendable {
             if let next { response.headers[.init("Provision-Continue")!] = next }
             return response
         }
-        routes.add(.get, "/v1/datasets/:name") { _, context in
+        routes.add(.get, "/v1/datasets/:name") { request, context in
             let name = try context.parameters.require("name")
-            guard let dataset = try await self.reconciler.dataset(name, as: try self.caller()) else {
+            var sample = 5
+            if let text = request.uri.queryParameters.get("sample") {
+                guard let count = Int(text), (0...Reconciler.datasetSampleMax).contains(count) else {
+                    return Self.error(.badRequest, code: .invalidRequest,
+                                      message: "sample must be a number of records from 0 to \(Reconciler.datasetSampleMax)")
+                }
+                sample = count
+            }
+            guard let dataset = try await self.reconciler.dataset(name, sample: sample, as: try self.caller()) else {
                 return Self.error(.notFound, code: .notFound, message: "dataset '\(name)' does not exist")
             }
             return Self.json(dataset)

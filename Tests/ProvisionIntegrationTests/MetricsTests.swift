@@ -186,3 +186,109 @@ struct SchemathesisTests {
         #expect(report.contains("not_a_server_error") && report.contains("response_schema_conformance"), "\(report.suffix(2000))")
     }
 }
+
+/// A dataset's description (time span, recent rate, latest records) and personal data in
+/// samples and previews: shown to the team that owns the dataset, masked to every other.
+@Suite(.serialized, .timeLimit(.minutes(5))) struct DatasetSampleTests {
+    private let people = """
+        apiVersion: provision/v1
+        kind: Dataset
+        metadata: {name: people, team: crm, description: Customers who signed up}
+        spec:
+          topic: people
+          key: id
+          time: seen_at
+          schema:
+            id: string
+            email: {type: string, pii: true}
+            address: {city: string, street: {type: string, pii: true}}
+            seen_at: timestamp
+        """
+
+    private let contacts = """
+        apiVersion: provision/v1
+        kind: DataProduct
+        metadata: {name: contacts}
+        spec:
+          from: people
+          select: {id: id, contact: lower(email), city: address.city}
+          sink: {file: {path: growth/contacts.jsonl}}
+        """
+
+    private func token(_ server: ServerProcess, _ name: String, team: String) throws -> String {
+        let created = try server.ctl(["token", "create", name, "--team", team, "--role", "editor"])
+        #expect(created.status == 0, "\(created.errorOutput)")
+        return created.output.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    @Test func theOwningTeamSeesPersonalDataAndOthersSeeItMasked() async throws {
+        let server = ServerProcess()
+        try await server.start()
+        defer { server.stop() }
+        let crm = try token(server, "crm-editor", team: "crm")
+        let growth = try token(server, "growth-editor", team: "growth")
+        #expect(try server.ctl(["apply", "-f", try writeSpecs(people, to: server.dataDirectory + "-people")]).status == 0)
+        // Fourteen people seen an hour ago, six in the last minute; the last has no email.
+        let now = Date().timeIntervalSince1970.rounded(.down)
+        let seen = (0..<20).map { Date(timeIntervalSince1970: $0 < 14 ? now - 3600 + Double($0) : now - 60 + Double($0)) }
+        let records: [[String: Any]] = (0..<20).map { index in
+            ["id": "p-\(index)", "email": index == 19 ? NSNull() : "Person\(index)@Example.com",
+             "address": ["city": "City \(index % 3)", "street": "\(index) Main Street"], "seen_at": TestOrder.formatter.string(from: seen[index])]
+        }
+        let input = server.dataDirectory + "-people.jsonl"
+        try records.map { String(decoding: try JSONSerialization.data(withJSONObject: $0, options: .sortedKeys), as: UTF8.self) }
+            .joined(separator: "\n").write(toFile: input, atomically: true, encoding: .utf8)
+        #expect(try server.ctl(["produce", "people", "--file", input]).status == 0)
+
+        func describe(_ token: String) async throws -> [String: Any] {
+            let reply = try await httpRequest(.GET, server.url + "/v1/datasets/people?sample=3", token: token)
+            #expect(reply.status == 200)
+            return reply.json as? [String: Any] ?? [:]
+        }
+        let owned = try await describe(crm)
+        let status = owned["status"] as? [String: Any] ?? [:]
+        #expect(status["records"] as? Int == 20)
+        func date(_ text: Any?) -> Date? {
+            let formatter = ISO8601DateFormatter()
+            formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+            return (text as? String).flatMap { formatter.date(from: $0) ?? ISO8601DateFormatter().date(from: $0) }
+        }
+        #expect(date(status["oldestRecordTime"]) == seen[0])
+        #expect(date(status["newestRecordTime"]) == seen[19])
+        #expect(status["recentRecordsPerSecond"] as? Double == 6.0 / 300)
+        let ownedSample = (owned["sample"] as? [[String: Any]] ?? []).map { $0 as NSDictionary }
+        #expect(ownedSample == records.suffix(3).map { $0 as NSDictionary })
+
+        var masked = Array(records.suffix(3))
+        for index in masked.indices {
+            if !(masked[index]["email"] is NSNull) { masked[index]["email"] = "***" }
+            masked[index]["address"] = ["city": (masked[index]["address"] as! [String: Any])["city"]!, "street": "***"]
+        }
+        let other = try await describe(growth)
+        #expect((other["sample"] as? [[String: Any]] ?? []).map { $0 as NSDictionary } == masked.map { $0 as NSDictionary })
+        let described = try provisionctl(["catalog", "describe", "people", "--server", server.url], environment: ["PROVISION_TOKEN": growth])
+        #expect(described.output.contains("email: string (pii)") && described.output.contains(#""email":"***""#), "\(described.output)")
+        #expect(!described.output.contains("Example.com"))
+
+        // A preview of what is computed from personal data: masked for growth, shown for crm.
+        func preview(_ token: String) async throws -> [String: Any] {
+            let body = try JSONSerialization.data(withJSONObject: ["files": [["name": "contacts.yaml", "content": contacts]]])
+            let reply = try await httpRequest(.POST, server.url + "/v1/preview?sample=20", body: body, token: token)
+            #expect(reply.status == 200, "\(String(decoding: reply.body, as: UTF8.self))")
+            return reply.json as? [String: Any] ?? [:]
+        }
+        let expected = records.map { record -> [String: Any] in
+            ["id": record["id"]!, "contact": (record["email"] as? String)?.lowercased() ?? NSNull(),
+             "city": (record["address"] as! [String: Any])["city"]!]
+        }
+        let shown = try await preview(crm)
+        #expect((shown["rows"] as? [[String: Any]] ?? []).map { $0 as NSDictionary } == expected.map { $0 as NSDictionary })
+        let hidden = try await preview(growth)
+        let hiddenRows = hidden["rows"] as? [[String: Any]] ?? []
+        #expect(hiddenRows.count == 20)
+        #expect(hiddenRows.dropLast().allSatisfy { $0["contact"] as? String == "***" } && hiddenRows.last?["contact"] is NSNull)
+        #expect(hiddenRows.map { $0["city"] as? String } == expected.map { $0["city"] as? String })
+        let schema = hidden["outputSchema"] as? [[String: Any]] ?? []
+        #expect(schema.map { $0["pii"] as? Bool ?? false } == [false, true, false])
+    }
+}

@@ -387,3 +387,72 @@ private let invalidCases: [InvalidSpecCase] = [
         #expect(!encoded.contains("secret"))
     }
 }
+
+@Suite struct PersonalDataTests {
+    private let people = """
+        apiVersion: provision/v1
+        kind: Dataset
+        metadata: {name: people, team: crm}
+        spec:
+          topic: people
+          key: id
+          schema:
+            id: string
+            email: {type: string, pii: true}
+            address: {city: string, street: {type: string, pii: true}}
+            card: {type: {last4: string}, pii: true}
+            type: string
+        """
+
+    private func load(_ text: String) -> SpecLoadResult { SpecLoader.load([SpecFile(name: "people.yaml", content: text)]) }
+
+    @Test func fieldsAreMarkedWithPII() throws {
+        let result = load(people)
+        #expect(result.errors.isEmpty, "\(result.errors)")
+        guard case .dataset(let dataset, _) = try #require(result.documents.first) else { return }
+        let schema = dataset.spec.schema
+        #expect(schema.field(named: "email")?.pii == true && schema.field(named: "email")?.type == .string)
+        #expect(schema.field(named: "id")?.pii == false && schema.field(named: "type")?.type == .string)
+        guard case .object(let address)? = schema.field(named: "address")?.type else { Issue.record("address is not an object"); return }
+        #expect(address.field(named: "street")?.pii == true && address.field(named: "city")?.pii == false)
+        #expect(schema.field(named: "card")?.pii == true)
+        // A mapping without `pii` is still an object's fields, even one named `type`.
+        let plain = load(people.replacingOccurrences(of: "    type: string", with: "    kind: {type: string}"))
+        guard case .dataset(let other, _)? = plain.documents.first else { Issue.record("\(plain.errors)"); return }
+        #expect(other.spec.schema.field(named: "kind")?.type == .object(Schema(fields: [.init(name: "type", type: .string)])))
+        // The marks survive the JSON the store keeps.
+        let decoded = try JSONDecoder().decode(Schema.self, from: JSONEncoder().encode(schema))
+        #expect(decoded == schema)
+    }
+
+    @Test func aBadMarkIsLocated() {
+        let result = load(people.replacingOccurrences(of: "email: {type: string, pii: true}", with: "email: {type: strin, pii: maybe}"))
+        #expect(result.errors.map(\.description).contains { $0.contains("people.yaml:9:31:") && $0.contains("spec.schema.email.pii: expected true or false") },
+                "\(result.errors)")
+        let unknown = load(people.replacingOccurrences(of: "email: {type: string, pii: true}", with: "email: {type: strin, pii: true}"))
+        #expect(unknown.errors.map(\.description).contains { $0.contains("spec.schema.email.type: unknown type 'strin' (did you mean 'string'?)") },
+                "\(unknown.errors)")
+    }
+
+    @Test func masksPersonalValuesAndWhatIsComputedFromThem() throws {
+        guard case .dataset(let dataset, _)? = load(people).documents.first else { Issue.record("no dataset"); return }
+        let row: JSONValue = ["id": "p-1", "email": "ann@example.com", "address": ["city": "Lyon", "street": "1 rue X"],
+                              "card": ["last4": "4242"], "type": "gold"]
+        #expect(dataset.spec.schema.masking(row) == ["id": "p-1", "email": "***", "address": ["city": "Lyon", "street": "***"],
+                                                     "card": "***", "type": "gold"])
+        let missing: JSONValue = ["id": "p-2", "email": nil]
+        #expect(dataset.spec.schema.masking(missing) == missing)
+
+        let product = DataProduct(metadata: ObjectMetadata(name: "contacts", team: "growth"), spec: DataProductSpec(
+            from: "people",
+            select: [SelectField(name: "id", expression: "id"), SelectField(name: "contact", expression: "lower(email)"),
+                     SelectField(name: "city", expression: "address.city"), SelectField(name: "street", expression: "address.street"),
+                     SelectField(name: "address", expression: "address")],
+            sink: .file(FileSinkSpec(path: "c.jsonl", format: .jsonl))))
+        let plan = try ProductPlan.compile(product, datasets: ["people": dataset])
+        #expect(plan.outputSchema.fields.map(\.pii) == [false, true, false, true, true])
+        // Marking a field changes nothing a product reads, so it rebuilds nothing.
+        #expect(dataset.spec.recordShape == DatasetSpec(topic: "people", key: "id", schema: dataset.spec.schema.withoutPII))
+        #expect(dataset.spec.recordShape != dataset.spec)
+    }
+}

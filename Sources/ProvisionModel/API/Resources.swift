@@ -49,6 +49,11 @@ public struct DatasetStatus: Sendable, Equatable, Codable {
     public var records: Int64
     public var startOffset: Int64
     public var endOffset: Int64
+    /// On `GET /v1/datasets/{name}`: the time of the oldest and the newest record kept, and
+    /// records per second over the five minutes before now (by record time).
+    public var oldestRecordTime: String?
+    public var newestRecordTime: String?
+    public var recentRecordsPerSecond: Double?
 
     public init(records: Int64, startOffset: Int64, endOffset: Int64) {
         self.records = records
@@ -65,6 +70,9 @@ public struct DatasetResource: Sendable, Equatable, Codable {
     public var status: DatasetStatus
     /// On `GET /v1/datasets/{name}`: the products that read it.
     public var lineage: DatasetLineage?
+    /// On `GET /v1/datasets/{name}`: the most recent records, newest last, with `pii` fields
+    /// masked unless the caller's team owns the dataset.
+    public var sample: [JSONValue]?
 
     public init(metadata: ResourceMetadata, spec: DatasetSpec, status: DatasetStatus) {
         self.metadata = metadata

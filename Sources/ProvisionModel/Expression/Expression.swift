@@ -7,6 +7,8 @@ public struct Expression: Sendable {
     public let type: ValueType
     /// Top-level fields the expression reads.
     public let referencedFields: Set<String>
+    /// Whether it reads personal data (a `pii` field): its value is personal data too.
+    public let readsPII: Bool
     /// The slots the expression was compiled against; it reads only fields in them.
     public let slots: FieldSlots
     public let evaluator: Evaluator
@@ -18,8 +20,8 @@ public struct Expression: Sendable {
         var compiler = ExpressionCompiler(scope: scope, slots: slots)
         let compiled = try compiler.compile(syntax)
         slots = compiler.slots
-        return Expression(source: source, type: compiled.type, referencedFields: compiler.referencedFields, slots: slots,
-                          evaluator: compiled.evaluate)
+        return Expression(source: source, type: compiled.type, referencedFields: compiler.referencedFields,
+                          readsPII: compiler.readsPII, slots: slots, evaluator: compiled.evaluate)
     }
 
     /// Compiles an expression on its own slots.

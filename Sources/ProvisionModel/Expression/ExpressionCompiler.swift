@@ -9,6 +9,8 @@ struct ExpressionCompiler {
 
     let scope: ExpressionScope
     private(set) var referencedFields: Set<String> = []
+    /// Whether the expression reads a `pii` field, or an object holding one.
+    private(set) var readsPII = false
     private(set) var slots: FieldSlots
 
     init(scope: ExpressionScope, slots: FieldSlots) {
@@ -144,6 +146,8 @@ struct ExpressionCompiler {
                 throw ExpressionError(column: column, message: message)
             }
             type = field.type
+            if field.pii { readsPII = true }
+            if depth == path.count - 1, case .object(let nested) = field.type, nested.containsPII { readsPII = true }
             if depth < path.count - 1 {
                 switch field.type {
                 case .object(let nested): schema = nested

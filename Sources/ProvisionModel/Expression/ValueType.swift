@@ -51,10 +51,14 @@ public struct Schema: Sendable, Hashable {
     public struct Field: Sendable, Hashable {
         public var name: String
         public var type: ValueType
+        /// Personal data (`{type: string, pii: true}`): samples and previews show it masked to
+        /// any team but the dataset's own.
+        public var pii: Bool
 
-        public init(name: String, type: ValueType) {
+        public init(name: String, type: ValueType, pii: Bool = false) {
             self.name = name
             self.type = type
+            self.pii = pii
         }
     }
 
@@ -67,6 +71,41 @@ public struct Schema: Sendable, Hashable {
     }
 
     public var fieldNames: [String] { fields.map(\.name) }
+
+    /// Whether a field, or a field of a nested object, is marked `pii`.
+    public var containsPII: Bool {
+        fields.contains { field in
+            if field.pii { return true }
+            if case .object(let nested) = field.type { return nested.containsPII }
+            return false
+        }
+    }
+
+    /// `row` with the value of every `pii` field (nested ones too) replaced by `"***"`; a
+    /// null stays null, so that a masked sample still shows which values are missing.
+    public func masking(_ row: JSONValue) -> JSONValue {
+        guard containsPII, case .object(var object) = row else { return row }
+        for field in fields {
+            guard let value = object[field.name] else { continue }
+            if field.pii {
+                if value != .null { object[field.name] = .string(Self.mask) }
+            } else if case .object(let nested) = field.type, nested.containsPII {
+                object[field.name] = nested.masking(value)
+            }
+        }
+        return .object(object)
+    }
+
+    public static let mask = "***"
+
+    public var withoutPII: Schema {
+        Schema(fields: fields.map { field in
+            var plain = field
+            plain.pii = false
+            if case .object(let nested) = field.type { plain.type = .object(nested.withoutPII) }
+            return plain
+        })
+    }
 }
 
 extension Schema: Codable {
@@ -75,27 +114,28 @@ extension Schema: Codable {
         var name: String
         var type: String
         var fields: Schema?
+        var pii: Bool?
     }
 
     public init(from decoder: Decoder) throws {
         let encoded = try [EncodedField](from: decoder)
         fields = try encoded.map { field in
             if field.type == "object" {
-                return Field(name: field.name, type: .object(field.fields ?? Schema()))
+                return Field(name: field.name, type: .object(field.fields ?? Schema()), pii: field.pii ?? false)
             }
             guard let type = ValueType.named(field.type) ?? (field.type == "duration" ? .duration : nil) else {
                 throw DecodingError.dataCorrupted(.init(codingPath: [], debugDescription: "unknown type \(field.type)"))
             }
-            return Field(name: field.name, type: type)
+            return Field(name: field.name, type: type, pii: field.pii ?? false)
         }
     }
 
     public func encode(to encoder: Encoder) throws {
         try fields.map { field -> EncodedField in
             if case .object(let nested) = field.type {
-                return EncodedField(name: field.name, type: "object", fields: nested)
+                return EncodedField(name: field.name, type: "object", fields: nested, pii: field.pii ? true : nil)
             }
-            return EncodedField(name: field.name, type: field.type.name, fields: nil)
+            return EncodedField(name: field.name, type: field.type.name, fields: nil, pii: field.pii ? true : nil)
         }.encode(to: encoder)
     }
 }

@@ -1,3 +1,5 @@
+import Foundation
+
 /// A JSON document. Objects keep their keys in source order, because output columns
 /// and select fields are ordered.
 public enum JSONValue: Sendable, Equatable, Hashable {
@@ -85,5 +87,77 @@ extension JSONValue: ExpressibleByStringLiteral, ExpressibleByIntegerLiteral, Ex
     public init(arrayLiteral elements: JSONValue...) { self = .array(elements) }
     public init(dictionaryLiteral elements: (String, JSONValue)...) {
         self = .object(JSONObject(elements.map { (key: $0.0, value: $0.1) }))
+    }
+}
+
+/// JSON inside a `Codable` resource (a dataset's sample records). Decimals go through
+/// Foundation's `Decimal`, exact to its 38 digits; a decoded object's keys come back sorted,
+/// since a keyed container does not keep their order.
+extension JSONValue: Codable {
+    private struct FieldName: CodingKey {
+        var stringValue: String
+        var intValue: Int? { nil }
+        init(stringValue: String) { self.stringValue = stringValue }
+        init?(intValue: Int) { nil }
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        switch self {
+        case .null:
+            var container = encoder.singleValueContainer()
+            try container.encodeNil()
+        case .bool(let value):
+            var container = encoder.singleValueContainer()
+            try container.encode(value)
+        case .integer(let value):
+            var container = encoder.singleValueContainer()
+            try container.encode(value)
+        case .decimal(let value):
+            var container = encoder.singleValueContainer()
+            if let decimal = Decimal(string: value.description) { try container.encode(decimal) } else { try container.encode(value.description) }
+        case .number(let value):
+            var container = encoder.singleValueContainer()
+            try container.encode(value)
+        case .string(let value):
+            var container = encoder.singleValueContainer()
+            try container.encode(value)
+        case .array(let items):
+            var container = encoder.unkeyedContainer()
+            for item in items { try container.encode(item) }
+        case .object(let object):
+            var container = encoder.container(keyedBy: FieldName.self)
+            for (key, value) in object.fields { try container.encode(value, forKey: FieldName(stringValue: key)) }
+        }
+    }
+
+    public init(from decoder: Decoder) throws {
+        if let object = try? decoder.container(keyedBy: FieldName.self) {
+            var fields: [(key: String, value: JSONValue)] = []
+            for key in object.allKeys.sorted(by: { $0.stringValue < $1.stringValue }) {
+                fields.append((key.stringValue, try object.decode(JSONValue.self, forKey: key)))
+            }
+            self = .object(JSONObject(fields))
+            return
+        }
+        if var array = try? decoder.unkeyedContainer() {
+            var items: [JSONValue] = []
+            while !array.isAtEnd { items.append(try array.decode(JSONValue.self)) }
+            self = .array(items)
+            return
+        }
+        let single = try decoder.singleValueContainer()
+        if single.decodeNil() {
+            self = .null
+        } else if let value = try? single.decode(Bool.self) {
+            self = .bool(value)
+        } else if let value = try? single.decode(Int64.self) {
+            self = .integer(value)
+        } else if let value = try? single.decode(String.self) {
+            self = .string(value)
+        } else if let value = try? single.decode(Decimal.self), let decimal = DecimalNumber(value.description) {
+            self = .decimal(decimal)
+        } else {
+            self = .number(try single.decode(Double.self))
+        }
     }
 }

@@ -366,6 +366,16 @@ struct DocumentReader {
                 ok = false
                 continue
             }
+            // `{type: string, pii: true}` describes one field; any other mapping is an object's
+            // fields (a field named `pii` of type `true` does not exist, so this is unambiguous).
+            if case .mapping(let descriptor) = valueNode, descriptor.keys.contains(where: { $0.string == "pii" }) {
+                guard let field = readFieldDescriptor(valueNode, named: fieldName, at: fieldPath) else {
+                    ok = false
+                    continue
+                }
+                schema.fields.append(field)
+                continue
+            }
             if case .mapping = valueNode {
                 guard let nested = readSchema(valueNode, at: fieldPath) else {
                     ok = false
@@ -390,6 +400,31 @@ struct DocumentReader {
             schema.fields.append(.init(name: fieldName, type: type))
         }
         return ok ? schema : nil
+    }
+
+    /// `{type: T, pii: true|false}`, where T is a type name or a mapping of an object's fields.
+    private mutating func readFieldDescriptor(_ node: Node, named name: String, at path: String) -> Schema.Field? {
+        guard let fields = fields(of: node, at: path, allowed: ["type", "pii"]),
+            let typeNode = required(fields, "type", in: node, at: path), let piiNode = fields["pii"]
+        else { return nil }
+        guard case .scalar(let scalar) = piiNode, let pii = Bool(scalar.string) else {
+            fail(piiNode, join(path, "pii"), "expected true or false")
+            return nil
+        }
+        if case .mapping = typeNode {
+            guard let nested = readSchema(typeNode, at: join(path, "type")) else { return nil }
+            return Schema.Field(name: name, type: .object(nested), pii: pii)
+        }
+        guard let typeName = string(typeNode, at: join(path, "type")) else { return nil }
+        guard let type = ValueType.named(typeName) else {
+            var message = "unknown type '\(typeName)' (types: \(ValueType.schemaTypeNames.joined(separator: ", ")))"
+            if let suggestion = closestMatch(to: typeName, among: ValueType.schemaTypeNames) {
+                message = "unknown type '\(typeName)' (did you mean '\(suggestion)'?)"
+            }
+            fail(typeNode, join(path, "type"), message)
+            return nil
+        }
+        return Schema.Field(name: name, type: type, pii: pii)
     }
 
     private mutating func readProductSpec(_ node: Node) -> DataProductSpec? {

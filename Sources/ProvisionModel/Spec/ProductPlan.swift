@@ -107,7 +107,8 @@ public struct ProductPlan: Sendable {
                 case .null, .object: type = .json
                 default: type = expression.type
                 }
-                outputSchema.fields.append(.init(name: field.name, type: type))
+                // An output computed from personal data is personal data.
+                outputSchema.fields.append(.init(name: field.name, type: type, pii: expression.readsPII))
             }
         }
         var keyField: String?

@@ -49,6 +49,13 @@ public struct DatasetSpec: Sendable, Equatable, Codable {
     public var time: String?
     public var schema: Schema
 
+    /// The spec without what does not change the records products read (`pii` marks).
+    public var recordShape: DatasetSpec {
+        var shape = self
+        shape.schema = schema.withoutPII
+        return shape
+    }
+
     public init(topic: String, key: String? = nil, time: String? = nil, schema: Schema) {
         self.topic = topic
         self.key = key
