@@ -80,6 +80,7 @@ public actor Reconciler: Service {
         var lifecycle: ProductLifecycle
         /// The checkpoint of the last report, to tell progress from a pipeline restarting.
         var lastOffsets: [Int: Int64]?
+        var newestEventTime: TimestampMilliseconds?
     }
 
     private let log: any EventLog
@@ -108,6 +109,8 @@ public actor Reconciler: Service {
     /// When each token last authenticated a request, since the server started (not stored:
     /// a write per request would cost more than the answer).
     private var tokensLastUsed: [String: TimestampMilliseconds] = [:]
+    /// Per product, the reasons its sink failed for, so that its error series go with it.
+    private var sinkErrorReasons: [String: Set<String>] = [:]
 
     func noteTokenUsed(_ name: String, at time: TimestampMilliseconds) { tokensLastUsed[name] = time }
     func tokenLastUsed(_ name: String) -> TimestampMilliseconds? { tokensLastUsed[name] }
@@ -399,6 +402,7 @@ public actor Reconciler: Service {
                     return cleanupFailed(name, error)
                 }
             case .forget:
+                let sinkKind = state.products[name]?.product.spec.sink.kind ?? ""
                 do {
                     let forgotten = try await commit { current in
                         // The clean-up awaited: an apply may have created the product again
@@ -410,6 +414,7 @@ public actor Reconciler: Service {
                     }
                     if forgotten {
                         unsavedStatus.remove(name)
+                        forgetMetrics(of: name, sink: sinkKind)
                         logger.info("product deleted", metadata: ["product": "\(name)"])
                     } else {
                         logger.info("product re-created while its deletion finished", metadata: ["product": "\(name)"])
@@ -453,6 +458,15 @@ public actor Reconciler: Service {
             ]
         }
         return .retryWithBackoff(reason: message)
+    }
+
+    /// Removes a deleted product's series: the product name is the one label that grows.
+    private func forgetMetrics(of name: String, sink: String) {
+        Metrics.Timer(label: "provision_sink_write_duration_seconds", dimensions: [("product", name), ("sink", sink)],
+                      preferredDisplayUnit: .seconds).destroy()
+        for reason in sinkErrorReasons.removeValue(forKey: name) ?? [] {
+            Counter(label: "provision_sink_errors_total", dimensions: [("product", name), ("reason", reason)]).destroy()
+        }
     }
 
     /// Destroys an output, or detaches it (it stays, unmaintained), and forgets its checkpoint.
@@ -507,8 +521,13 @@ public actor Reconciler: Service {
                                   build: SinkBuild(number: stored.build, kind: stored.buildKind ?? .fresh),
                                   secrets: secretValues(of: stored.product.metadata.team))
         let stop = StopRequest()
+        let writeDuration = Metrics.Timer(label: "provision_sink_write_duration_seconds",
+                                          dimensions: [("product", name), ("sink", stored.product.spec.sink.kind)],
+                                          preferredDisplayUnit: .seconds)
+        let observer = PipelineObserver { _, duration in writeDuration.record(duration: duration) }
         let pipeline = Pipeline(processor: processor, log: log, sink: sink, limits: configuration.pipelineLimits,
-                                logger: logger, clock: clock, acceptsLoss: stored.acceptsLoss == true, stop: stop) { [weak self] progress in
+                                logger: logger, clock: clock, acceptsLoss: stored.acceptsLoss == true, stop: stop,
+                                observer: observer) { [weak self] progress in
             await self?.pipelineProgressed(name, build: build, progress)
         }
         let task = Task { await self.supervise(pipeline, name: name, build: build) }
@@ -550,6 +569,9 @@ public actor Reconciler: Service {
         run.lastOffsets = progress.checkpoint.offsets
         let previousLifecycle = run.lifecycle
         run.lifecycle.progressed(caughtUp: progress.caughtUp, advanced: advanced, now: now)
+        // Formatted only when it moved: an idle product reports the same one every second.
+        let newestMoved = run.newestEventTime != progress.checkpoint.newestEventTime
+        run.newestEventTime = progress.checkpoint.newestEventTime
         runs[name] = run
         let lifecycle = run.lifecycle
         // Conditions are built only on a transition: an idle product reports every second.
@@ -561,6 +583,10 @@ public actor Reconciler: Service {
             }
             status.lag = progress.lag
             status.recordsWritten = progress.checkpoint.recordsWritten
+            status.recordsRead = progress.checkpoint.recordsRead
+            if newestMoved || status.newestDeliveredTime == nil {
+                status.newestDeliveredTime = progress.checkpoint.newestEventTime.map(Timestamp.format)
+            }
             status.lateRecords = progress.checkpoint.joins?.late
             status.deadLettered = progress.checkpoint.deadLettered
             status.checkpoint = Dictionary(uniqueKeysWithValues: progress.checkpoint.offsets.map { (String($0.key), $0.value) })
@@ -582,6 +608,8 @@ public actor Reconciler: Service {
         let now = clock()
         let lost = error as? RecordsLostToRetention
         let reason = lost != nil ? "RecordsLostToRetention" : (error as? SinkError)?.reason ?? "PipelineFailed"
+        sinkErrorReasons[name, default: []].insert(reason)
+        Counter(label: "provision_sink_errors_total", dimensions: [("product", name), ("reason", reason)]).increment()
         guard var run = runs[name], run.build == build else { return lost != nil ? nil : configuration.backoff.cap }
         var action = ProductLifecycle.Action.none
         if let lost {

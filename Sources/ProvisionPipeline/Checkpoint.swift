@@ -15,6 +15,10 @@ public struct Checkpoint: Sendable, Equatable, Codable {
     /// For a product with joins: how far each joined input was read for the output this
     /// checkpoint covers. The join state is rebuilt from it on restart.
     public var joins: JoinPosition?
+    /// Source records read so far (those filtered out too).
+    public var recordsRead: Int64?
+    /// The event time of the newest record delivered: how fresh the output is.
+    public var newestEventTime: TimestampMilliseconds?
 
     public init(offsets: [Int: Int64], recordsWritten: Int64 = 0, deadLettered: Int64 = 0, sinkPosition: Int64 = 0,
                 joins: JoinPosition? = nil)

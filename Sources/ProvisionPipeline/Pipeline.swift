@@ -22,6 +22,17 @@ public struct PipelineProgress: Sendable, Equatable {
     }
 }
 
+/// Told of each batch a pipeline wrote, for metrics.
+public struct PipelineObserver: Sendable {
+    public var sinkWrote: @Sendable (_ records: Int, _ duration: Duration) -> Void
+
+    public init(sinkWrote: @escaping @Sendable (_ records: Int, _ duration: Duration) -> Void) {
+        self.sinkWrote = sinkWrote
+    }
+
+    public static let none = PipelineObserver { _, _ in }
+}
+
 /// Asks a pipeline to stop after the batch in flight: the batch is written and its
 /// checkpoint committed, requests to the destination finish. Cancelling the task instead
 /// abandons the batch (it is read again on restart), and aborts its requests.
@@ -87,13 +98,15 @@ public struct Pipeline: Sendable {
     let acceptsLoss: Bool
     /// Checked between batches: set, the pipeline returns once the batch in flight is committed.
     public let stop: StopRequest
+    let observer: PipelineObserver
 
     public init(processor: RecordProcessor, log: any EventLog, sink: any Sink, limits: Limits = .init(), logger: Logger,
                 clock: @escaping @Sendable () -> TimestampMilliseconds, acceptsLoss: Bool = false, stop: StopRequest = StopRequest(),
-                report: @escaping @Sendable (PipelineProgress) async -> Void)
+                observer: PipelineObserver = .none, report: @escaping @Sendable (PipelineProgress) async -> Void)
     {
         self.acceptsLoss = acceptsLoss
         self.stop = stop
+        self.observer = observer
         self.processor = processor
         self.log = log
         self.sink = sink
@@ -384,8 +397,13 @@ public struct Pipeline: Sendable {
             try await appendDeadLetters(processed.deadLetters)
         }
         var next = checkpoint
+        let read = processed.lastOffset + 1 - (checkpoint.offsets[processed.source.partition] ?? processed.batch.entries.first?.offset ?? 0)
         next.offsets[processed.source.partition] = processed.lastOffset + 1
+        next.recordsRead = (checkpoint.recordsRead ?? 0) + max(0, read)
         next.recordsWritten += Int64(processed.outputs.count)
+        if let newest = processed.outputs.lazy.map(\.eventTime).max() {
+            next.newestEventTime = max(checkpoint.newestEventTime ?? newest, newest)
+        }
         next.deadLettered += Int64(processed.deadLetters.count)
         next.joins = processed.joinPosition ?? next.joins
         let source = processed.source, batch = processed.batch
@@ -397,7 +415,9 @@ public struct Pipeline: Sendable {
                 return DeadLetters.record(for: batch.record(at: index), from: source, reason: rejection.reason)
             })
         }
+        let started = ContinuousClock.now
         checkpoint = try await sink.write(sinkBatch)
+        observer.sinkWrote(processed.outputs.count, ContinuousClock.now - started)
         Failpoint.reached(.batchCommitted)
     }
 

@@ -28,7 +28,7 @@ final class ProductMetrics: Sendable {
         return registry.emitToBuffer()
     }
 
-    func update(_ products: [ProductResource]) {
+    func update(_ products: [ProductResource], now: TimestampMilliseconds = Reconciler.systemClock()) {
         var current: [String: [Prometheus.Gauge]] = [:]
         for product in products {
             let name = product.metadata.name
@@ -57,6 +57,12 @@ final class ProductMetrics: Sendable {
                   Double(product.status.lag))
             gauge("written", unit: "records", "Records the current build delivered to its sink (deletes included).", [],
                   Double(product.status.recordsWritten))
+            gauge("read", unit: "records", "Source records the current build read, filtered out ones included.", [],
+                  Double(product.status.recordsRead ?? 0))
+            if let newest = product.status.newestDeliveredTime.flatMap(Timestamp.parse) {
+                gauge("freshness", unit: "seconds", "Now minus the event time of the newest record delivered.", [],
+                      Double(max(0, now - newest)) / 1000)
+            }
             gauge("dead_lettered", unit: "records", "Records the current build set aside in its dead-letter topic.", [],
                   Double(product.status.deadLettered))
             gauge("failures", "Consecutive failures of the product's pipeline.", [], Double(product.status.failures ?? 0))

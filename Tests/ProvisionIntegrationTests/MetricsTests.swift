@@ -87,6 +87,16 @@ struct MetricsTests {
         #expect(text.contains("route=\"/v1/products/:name\""), "request metrics are by route template")
         #expect(!text.contains("route=\"/v1/products/eu-large-orders\""))
         #expect(text.contains("provision_reconcile_duration_seconds"))
+        #expect(text.contains("provision_product_read_records{product=\"eu-large-orders\"} \(orders.count)"))
+        // Freshness: from the newest event time among the rows the product should deliver.
+        let newest = orders.filter { $0.expectedRow(since: .distantPast) != nil }.map(\.placedAt).max()!
+        let status = product.status
+        #expect((status["newestDeliveredTime"] as? String).flatMap(TestOrder.parseTime) == newest, "\(status)")
+        let freshnessLine = text.split(separator: "\n").first { $0.hasPrefix("provision_product_freshness_seconds{product=\"eu-large-orders\"}") }
+        let freshness = freshnessLine.flatMap { Double($0.split(separator: " ").last ?? "") }
+        #expect(freshness.map { abs($0 - Date().timeIntervalSince(newest)) < 60 } == true, "\(String(describing: freshnessLine))")
+        let writes = text.split(separator: "\n").first { $0.hasPrefix("provision_sink_write_duration_seconds_count{product=\"eu-large-orders\",sink=\"file\"}") }
+        #expect(writes.flatMap { Int($0.split(separator: " ").last ?? "") }.map { $0 > 0 } == true, "\(String(describing: writes))")
         // Metrics name every team's products: an admin's to read.
         #expect(try await httpRequest(.GET, server.url + "/metrics", token: nil).status == 401)
 

@@ -196,6 +196,8 @@ private func produceOrders(_ server: ServerProcess, count: Int, from start: Int)
         let refused = try await server.waitForProduct("via-secret", timeout: .seconds(60)) { stalledReason($0) == "DestinationRefused" }
         #expect(receiver.requests.isEmpty)
         #expect(String(describing: refused).contains("not among the destinations"))
+        let metrics = String(decoding: try await httpRequest(.GET, server.url + "/metrics").body, as: UTF8.self)
+        #expect(metrics.contains(#"provision_sink_errors_total{product="via-secret",reason="DestinationRefused"}"#), "\(metrics.prefix(2000))")
 
         // Its own API, by any name, whatever the list says.
         let own = ServerProcess()

@@ -52,6 +52,10 @@ public struct ProductStatus: Sendable, Equatable, Codable {
     public var recordsLostToRetention: Int64?
     /// Consecutive failures since the product last made progress; survives restarts.
     public var failures: Int?
+    /// Source records the current build read (filtered out ones too).
+    public var recordsRead: Int64?
+    /// The event time of the newest record delivered: now minus it is how stale the output is.
+    public var newestDeliveredTime: String?
 
     public init(phase: ProductPhase = .pending, observedGeneration: Int = 0, lag: Int64 = 0, recordsWritten: Int64 = 0,
                 deadLettered: Int64 = 0, conditions: [Condition] = [], backfillStart: String? = nil, output: String? = nil,
