@@ -88,6 +88,9 @@ enum PlanPrinter {
             if change.action == .update || change.action == .updateRebuild {
                 Swift.print("    output: \(change.rebuilds ? "rebuilt from the start of the backfill" : "kept (no rebuild)")")
             }
+            if let backfill = change.backfill {
+                Swift.print("    backfill: \(backfill.records) records (about \(backfill.bytesEstimate) bytes) since \(backfill.since ?? "the start of the log")")
+            }
         }
     }
 }

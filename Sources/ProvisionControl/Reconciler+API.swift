@@ -9,7 +9,16 @@ extension Reconciler {
     public func apply(_ request: ApplyRequest, as caller: Caller = .development) async throws -> ApplyResponse {
         guard caller.role >= .editor else { throw AccessDenied.needsEditor(caller, to: "apply") }
         let preview = try plan(request, against: currentState, caller: caller)
-        if request.dryRun { return ApplyResponse(dryRun: true, changes: preview.changes) }
+        if request.dryRun {
+            var changes = preview.changes
+            for index in changes.indices where changes[index].kind == .dataProduct && changes[index].rebuilds {
+                guard let product = preview.next.products[changes[index].name]?.product,
+                    let topic = preview.next.datasets[product.spec.from]?.dataset.spec.topic
+                else { continue }
+                changes[index].backfill = try await backfillEstimate(of: topic, since: product.spec.backfill.startTime(createdAt: currentTime))
+            }
+            return ApplyResponse(dryRun: true, changes: changes)
+        }
         // Topics first: an empty topic is all that a rejected apply leaves behind.
         let created = Set(newTopics(preview))
         for topic in created.sorted() { try await createTopic(topic) }

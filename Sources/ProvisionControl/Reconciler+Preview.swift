@@ -87,10 +87,7 @@ extension Reconciler {
         let keys = JSONRowKeys(plan.outputSchema)
         // Personal data is shown only to the team that owns the dataset it comes from.
         let masked = !caller.owns(team: datasets[product.spec.from]?.metadata.team) && plan.outputSchema.containsPII
-        var sampledBytes = 0
-        for (index, outcome) in processor.process(batch, range: 0..<batch.count, partition: 0, now: now).enumerated() {
-            let record = batch.record(at: index)
-            sampledBytes += (record.record.value?.count ?? 0) + (record.record.key?.count ?? 0)
+        for outcome in processor.process(batch, range: 0..<batch.count, partition: 0, now: now) {
             switch outcome {
             case .output(let output):
                 result.passed += 1
@@ -105,10 +102,32 @@ extension Reconciler {
             }
         }
         result.sampled = batch.count
-        var windowStart = logStart
-        if let backfillStart { windowStart = try await eventLog.offset(forTimestamp: backfillStart, in: source) }
-        result.backfillRecords = max(0, end - max(windowStart, logStart))
-        if batch.count > 0 { result.backfillBytesEstimate = result.backfillRecords * Int64(sampledBytes) / Int64(batch.count) }
+        let estimate = try await backfillEstimate(of: topic, since: backfillStart)
+        result.backfillRecords = estimate.records
+        result.backfillBytesEstimate = estimate.bytesEstimate
         return result
+    }
+
+    /// The records of `topic` at or after `since` (all of them when nil), from the log's time
+    /// index, and their bytes from the average size of the latest 100 of each partition.
+    func backfillEstimate(of topic: String, since: TimestampMilliseconds?) async throws -> BackfillEstimate {
+        var records: Int64 = 0, bytes: Int64 = 0
+        for partition in 0..<(try await eventLog.partitionCount(of: topic) ?? 0) {
+            let source = TopicPartition(topic: topic, partition: partition)
+            let start = try await eventLog.startOffset(of: source), end = try await eventLog.endOffset(of: source)
+            var windowStart = start
+            if let since { windowStart = max(start, try await eventLog.offset(forTimestamp: since, in: source)) }
+            let inWindow = max(0, end - windowStart)
+            guard inWindow > 0 else { continue }
+            let latest = try await eventLog.readBatch(source, from: max(start, end - 100), maxRecords: 100, maxBytes: 4 << 20)
+            var sampledBytes = 0
+            for index in 0..<latest.count {
+                let record = latest.record(at: index).record
+                sampledBytes += (record.value?.count ?? 0) + (record.key?.count ?? 0)
+            }
+            records += inWindow
+            if latest.count > 0 { bytes += inWindow * Int64(sampledBytes) / Int64(latest.count) }
+        }
+        return BackfillEstimate(records: records, bytesEstimate: bytes, since: since.map(Timestamp.format))
     }
 }

@@ -134,7 +134,14 @@ func seedLog(_ server: ServerProcess, _ orders: [TestOrder]) async throws {
 
         let specs = try writeSpecs(catalogSpec, productSpec(backfill: "{since: 90d}"), to: server.dataDirectory + "-specs")
         let dryRun = try server.ctl(["apply", "-f", specs, "--dry-run"])
-        #expect(dryRun.output == "dataset/orders create\ndataproduct/eu-large-orders create\ndry run: nothing was changed\n")
+        // The plan, with what the backfill will read: the orders inside its window, counted here.
+        let lines = dryRun.output.split(separator: "\n").map(String.init)
+        #expect(lines.first == "dataset/orders create" && lines.dropFirst().first == "dataproduct/eu-large-orders create"
+                && lines.last == "dry run: nothing was changed", "\(dryRun.output)")
+        let estimate = try #require(lines.first { $0.hasPrefix("    backfill: ") }, "\(dryRun.output)")
+        let windowStart = try #require(estimate.components(separatedBy: " since ").last.flatMap(TestOrder.parseTime), "\(estimate)")
+        #expect(abs(windowStart.timeIntervalSince(now.addingTimeInterval(-90 * 86_400))) < 60)
+        #expect(estimate.hasPrefix("    backfill: \(orders.filter { $0.placedAt >= windowStart }.count) records (about "), "\(estimate)")
         #expect(try server.product("eu-large-orders") == nil)
         let applied = try server.ctl(["apply", "-f", specs])
         #expect(applied.status == 0, "\(applied.errorOutput)")

@@ -114,6 +114,20 @@ public struct ApplyRequest: Sendable, Codable {
     }
 }
 
+/// What a backfill will read: the source records inside its window now (from the log's time
+/// index), their bytes estimated from the latest records' average size, and where it starts.
+public struct BackfillEstimate: Sendable, Equatable, Codable {
+    public var records: Int64
+    public var bytesEstimate: Int64
+    public var since: String?
+
+    public init(records: Int64, bytesEstimate: Int64, since: String?) {
+        self.records = records
+        self.bytesEstimate = bytesEstimate
+        self.since = since
+    }
+}
+
 public struct PlannedChange: Sendable, Equatable, Codable {
     public enum Action: String, Sendable, Codable {
         case create
@@ -133,6 +147,8 @@ public struct PlannedChange: Sendable, Equatable, Codable {
     public var fields: [FieldChange]?
     /// The object's version once applied (the commit's for a change; unset in a dry run).
     public var resourceVersion: String?
+    /// On a dry run, for a product whose output is built: what its backfill will read.
+    public var backfill: BackfillEstimate?
 
     public init(kind: SpecKind, name: String, action: Action, detail: String? = nil, fields: [FieldChange]? = nil) {
         self.kind = kind
