@@ -35,6 +35,7 @@ private func errorCode(_ reply: HTTPReply) -> String? {
         #expect(result.status == 0, "\(result.errorOutput)")
         let secret = result.output.trimmingCharacters(in: .whitespacesAndNewlines)
         #expect(secret.hasPrefix("pvn_") && secret.count == 47, "\(secret)")
+        TestSecrets.register(secret)
         return secret
     }
 
@@ -68,7 +69,9 @@ private func errorCode(_ reply: HTTPReply) -> String? {
     /// apply of another team's — not a prune, not a re-apply naming its team — changes it.
     @Test func aTeamSeesAndChangesOnlyItsOwnProducts() async throws {
         let server = ServerProcess()
-        server.environment = ["PROVISION_TEAM_RISK_HOOK_TOKEN": "risk-hook-token"]
+        let hookToken = "risk-hook-token-\(UUID().uuidString)"
+        TestSecrets.register(hookToken)
+        server.environment = ["PROVISION_TEAM_RISK_HOOK_TOKEN": hookToken]
         try await server.start()
         defer { server.stop() }
         let riskEditor = try createToken(server, "risk-editor", team: "risk", role: "editor")

@@ -228,7 +228,9 @@ struct SchemathesisTests {
     private func token(_ server: ServerProcess, _ name: String, team: String) throws -> String {
         let created = try server.ctl(["token", "create", name, "--team", team, "--role", "editor"])
         #expect(created.status == 0, "\(created.errorOutput)")
-        return created.output.trimmingCharacters(in: .whitespacesAndNewlines)
+        let secret = created.output.trimmingCharacters(in: .whitespacesAndNewlines)
+        TestSecrets.register(secret)
+        return secret
     }
 
     @Test func theOwningTeamSeesPersonalDataAndOthersSeeItMasked() async throws {

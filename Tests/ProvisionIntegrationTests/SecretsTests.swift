@@ -48,7 +48,9 @@ private func produceOrders(_ server: ServerProcess, count: Int, from start: Int)
     private func token(_ server: ServerProcess, _ name: String, team: String, role: String) throws -> String {
         let created = try server.ctl(["token", "create", name, "--team", team, "--role", role])
         #expect(created.status == 0, "\(created.errorOutput)")
-        return created.output.trimmingCharacters(in: .whitespacesAndNewlines)
+        let secret = created.output.trimmingCharacters(in: .whitespacesAndNewlines)
+        TestSecrets.register(secret)
+        return secret
     }
 
     /// A team's editor stores secrets; its product's webhook reads its URL, signing key and an
@@ -59,6 +61,7 @@ private func produceOrders(_ server: ServerProcess, count: Int, from start: Int)
         let signingKey = "sk-\(UUID().uuidString)"
         let firstApiKey = "ak1-\(UUID().uuidString)"
         let secondApiKey = "ak2-\(UUID().uuidString)"
+        for secret in [signingKey, firstApiKey, secondApiKey] { TestSecrets.register(secret) }
         let receiver = try WebhookReceiver(["--secret", signingKey, "--header", "X-Api-Key"])
         defer { receiver.stop() }
         let server = ServerProcess()

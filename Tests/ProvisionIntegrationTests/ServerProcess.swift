@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import Foundation
+import Synchronization
 import NIOCore
 import NIOHTTP1
 import Testing
@@ -33,6 +34,20 @@ let testHTTPClient = HTTPClient(eventLoopGroupProvider: .singleton,
 /// `provisionctl` send it unless a test says otherwise.
 let testAdminToken = "pvn_test-admin-\(UUID().uuidString)"
 
+/// The secrets tests hand to servers (tokens, passwords, signing keys, team secrets). Every
+/// answer `httpRequest` receives and every test server's log is checked for each of them when
+/// the server stops: across the whole suite, a secret that leaves a server fails the test.
+enum TestSecrets {
+    private static let values = Mutex<Set<String>>([testAdminToken])
+
+    static func register(_ secret: String) { _ = values.withLock { $0.insert(secret) } }
+
+    /// The registered secrets `text` contains.
+    static func found(in text: some StringProtocol) -> [String] {
+        values.withLock { values in values.filter { text.contains($0) }.sorted() }
+    }
+}
+
 /// - Parameter token: the bearer token to send (nil: none).
 func httpRequest(_ method: HTTPMethod, _ url: String, body: Data? = nil, contentType: String = "application/json",
                  headers: [(String, String)] = [], token: String? = testAdminToken,
@@ -50,7 +65,10 @@ func httpRequest(_ method: HTTPMethod, _ url: String, body: Data? = nil, content
     let deadline = NIODeadline.now() + .milliseconds(milliseconds)
     let response = try await testHTTPClient.execute(request, deadline: deadline)
     let bytes = try await response.body.collect(upTo: 256 * 1024 * 1024)
-    return HTTPReply(status: Int(response.status.code), body: Data(buffer: bytes))
+    let reply = HTTPReply(status: Int(response.status.code), body: Data(buffer: bytes))
+    let leaked = TestSecrets.found(in: String(decoding: reply.body, as: UTF8.self))
+    if !leaked.isEmpty { Issue.record("the answer to \(method) \(url) holds \(leaked.count) secret(s) a test gave the server") }
+    return reply
 }
 
 // MARK: Processes
@@ -250,6 +268,8 @@ final class ServerProcess: @unchecked Sendable {
             Issue.record("\(error)")
         }
         self.process = nil
+        let leaked = TestSecrets.found(in: logSinceStart)
+        if !leaked.isEmpty { Issue.record("the server's log holds \(leaked.count) secret(s) a test gave it") }
         return process.terminationStatus
     }
 

@@ -98,6 +98,7 @@ struct WebhookSinkTests {
     @Test func failuresAreRetriedInOrderSignedAndRefusalsDeadLettered() async throws {
         let secret = "whsec-\(UUID().uuidString)"
         setenv("PROVISION_TEST_WEBHOOK_SECRET", secret, 1)
+        TestSecrets.register(secret)
         let receiver = try WebhookReceiver(["--fail-first", "1", "--throttle-every", "9", "--hang-every", "13",
                                             "--hang-seconds", "1.5", "--reject-marker", "REFUSE-ME", "--secret", secret])
         defer { receiver.stop() }
