@@ -1,3 +1,4 @@
+import Foundation
 import ProvisionLog
 import ProvisionModel
 import ProvisionPipeline
@@ -127,19 +128,30 @@ extension Reconciler {
     /// Every change to a dataset, a product or a product's status committed after `version`
     /// (nil: from now on), in order. Throws `WatchExpired` when those changes are no longer
     /// all kept.
-    public func watch(from version: ResourceVersion?) async throws -> AsyncThrowingStream<WatchEvent, Error> {
+    public func watch(from version: ResourceVersion?, as caller: Caller) async throws -> AsyncThrowingStream<WatchEvent, Error> {
         let start: ResourceVersion
         if let version { start = version } else { start = try await store.snapshot().resourceVersion }
         let events = try await store.watch(from: start)
+        // A team watches the catalog and its own products. A product's team is in its record;
+        // its status and its deletion carry none, so the last team seen for each name is kept
+        // (a name never seen with a team the caller owns is not shown).
+        let teamsAtStart = currentState.products.mapValues { $0.product.metadata.team }
         return AsyncThrowingStream { continuation in
             let forward = Task {
+                var teams = teamsAtStart
                 do {
                     for try await event in events {
                         let kind: WatchEvent.Kind
                         switch event.key.kind {
                         case .dataset: kind = .dataset
-                        case .product: kind = .dataProduct
-                        case .productStatus: kind = .productStatus
+                        case .product, .productStatus:
+                            kind = event.key.kind == .product ? .dataProduct : .productStatus
+                            if event.key.kind == .product, let value = event.value,
+                                let stored = try? JSONDecoder().decode(StoredProduct.self, from: Data(value))
+                            {
+                                teams[event.key.name] = stored.product.metadata.team
+                            }
+                            guard caller.isAdmin || (teams[event.key.name] ?? nil).map({ caller.owns(team: $0) }) == true else { continue }
                         case .token, .secret: continue  // tokens and secrets are not the watchers' business
                         }
                         continuation.yield(WatchEvent(type: event.value == nil ? .deleted : .changed, kind: kind,

@@ -272,6 +272,14 @@ private func checkLastWrites(_ server: ServerProcess, _ last: [String: Int?], wh
         request.headers.add(name: "Authorization", value: "Bearer \(testAdminToken)")
         let response = try await testHTTPClient.execute(request, deadline: .now() + .seconds(60))
         #expect(response.status.code == 200)
+        // A team's watch, from the same version: the catalog and its own products only.
+        let createdToken = try server.ctl(["token", "create", "growth-reader", "--team", "growth", "--role", "reader"])
+        let growthToken = createdToken.output.trimmingCharacters(in: .whitespacesAndNewlines)
+        TestSecrets.register(growthToken)
+        var teamRequest = HTTPClientRequest(url: server.url + "/v1/watch?resourceVersion=\(start)")
+        teamRequest.headers.add(name: "Authorization", value: "Bearer \(growthToken)")
+        let teamResponse = try await testHTTPClient.execute(teamRequest, deadline: .now() + .seconds(60))
+        #expect(teamResponse.status.code == 200)
         #expect(try await apply(server, [controlProduct("watched", threshold: 5)]).status == 200)
         #expect(try await httpRequest(.DELETE, server.url + "/v1/products/watched").status == 202)
         var seen: [[String: String]] = []
@@ -291,6 +299,24 @@ private func checkLastWrites(_ server: ServerProcess, _ last: [String: Int?], wh
         #expect(seen.contains { $0["kind"] == "ProductStatus" && $0["name"] == "watched" && $0["type"] == "changed" })
         let versions = seen.compactMap { $0["resourceVersion"].flatMap { UInt64($0) } }
         #expect(versions == versions.sorted() && versions.first.map { $0 > start } == true)
+
+        // Applied after the other team's product went: once the team's watch shows it, every
+        // earlier change has gone past it.
+        let grown = controlProduct("grown", threshold: 5).replacingOccurrences(of: "team: risk", with: "team: growth")
+        #expect(try await apply(server, [grown]).status == 200)
+        var teamSeen: [[String: String]] = []
+        buffered = Data()
+        teamReading: for try await chunk in teamResponse.body {
+            buffered.append(contentsOf: chunk.readableBytesView)
+            while let newline = buffered.firstIndex(of: 0x0A) {
+                let line = buffered[buffered.startIndex..<newline]
+                buffered = Data(buffered[(newline + 1)...])
+                teamSeen.append(try JSONSerialization.jsonObject(with: line) as! [String: String])
+                if teamSeen.last?["kind"] == "DataProduct", teamSeen.last?["name"] == "grown" { break teamReading }
+            }
+        }
+        #expect(teamSeen.last?["name"] == "grown")
+        #expect(!teamSeen.contains { $0["name"] == "watched" }, "a team's watch showed another team's product: \(teamSeen)")
 
         #expect(server.stop() == 0)
         try await server.start()
