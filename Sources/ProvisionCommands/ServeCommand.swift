@@ -138,7 +138,7 @@ struct ServeCommand: AsyncParsableCommand {
             let files = try SpecFiles.read([specs])
             let response: ApplyResponse
             do {
-                response = try await runtime.reconciler.apply(ApplyRequest(files: files, dryRun: false))
+                response = try await runtime.reconciler.apply(ApplyRequest(files: files, dryRun: false), as: .development)
             } catch let rejected as ApplyRejected {
                 for error in rejected.errors { printError(error.description) }
                 throw ExitCode(1)
@@ -155,7 +155,7 @@ struct ServeCommand: AsyncParsableCommand {
             guard !provisioned.isEmpty else { return }
             printNow("demo: provisioned these products (files under \(fileRootShown)):")
             for name in provisioned {
-                if let product = await reconciler.product(name) {
+                if let product = await reconciler.product(name, as: .development) {
                     printNow("  \(name): \(product.status.output ?? "-")")
                 }
             }

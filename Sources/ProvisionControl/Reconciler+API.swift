@@ -7,7 +7,7 @@ import ProvisionPipeline
 extension Reconciler {
     /// Validates every file, computes the plan and, unless `dryRun`, applies all of it.
     /// Any error rejects the whole request: nothing is half-applied.
-    public func apply(_ request: ApplyRequest, as caller: Caller = .development) async throws -> ApplyResponse {
+    public func apply(_ request: ApplyRequest, as caller: Caller) async throws -> ApplyResponse {
         guard caller.role >= .editor else { throw AccessDenied.needsEditor(caller, to: "apply") }
         let preview = try plan(request, against: currentState, caller: caller)
         if request.dryRun {
@@ -211,13 +211,13 @@ extension Reconciler {
     }
 
     /// The products the caller's team owns (every product for an admin).
-    public func products(as caller: Caller = .development) -> [ProductResource] {
+    public func products(as caller: Caller) -> [ProductResource] {
         currentState.products.values.filter { caller.owns(team: $0.product.metadata.team) }
             .sorted { $0.product.name < $1.product.name }.map(resource)
     }
 
     /// The product, if it exists and the caller's team owns it: another team's is not found.
-    public func product(_ name: String, as caller: Caller = .development) -> ProductResource? {
+    public func product(_ name: String, as caller: Caller) -> ProductResource? {
         visibleProduct(name, to: caller).map(resource)
     }
 
@@ -235,14 +235,14 @@ extension Reconciler {
     /// Marks the product for deletion and returns at once; the reconciler stops it and
     /// applies its deletion policy. Returns the product's version after the change, or nil
     /// if it does not exist.
-    public func deleteProduct(_ name: String, as caller: Caller = .development) async throws -> ResourceVersion? {
+    public func deleteProduct(_ name: String, as caller: Caller) async throws -> ResourceVersion? {
         guard try changeable(name, by: caller, to: "delete") != nil else { return nil }
         return try await changeProduct(name) { $0.deleting = true }
     }
 
     /// Stops or restarts a product's pipeline, keeping its output and checkpoint. Returns
     /// the product's version after the change, or nil if it does not exist.
-    public func setPaused(_ name: String, _ paused: Bool, as caller: Caller = .development) async throws -> ResourceVersion? {
+    public func setPaused(_ name: String, _ paused: Bool, as caller: Caller) async throws -> ResourceVersion? {
         guard try changeable(name, by: caller, to: paused ? "pause" : "resume") != nil else { return nil }
         return try await changeProduct(name) { $0.paused = paused }
     }
@@ -250,7 +250,7 @@ extension Reconciler {
     /// Resumes a product and, with `acceptingLoss`, lets its next run move past records
     /// retention removed before it read them. Returns the product's version after the
     /// change, or nil if it does not exist.
-    public func resume(_ name: String, acceptingLoss: Bool, as caller: Caller = .development) async throws -> ResourceVersion? {
+    public func resume(_ name: String, acceptingLoss: Bool, as caller: Caller) async throws -> ResourceVersion? {
         guard try changeable(name, by: caller, to: "resume") != nil else { return nil }
         let version = try await changeProduct(name) { stored in
             stored.paused = false
@@ -299,7 +299,7 @@ extension Reconciler {
     /// write (other teams' products are only counted) — the time span and recent rate of its
     /// records, and a sample of the latest `sample` of them, personal data masked unless the
     /// caller's team owns it.
-    public func dataset(_ name: String, sample: Int = 5, as caller: Caller = .development) async throws -> DatasetResource? {
+    public func dataset(_ name: String, sample: Int = 5, as caller: Caller) async throws -> DatasetResource? {
         guard let stored = currentState.datasets[name] else { return nil }
         var resource = try await datasetResource(stored)
         try await describeRecords(of: stored.dataset, in: &resource, sample: min(max(sample, 0), Self.datasetSampleMax),

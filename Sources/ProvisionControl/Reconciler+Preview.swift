@@ -50,7 +50,7 @@ extension Reconciler {
     /// Validates the documents as an apply would, then runs their one product's filter and
     /// projection over the most recent `sample` records of its source (at most 1,000) and
     /// estimates its backfill from the log's time index. Creates nothing.
-    public func preview(_ request: ApplyRequest, sample: Int = 100, as caller: Caller = .development) async throws -> PreviewResult {
+    public func preview(_ request: ApplyRequest, sample: Int = 100, as caller: Caller) async throws -> PreviewResult {
         var dryRun = request
         dryRun.dryRun = true
         // The same validation, team scoping and plan as the apply, without its commit.

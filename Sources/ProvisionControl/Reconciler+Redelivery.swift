@@ -15,7 +15,7 @@ extension Reconciler {
     /// Sends a webhook product's dead letters to its endpoint again, from where the last
     /// redelivery stopped up to the topic's end now. Each record goes out with its original
     /// source position, so its record id is the one the receiver saw the first time.
-    public func redeliver(_ name: String, as caller: Caller = .development) async throws -> RedeliveryResult {
+    public func redeliver(_ name: String, as caller: Caller) async throws -> RedeliveryResult {
         guard let visible = visibleProduct(name, to: caller), !visible.deleting else { throw RedeliveryError.notFound(name) }
         guard caller.role >= .editor else { throw AccessDenied.needsEditor(caller, to: "redeliver") }
         do {

@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import ProvisionModel
+import Synchronization
 
 /// Why a token request was refused.
 public enum TokenError: Error, Sendable, Equatable, CustomStringConvertible {
@@ -26,18 +27,22 @@ extension Reconciler {
     }
 
     static func hash(_ secret: String) -> String {
-        SHA256.hash(data: Data(secret.utf8)).map { String(format: "%02x", $0) }.joined()
+        let hexDigits = Array("0123456789abcdef".utf8)
+        var text: [UInt8] = []
+        text.reserveCapacity(64)
+        for byte in SHA256.hash(data: Data(secret.utf8)) {
+            text.append(hexDigits[Int(byte >> 4)])
+            text.append(hexDigits[Int(byte & 0x0f)])
+        }
+        return String(decoding: text, as: UTF8.self)
     }
 
     /// The caller a secret belongs to, or nil when it is unknown, revoked or expired. Marks
-    /// the token used.
-    public func authenticate(_ secret: String) -> Caller? {
-        let hash = Self.hash(secret)
-        guard let token = currentState.tokens.values.first(where: { $0.secretHash == hash }) else { return nil }
-        let now = currentTime
-        if let expiresAt = token.expiresAt, expiresAt <= now { return nil }
-        noteTokenUsed(token.name, at: now)
-        return Caller(token: token.name, team: token.team, role: token.role)
+    /// the token used. Not on the actor: every request asks, and the index it reads is
+    /// replaced whole by each commit that changes tokens, so a revocation counts from the
+    /// next request.
+    public nonisolated func authenticate(_ secret: String) -> Caller? {
+        tokenIndex.authenticate(hash: Self.hash(secret), now: clock())
     }
 
     /// Creates a token; its secret is in the answer and nowhere else.
@@ -98,10 +103,40 @@ extension Reconciler {
 
     private func info(_ token: StoredToken) -> TokenInfo {
         TokenInfo(name: token.name, team: token.team, role: token.role, createdAt: Timestamp.format(token.createdAt),
-                  expiresAt: token.expiresAt.map(Timestamp.format), lastUsedAt: tokenLastUsed(token.name).map(Timestamp.format))
+                  expiresAt: token.expiresAt.map(Timestamp.format), lastUsedAt: tokenIndex.lastUsed(token.name).map(Timestamp.format))
     }
 
     private static func isValidName(_ name: String) -> Bool {
         (1...63).contains(name.count) && name.allSatisfy { $0.isASCII && ($0.isLowercase || $0.isNumber || $0 == "-") }
     }
+}
+
+/// The tokens by the hash of their secret, for authentication without the actor, and when
+/// each last authenticated a request since the server started (not stored: a write per
+/// request would cost more than the answer).
+final class TokenIndex: Sendable {
+    private struct Entry: Sendable {
+        var caller: Caller
+        var expiresAt: TimestampMilliseconds?
+    }
+
+    private let byHash = Mutex<[String: Entry]>([:])
+    private let lastUsedAt = Mutex<[String: TimestampMilliseconds]>([:])
+
+    func replace(with tokens: some Collection<StoredToken>) {
+        var entries: [String: Entry] = [:]
+        for token in tokens {
+            entries[token.secretHash] = Entry(caller: Caller(token: token.name, team: token.team, role: token.role), expiresAt: token.expiresAt)
+        }
+        byHash.withLock { $0 = entries }
+    }
+
+    func authenticate(hash: String, now: TimestampMilliseconds) -> Caller? {
+        guard let entry = byHash.withLock({ $0[hash] }) else { return nil }
+        if let expiresAt = entry.expiresAt, expiresAt <= now { return nil }
+        lastUsedAt.withLock { $0[entry.caller.token] = now }
+        return entry.caller
+    }
+
+    func lastUsed(_ name: String) -> TimestampMilliseconds? { lastUsedAt.withLock { $0[name] } }
 }

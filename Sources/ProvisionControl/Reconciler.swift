@@ -91,7 +91,7 @@ public actor Reconciler: Service {
     let planner: ApplyPlanner
     private let configuration: Configuration
     let logger: Logger
-    private let clock: @Sendable () -> TimestampMilliseconds
+    let clock: @Sendable () -> TimestampMilliseconds
     /// The store's records as objects: what every read answers from.
     private var state: ControlState
     private var runs: [String: Run] = [:]
@@ -106,14 +106,11 @@ public actor Reconciler: Service {
     /// The version of the last commit this state includes: a list answered from the state
     /// and a watch from this version miss nothing between them.
     private(set) var committedVersion: ResourceVersion = 0
-    /// When each token last authenticated a request, since the server started (not stored:
-    /// a write per request would cost more than the answer).
-    private var tokensLastUsed: [String: TimestampMilliseconds] = [:]
+    /// The tokens as authentication reads them, off the actor.
+    let tokenIndex = TokenIndex()
     /// Per product, the reasons its sink failed for, so that its error series go with it.
     private var sinkErrorReasons: [String: Set<String>] = [:]
 
-    func noteTokenUsed(_ name: String, at time: TimestampMilliseconds) { tokensLastUsed[name] = time }
-    func tokenLastUsed(_ name: String) -> TimestampMilliseconds? { tokensLastUsed[name] }
 
     /// - Parameter secretSealer: seals and opens team secrets; a server passes the one of its
     ///   data directory's key, or the secrets it keeps do not open after a restart.
@@ -132,6 +129,7 @@ public actor Reconciler: Service {
         let snapshot = try await store.snapshot()
         state = try ControlRecords.state(from: snapshot)
         committedVersion = snapshot.resourceVersion
+        tokenIndex.replace(with: state.tokens.values)
         queue = ReconcileQueue(backoff: configuration.reconcileBackoff, clock: clock)
     }
 
@@ -289,6 +287,7 @@ public actor Reconciler: Service {
             throw ControlStateNotSaved(cause: "\(error)")
         }
         ControlRecords.applyCommitted(writes, from: next, version: version, to: &state)
+        if writes.contains(where: { $0.key.kind == .token }) { tokenIndex.replace(with: state.tokens.values) }
         committedVersion = max(committedVersion, version)
         // Status written here is saved (unless it changed again while the commit ran).
         for write in writes where write.key.kind == .productStatus {

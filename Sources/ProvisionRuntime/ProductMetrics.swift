@@ -24,7 +24,7 @@ final class ProductMetrics: Sendable {
     }()
 
     func scrape(_ reconciler: Reconciler) async -> [UInt8] {
-        update(await reconciler.products())
+        update(await reconciler.products(as: .development))
         return registry.emitToBuffer()
     }
 

@@ -10,6 +10,8 @@ public struct APIRouter: Sendable {
     public let reconciler: Reconciler
     /// Whether requests need a token. Off (`serve --dev`, `--demo`), every request acts as an admin.
     public let authenticating: Bool
+    /// Products' JSON, reused while they do not change.
+    private let encodedProducts = EncodedProducts()
     /// The largest request body accepted, such as a batch of records to produce.
     public var requestBytesMax = 64 * 1024 * 1024
 
@@ -74,7 +76,7 @@ public struct APIRouter: Sendable {
             let parameters = request.uri.queryParameters
             let (products, next, version) = await self.reconciler.listProducts(
                 as: try self.caller(), limit: parameters.get("limit").flatMap(Int.init), after: parameters.get("continue"))
-            var response = Self.json(products)
+            var response = Self.json(bytes: self.encodedProducts.json(products))
             // The store version the list reflects: watch from it and nothing is missed.
             response.headers[.init("Provision-Resource-Version")!] = String(version)
             if let next { response.headers[.init("Provision-Continue")!] = next }
@@ -85,7 +87,7 @@ public struct APIRouter: Sendable {
             guard let product = await self.reconciler.product(name, as: try self.caller()) else {
                 return Self.error(.notFound, code: .notFound, message: "product '\(name)' does not exist")
             }
-            return Self.json(product)
+            return Self.json(bytes: self.encodedProducts.json(product))
         }
         routes.add(.delete, "/v1/products/:name") { _, context in
             let name = try context.parameters.require("name")
@@ -413,6 +415,12 @@ public struct APIRouter: Sendable {
         var headers = HTTPFields()
         headers[.contentType] = "application/json"
         return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+
+    static func json(bytes: [UInt8], status: HTTPResponse.Status = .ok) -> Response {
+        var headers = HTTPFields()
+        headers[.contentType] = "application/json"
+        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
     }
 
     /// A JSON value written by Provision's own writer: decimals keep their digits.

@@ -24,7 +24,7 @@ struct AuthenticationMiddleware<Context: RequestContext>: RouterMiddleware {
             return Self.unauthorized("no token: send Authorization: Bearer <token>")
         }
         // Looked up on every request, so a revocation takes effect on the next one.
-        guard let caller = await reconciler.authenticate(bearer.token) else {
+        guard let caller = reconciler.authenticate(bearer.token) else {
             return Self.unauthorized("the token is unknown, expired or revoked")
         }
         return try await RequestCaller.$current.withValue(caller) { try await next(request, context) }

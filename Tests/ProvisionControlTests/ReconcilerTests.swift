@@ -81,7 +81,7 @@ private struct Harness {
 
     func apply(_ documents: String..., dryRun: Bool = false) async throws -> [PlannedChange] {
         try await reconciler.apply(ApplyRequest(files: [SpecFile(name: "test.yaml", content: documents.joined(separator: "\n---\n"))],
-                                                dryRun: dryRun)).changes
+                                                dryRun: dryRun), as: .development).changes
     }
 
     func produce(_ range: Range<Int>) async throws {
@@ -96,10 +96,10 @@ private struct Harness {
                  _ condition: @escaping (ProductResource?) -> Bool) async throws {
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
-            if condition(await reconciler.product(name)) { return }
+            if condition(await reconciler.product(name, as: .development)) { return }
             try await Task.sleep(for: .milliseconds(20))
         }
-        Issue.record("timed out; status: \(String(describing: await reconciler.product(name)?.status))")
+        Issue.record("timed out; status: \(String(describing: await reconciler.product(name, as: .development)?.status))")
         throw CancellationError()
     }
 
@@ -119,9 +119,9 @@ private struct Harness {
         let unreachable = productSpec(where: "amount >= 50", policy: "Delete", select: "{order_id: order_id, amount: amount}")
             .replacingOccurrences(of: "sink: {file: {path: out/orders.jsonl}}", with: "key: order_id\n  sink: {postgres: {url: \"postgres://127.0.0.1:1/none\", table: t}}")
         _ = try await harness.apply(catalog, unreachable)
-        #expect(try await harness.reconciler.deleteProduct("big-orders") != nil)
+        #expect(try await harness.reconciler.deleteProduct("big-orders", as: .development) != nil)
         try await harness.waitFor { $0?.status.conditions.contains { $0.type == "Stalled" && $0.reason == "CleanupFailed" } == true }
-        let stalled = await harness.reconciler.product("big-orders")
+        let stalled = await harness.reconciler.product("big-orders", as: .development)
         #expect(stalled?.metadata.deleting == true)
         #expect(stalled?.status.conditions.first { $0.type == "Ready" }?.message.contains("cannot remove the output") == true)
     }
@@ -139,7 +139,7 @@ private struct Harness {
         let files = harness.directory + "/files"
         try FileManager.default.moveItem(atPath: files + "/out", toPath: files + "/out-real")
         try FileManager.default.createSymbolicLink(atPath: files + "/out", withDestinationPath: "out-real")
-        #expect(try await harness.reconciler.deleteProduct("big-orders") != nil)
+        #expect(try await harness.reconciler.deleteProduct("big-orders", as: .development) != nil)
         try await harness.waitFor { $0 == nil }
         #expect(FileManager.default.fileExists(atPath: files + "/out-real/orders.jsonl"), "removed through a link")
     }
@@ -151,7 +151,7 @@ private struct Harness {
 
         let plan = try await harness.apply(catalog, productSpec(where: "amount >= 50"), dryRun: true)
         #expect(plan.map(\.action) == [.create, .create])
-        #expect(await harness.reconciler.product("big-orders") == nil)  // a dry run changes nothing
+        #expect(await harness.reconciler.product("big-orders", as: .development) == nil)  // a dry run changes nothing
 
         #expect(try await harness.apply(catalog, productSpec(where: "amount >= 50")).map(\.action) == [.create, .create])
         try await harness.produce(0..<1000)
@@ -172,7 +172,7 @@ private struct Harness {
         try await harness.waitFor { $0?.status.observedGeneration == 3 }
         #expect(try harness.lines().count == 100)
 
-        #expect(try await harness.reconciler.deleteProduct("big-orders") != nil)
+        #expect(try await harness.reconciler.deleteProduct("big-orders", as: .development) != nil)
         try await harness.waitFor { $0 == nil }
         #expect(!FileManager.default.fileExists(atPath: harness.directory + "/files/out/orders.jsonl"))
     }
@@ -184,7 +184,7 @@ private struct Harness {
         _ = try await harness.apply(catalog, productSpec(where: "amount >= 50"))
         try await harness.produce(0..<200)
         try await harness.waitFor { $0?.status.recordsWritten == 100 }
-        #expect(try await harness.reconciler.deleteProduct("big-orders") != nil)
+        #expect(try await harness.reconciler.deleteProduct("big-orders", as: .development) != nil)
         try await harness.waitFor { $0 == nil }
         #expect(try harness.lines().count == 100)
     }
@@ -194,7 +194,7 @@ private struct Harness {
         await #expect(throws: ApplyRejected.self) {
             try await harness.apply(catalog, productSpec(where: "amout > 1"))
         }
-        #expect(await harness.reconciler.products().isEmpty)
+        #expect(await harness.reconciler.products(as: .development).isEmpty)
         #expect(try await harness.reconciler.datasets().isEmpty)
     }
 
@@ -205,17 +205,17 @@ private struct Harness {
         _ = try await harness.apply(catalog, productSpec(where: "amount >= 50"))
         try await harness.produce(0..<200)
         try await harness.waitFor { $0?.status.phase == .live && $0?.status.recordsWritten == 100 }
-        #expect(try await harness.reconciler.setPaused("big-orders", true) != nil)
+        #expect(try await harness.reconciler.setPaused("big-orders", true, as: .development) != nil)
         try await harness.waitFor { $0?.status.phase == .paused }
         try await harness.produce(200..<400)
         try await Task.sleep(for: .milliseconds(300))
         #expect(try harness.lines().count == 100)
-        #expect(await harness.reconciler.product("big-orders")?.status.condition("Ready")?.reason == "Paused")
-        #expect(try await harness.reconciler.setPaused("big-orders", false) != nil)
+        #expect(await harness.reconciler.product("big-orders", as: .development)?.status.condition("Ready")?.reason == "Paused")
+        #expect(try await harness.reconciler.setPaused("big-orders", false, as: .development) != nil)
         try await harness.waitFor { $0?.status.phase == .live && $0?.status.recordsWritten == 200 }
         let ids = try harness.lines().map { $0.split(separator: "\"")[3] }
         #expect(ids.count == 200 && Set(ids).count == 200)
-        #expect(try await harness.reconciler.setPaused("absent", true) == nil)
+        #expect(try await harness.reconciler.setPaused("absent", true, as: .development) == nil)
     }
 
     @Test func aDatasetChangeRebuildsItsProductsOrIsRejectedIfItBreaksThem() async throws {
@@ -229,18 +229,18 @@ private struct Harness {
         // Dropping a field the product reads is rejected at the dataset, and nothing changes.
         let breaking = catalog.replacingOccurrences(of: "amount: decimal, ", with: "")
         do {
-            _ = try await harness.reconciler.apply(ApplyRequest(files: [SpecFile(name: "catalog.yaml", content: breaking)], dryRun: false))
+            _ = try await harness.reconciler.apply(ApplyRequest(files: [SpecFile(name: "catalog.yaml", content: breaking)], dryRun: false), as: .development)
             Issue.record("the apply was accepted")
         } catch let rejected as ApplyRejected {
             #expect(rejected.errors.map(\.description) == [
                 "catalog.yaml:1:1: spec: this change to dataset 'orders' breaks product 'big-orders': spec.where: unknown field 'amount' in dataset 'orders'",
             ])
         }
-        #expect(try await harness.reconciler.dataset("orders")?.spec.schema.field(named: "amount") != nil)
+        #expect(try await harness.reconciler.dataset("orders", as: .development)?.spec.schema.field(named: "amount") != nil)
 
         // A compatible change (a new field) rebuilds the product from scratch.
         let widened = catalog.replacingOccurrences(of: "region: string", with: "region: string, channel: string")
-        let changes = try await harness.reconciler.apply(ApplyRequest(files: [SpecFile(name: "catalog.yaml", content: widened)], dryRun: false)).changes
+        let changes = try await harness.reconciler.apply(ApplyRequest(files: [SpecFile(name: "catalog.yaml", content: widened)], dryRun: false), as: .development).changes
         #expect(changes.map(\.action) == [.update, .updateRebuild])
         try await harness.waitFor { $0?.status.phase == .live && $0?.status.recordsWritten == 100 && $0?.metadata.generation == 1 }
         #expect(try harness.lines().count == 100)
@@ -258,7 +258,7 @@ private struct Harness {
                 "test.yaml:1:1: spec.sink: file://\(harness.directory)/files/out/orders.jsonl is already the output of product 'big-orders'",
             ])
         }
-        #expect(await harness.reconciler.product("other-orders") == nil)
+        #expect(await harness.reconciler.product("other-orders", as: .development) == nil)
     }
 
     @Test func aFailingSinkStallsWithTheReasonAndRecoversByItself() async throws {
@@ -275,7 +275,7 @@ private struct Harness {
         }
         try FileManager.default.removeItem(atPath: harness.directory + "/files/blocked")
         try await harness.waitFor { $0?.status.phase == .live && $0?.status.recordsWritten == 50 }
-        #expect(await harness.reconciler.product("big-orders")?.status.condition("Stalled")?.isTrue == false)
+        #expect(await harness.reconciler.product("big-orders", as: .development)?.status.condition("Stalled")?.isTrue == false)
         #expect(try harness.lines("blocked/orders.jsonl").count == 50)
     }
 
@@ -291,7 +291,7 @@ private struct Harness {
             try await running.value
         }
         let harness = try await Harness(directory: directory)
-        #expect(await harness.reconciler.product("big-orders")?.status.recordsWritten == 200)
+        #expect(await harness.reconciler.product("big-orders", as: .development)?.status.recordsWritten == 200)
         let running = Task { try await harness.reconciler.run() }
         defer { running.cancel() }
         try await harness.produce(400..<600)
@@ -311,14 +311,14 @@ private struct Harness {
         await #expect(throws: ControlStateNotSaved.self) {
             _ = try await harness.apply(catalog, productSpec(where: "amount > 10"))
         }
-        #expect(await harness.reconciler.products().isEmpty)
+        #expect(await harness.reconciler.products(as: .development).isEmpty)
         #expect(try store.load().products.isEmpty)
         store.failing = false
         _ = try await harness.apply(catalog, productSpec(where: "amount > 10"))
         store.failing = true
-        await #expect(throws: ControlStateNotSaved.self) { _ = try await harness.reconciler.setPaused("big-orders", true) }
+        await #expect(throws: ControlStateNotSaved.self) { _ = try await harness.reconciler.setPaused("big-orders", true, as: .development) }
         #expect(await harness.reconciler.currentState.products["big-orders"]?.paused == false)
-        await #expect(throws: ControlStateNotSaved.self) { _ = try await harness.reconciler.deleteProduct("big-orders") }
+        await #expect(throws: ControlStateNotSaved.self) { _ = try await harness.reconciler.deleteProduct("big-orders", as: .development) }
         #expect(await harness.reconciler.currentState.products["big-orders"]?.deleting == false)
     }
 
@@ -335,7 +335,7 @@ private struct Harness {
         defer { service.cancel() }
         try await harness.waitFor { $0?.status.checkpoint["0"] == 300 }
         #expect(await harness.reconciler.unreadOffsets()[orders] == 300)
-        #expect(try await harness.reconciler.setPaused("big-orders", true) != nil)
+        #expect(try await harness.reconciler.setPaused("big-orders", true, as: .development) != nil)
         try await harness.waitFor { $0?.status.phase == .paused }
         try await harness.produce(300..<400)
         #expect(await harness.reconciler.unreadOffsets()[orders] == 300)
@@ -367,11 +367,11 @@ private struct Harness {
         _ = try await harness.apply(catalog, productSpec(where: "amount >= 50", policy: "Delete"))
         try await harness.produce(0..<2000)
         try await harness.waitFor { $0?.status.phase == .live && $0?.status.recordsWritten == 1000 }
-        #expect(try await harness.reconciler.deleteProduct("big-orders") != nil)
+        #expect(try await harness.reconciler.deleteProduct("big-orders", as: .development) != nil)
         _ = try await harness.apply(catalog, productSpec(where: "amount >= 90", policy: "Delete"))
         try await Task.sleep(for: .milliseconds(500))
         try await harness.waitFor { $0?.status.phase == .live && $0?.status.recordsWritten == 200 }
-        #expect(await harness.reconciler.product("big-orders")?.spec.filter == "amount >= 90")
+        #expect(await harness.reconciler.product("big-orders", as: .development)?.spec.filter == "amount >= 90")
         #expect(try harness.lines().count == 200)
     }
 }
