@@ -58,13 +58,21 @@ extension Reconciler {
 
     /// The state an apply leads to and the changes that make it, against `state`.
     private func plan(_ request: ApplyRequest, against state: ControlState, caller: Caller) throws -> ApplyPlan {
+        try planWithDocuments(request, against: state, caller: caller).plan
+    }
+
+    /// `plan`, with the documents it planned (the caller's team filled in).
+    func planWithDocuments(_ request: ApplyRequest, against state: ControlState, caller: Caller) throws
+        -> (plan: ApplyPlan, documents: [SpecDocument])
+    {
         let result = SpecLoader.load(request.files, catalog: state.datasets.values.map(\.dataset))
         guard result.errors.isEmpty else { throw ApplyRejected(errors: result.errors) }
         // A team's token applies for its team only, as `api:<team>`; an admin names any writer.
         let documents = try scoped(result, to: caller, against: state)
         let writer = caller.isAdmin ? Writer(request.managedBy ?? "cli") : Writer("api:\(caller.team)")
-        return try planner.plan(current: state, documents: documents, writer: writer,
-                                prune: request.prune, force: request.force ?? false, now: currentTime)
+        let plan = try planner.plan(current: state, documents: documents, writer: writer,
+                                    prune: request.prune, force: request.force ?? false, now: currentTime)
+        return (plan, documents)
     }
 
     /// The documents with the caller's team filled in where they name none; for a caller

@@ -49,27 +49,23 @@ public struct PreviewResult: Sendable {
 extension Reconciler {
     /// Validates the documents as an apply would, then runs their one product's filter and
     /// projection over the most recent `sample` records of its source (at most 1,000) and
-    /// estimates its backfill from the log's time index. Creates nothing.
+    /// estimates its backfill from the log's time index. Creates nothing, so a reader may.
     public func preview(_ request: ApplyRequest, sample: Int = 100, as caller: Caller) async throws -> PreviewResult {
-        var dryRun = request
-        dryRun.dryRun = true
         // The same validation, team scoping and plan as the apply, without its commit.
-        let planned = try await apply(dryRun, as: caller)
-        let loaded = SpecLoader.load(request.files, catalog: currentState.datasets.values.map(\.dataset))
-        let products = loaded.documents.compactMap { document -> DataProduct? in
+        let (planned, documents) = try planWithDocuments(request, against: currentState, caller: caller)
+        let products = documents.compactMap { document -> DataProduct? in
             if case .dataProduct(let product, _) = document { return product }
             return nil
         }
-        guard products.count == 1, var product = products.first else {
+        guard products.count == 1, let product = products.first else {
             throw ApplyRejected(errors: [SpecError(file: request.files.first?.name ?? "-", line: 1, column: 1, path: "",
                                                    message: "a preview is of exactly one DataProduct; these files hold \(products.count)")])
         }
-        if product.metadata.team == nil, !caller.isAdmin { product.metadata.team = caller.team }
         guard product.spec.joins.isEmpty else {
             throw RedeliveryError.unsupported("a preview of a product with joins is not supported yet; '\(product.name)' joins \(product.spec.joins.map(\.dataset).joined(separator: ", "))")
         }
         var datasets = currentState.datasets.mapValues(\.dataset)
-        for case .dataset(let dataset, _) in loaded.documents { datasets[dataset.name] = dataset }
+        for case .dataset(let dataset, _) in documents { datasets[dataset.name] = dataset }
         let plan = try ProductPlan.compile(product, datasets: datasets)
         let topic = datasets[product.spec.from]?.spec.topic ?? product.spec.from
         let now = currentTime
