@@ -300,6 +300,22 @@ extension Reconciler {
         try await datasets(limit: ListPage.maximumLimit).datasets
     }
 
+    /// How records of `topic` are masked for the caller: the schema of the dataset they are
+    /// records of (a product's dead letters are its source's), when it marks personal data
+    /// and the caller's team does not own it; nil when nothing is to be masked.
+    public func personalDataMask(forTopic topic: String, as caller: Caller) -> (schema: Schema, maskingKey: Bool)? {
+        let state = currentState
+        let dataset: Dataset?
+        if let product = TopicName.product(ofDeadLetters: topic) {
+            dataset = state.products[product].flatMap { state.datasets[$0.product.spec.from]?.dataset }
+        } else {
+            dataset = state.datasets.values.first { $0.dataset.spec.topic == topic }?.dataset
+        }
+        guard let dataset, dataset.spec.schema.containsPII, !caller.owns(team: dataset.metadata.team) else { return nil }
+        let keyIsPII = dataset.spec.key.flatMap { dataset.spec.schema.field(named: $0) }?.pii == true
+        return (dataset.spec.schema, keyIsPII)
+    }
+
     /// The most records a dataset's sample shows.
     public static let datasetSampleMax = 100
 

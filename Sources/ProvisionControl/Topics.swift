@@ -26,7 +26,10 @@ public struct Topics: Sendable {
     /// Up to `limit` records from `from` (negative: that many before the end; nil: the last
     /// `limit`), waiting up to `wait` for one to arrive when there are none yet. Nil when the
     /// topic does not exist.
-    public func page(of topic: String, from requested: Int64?, limit: Int, wait: Duration?) async throws -> RecordsPage? {
+    /// - Parameter masking: the schema whose `pii` fields are masked in each value (and the
+    ///   key too when `maskingKey`), for a caller whose team does not own the dataset.
+    public func page(of topic: String, from requested: Int64?, limit: Int, wait: Duration?,
+                     masking: Schema? = nil, maskingKey: Bool = false) async throws -> RecordsPage? {
         guard try await log.partitionCount(of: topic) != nil else { return nil }
         let partition = TopicPartition(topic: topic, partition: 0)
         let end = try await log.endOffset(of: partition)
@@ -39,9 +42,10 @@ public struct Topics: Sendable {
         let views = stored.map { record in
             RecordView(
                 partition: 0, offset: record.offset, time: Timestamp.format(record.record.timestamp),
-                key: record.record.key.map { String(decoding: $0, as: UTF8.self) },
+                key: record.record.key.map { maskingKey ? Schema.mask : String(decoding: $0, as: UTF8.self) },
                 value: record.record.value.map { bytes in
-                    (try? JSONParser.parse(bytes)) ?? .string(String(decoding: bytes, as: UTF8.self))
+                    let value = (try? JSONParser.parse(bytes)) ?? .string(String(decoding: bytes, as: UTF8.self))
+                    return masking.map { $0.masking(value) } ?? value
                 },
                 headers: record.record.headers.isEmpty ? nil : Dictionary(
                     record.record.headers.map { ($0.name, String(decoding: $0.value, as: UTF8.self)) },

@@ -349,8 +349,11 @@ public struct APIRouter: Sendable {
         let limit = min(max(parameters.get("limit").flatMap(Int.init) ?? 100, 1), 10_000)
         // Long polling: `wait` milliseconds for records to arrive when there are none yet.
         let wait = parameters.get("wait").flatMap(Int.init).map { Duration.milliseconds(min($0, 30_000)) }
+        // Personal data is its dataset's team's: masked here as in samples and previews.
+        let mask = await reconciler.personalDataMask(forTopic: topic, as: try caller())
         guard let page = try await reconciler.topics.page(of: topic, from: parameters.get("from").flatMap(Int64.init),
-                                                          limit: limit, wait: wait)
+                                                          limit: limit, wait: wait, masking: mask?.schema,
+                                                          maskingKey: mask?.maskingKey ?? false)
         else {
             return Self.error(.notFound, code: .notFound, message: "topic '\(topic)' does not exist")
         }

@@ -282,6 +282,16 @@ struct SchemathesisTests {
         #expect(described.output.contains("email: string (pii)") && described.output.contains(#""email":"***""#), "\(described.output)")
         #expect(!described.output.contains("Example.com"))
 
+        // Reading the topic itself masks the same way.
+        func topicEmails(_ token: String) async throws -> [String?] {
+            let reply = try await httpRequest(.GET, server.url + "/v1/topics/people/records?from=0&limit=100", token: token)
+            #expect(reply.status == 200)
+            let page = reply.json as? [String: Any] ?? [:]
+            return (page["records"] as? [[String: Any]] ?? []).map { ($0["value"] as? [String: Any])?["email"] as? String }
+        }
+        #expect(try await topicEmails(crm) == records.map { $0["email"] as? String })
+        #expect(try await topicEmails(growth) == records.map { $0["email"] is NSNull ? nil : "***" })
+
         // A preview of what is computed from personal data: masked for growth, shown for crm.
         func preview(_ token: String) async throws -> [String: Any] {
             let body = try JSONSerialization.data(withJSONObject: ["files": [["name": "contacts.yaml", "content": contacts]]])
