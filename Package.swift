@@ -86,7 +86,12 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
             ],
             // The API's contract, compiled into the server (no bundle to find at run time).
-            resources: [.embedInCode("Resources/openapi.json")]
+            resources: [
+                .embedInCode("Resources/openapi.json"),
+                .embedInCode("Resources/portal/index.html"),
+                .embedInCode("Resources/portal/portal.js"),
+                .embedInCode("Resources/portal/portal.css"),
+            ]
         ),
         // The composition root: which log, which control store, which services a server runs.
         .target(

@@ -285,14 +285,19 @@ extension Reconciler {
     }
 
     /// The catalog (everyone's), matching `query` (see `CatalogSearch`), one page of it.
-    public func datasets(matching query: String? = nil, limit: Int? = nil, after token: String? = nil) async throws
-        -> (datasets: [DatasetResource], next: String?)
+    /// - Parameter withRecordStats: also each one's time span and recent rate (`?stats=true`).
+    public func datasets(withRecordStats: Bool = false, matching query: String? = nil, limit: Int? = nil, after token: String? = nil)
+        async throws -> (datasets: [DatasetResource], next: String?)
     {
         let matching = currentState.datasets.values.filter { stored in query.map { CatalogSearch.matches(stored.dataset, query: $0) } ?? true }
             .sorted { $0.dataset.name < $1.dataset.name }
         let page = ListPage.slice(matching, name: \.dataset.name, limit: limit, after: token)
         var result: [DatasetResource] = []
-        for stored in page.items { result.append(try await datasetResource(stored)) }
+        for stored in page.items {
+            var resource = try await datasetResource(stored)
+            if withRecordStats { try await describeRecords(of: stored.dataset, in: &resource, sample: 0, masked: true) }
+            result.append(resource)
+        }
         return (result, page.next)
     }
 

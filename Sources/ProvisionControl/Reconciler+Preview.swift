@@ -1,3 +1,4 @@
+import Foundation
 import ProvisionLog
 import ProvisionModel
 import ProvisionPipeline
@@ -18,6 +19,10 @@ public struct PreviewResult: Sendable {
     public var backfillStart: TimestampMilliseconds?
     /// What an apply of the same documents would do to the product.
     public var change: PlannedChange?
+    /// The product's spec as the server read it (the team filled in), for a form to show.
+    public var spec: DataProductSpec?
+    /// Why some of the answer is missing, if it is.
+    public var note: String?
 
     public var json: JSONValue {
         var object = JSONObject()
@@ -36,6 +41,12 @@ public struct PreviewResult: Sendable {
         backfill["bytesEstimate"] = .integer(backfillBytesEstimate)
         backfill["since"] = backfillStart.map { .string(Timestamp.format($0)) } ?? .null
         object["backfill"] = .object(backfill)
+        if let spec {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys]
+            if let data = try? encoder.encode(spec), let value = try? JSONParser.parse(Array(data)) { object["spec"] = value }
+        }
+        if let note { object["note"] = .string(note) }
         if let change {
             var planned = JSONObject()
             planned["action"] = .string(change.action.rawValue)
@@ -61,9 +72,6 @@ extension Reconciler {
             throw ApplyRejected(errors: [SpecError(file: request.files.first?.name ?? "-", line: 1, column: 1, path: "",
                                                    message: "a preview is of exactly one DataProduct; these files hold \(products.count)")])
         }
-        guard product.spec.joins.isEmpty else {
-            throw RedeliveryError.unsupported("a preview of a product with joins is not supported yet; '\(product.name)' joins \(product.spec.joins.map(\.dataset).joined(separator: ", "))")
-        }
         var datasets = currentState.datasets.mapValues(\.dataset)
         for case .dataset(let dataset, _) in documents { datasets[dataset.name] = dataset }
         let plan = try ProductPlan.compile(product, datasets: datasets)
@@ -73,6 +81,15 @@ extension Reconciler {
         var result = PreviewResult(product: product.name, rows: [], outputSchema: plan.outputSchema, sampled: 0, passed: 0,
                                    deadLettered: 0, backfillRecords: 0, backfillBytesEstimate: 0, backfillStart: backfillStart,
                                    change: planned.changes.first { $0.kind == .dataProduct && $0.name == product.name })
+        result.spec = product.spec
+        let estimate = try await backfillEstimate(of: topic, since: backfillStart)
+        result.backfillRecords = estimate.records
+        result.backfillBytesEstimate = estimate.bytesEstimate
+        // Rows of a joined product need the joined tables as of each event: not sampled yet.
+        guard product.spec.joins.isEmpty else {
+            result.note = "sample rows are not shown for a product with joins yet; the schema, the estimate and the plan are"
+            return result
+        }
         guard try await eventLog.partitionCount(of: topic) != nil else { return result }
         let source = TopicPartition(topic: topic, partition: 0)
         let end = try await eventLog.endOffset(of: source)
@@ -98,9 +115,6 @@ extension Reconciler {
             }
         }
         result.sampled = batch.count
-        let estimate = try await backfillEstimate(of: topic, since: backfillStart)
-        result.backfillRecords = estimate.records
-        result.backfillBytesEstimate = estimate.bytesEstimate
         return result
     }
 

@@ -63,10 +63,19 @@ public struct APIRouter: Sendable {
             return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: PackageResources.openapi_json)))
         }
         // Probes, without a token: the process answers; the store is open and the reconciler runs.
+        // The portal: static files compiled into the server, a client of this API only.
+        routes.add(.get, "/") { _, _ in Self.asset(PackageResources.index_html, type: "text/html; charset=utf-8") }
+        routes.add(.get, "/portal/portal.js") { _, _ in Self.asset(PackageResources.portal_js, type: "text/javascript; charset=utf-8") }
+        routes.add(.get, "/portal/portal.css") { _, _ in Self.asset(PackageResources.portal_css, type: "text/css; charset=utf-8") }
         routes.add(.get, "/livez") { _, _ in Self.json(["status": "ok"]) }
         routes.add(.get, "/readyz") { _, _ in
             await self.reconciler.isRunning ? Self.json(["status": "ready"])
                 : Self.json(["status": "not ready: the reconciler is not running"], status: .serviceUnavailable)
+        }
+        // Who the token is: what a client (the portal) shows and scopes itself to.
+        routes.add(.get, "/v1/whoami") { _, _ in
+            let caller = try self.caller()
+            return Self.json(["token": caller.token, "team": caller.team, "role": caller.role.rawValue, "auth": auth])
         }
         routes.add(.post, "/v1/apply") { request, _ in try await self.apply(request) }
         routes.add(.post, "/v1/preview") { request, _ in try await self.preview(request) }
@@ -127,7 +136,7 @@ public struct APIRouter: Sendable {
         // `?q=` searches names, owners, teams, descriptions and field names.
         routes.add(.get, "/v1/datasets") { request, _ in
             let parameters = request.uri.queryParameters
-            let (datasets, next) = try await self.reconciler.datasets(
+            let (datasets, next) = try await self.reconciler.datasets(withRecordStats: parameters.get("stats") == "true",
                 matching: parameters.get("q"), limit: parameters.get("limit").flatMap(Int.init), after: parameters.get("continue"))
             var response = Self.json(datasets)
             if let next { response.headers[.init("Provision-Continue")!] = next }
@@ -418,6 +427,17 @@ public struct APIRouter: Sendable {
         var headers = HTTPFields()
         headers[.contentType] = "application/json"
         return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+
+    /// A portal file. Scripts only from this server and nothing inline, so a value the page
+    /// shows can never run as code.
+    static func asset(_ bytes: [UInt8], type: String) -> Response {
+        var headers = HTTPFields()
+        headers[.contentType] = type
+        headers[.contentSecurityPolicy] = "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+        headers[.init("X-Content-Type-Options")!] = "nosniff"
+        headers[.cacheControl] = "no-cache"
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
     }
 
     static func json(bytes: [UInt8], status: HTTPResponse.Status = .ok) -> Response {

@@ -30,8 +30,9 @@ struct AuthenticationMiddleware<Context: RequestContext>: RouterMiddleware {
         return try await RequestCaller.$current.withValue(caller) { try await next(request, context) }
     }
 
-    /// Health and probes: load balancers and orchestrators call them without a token.
-    static var openPaths: Set<String> { ["/healthz", "/livez", "/readyz", "/openapi.json"] }
+    /// Health and probes (load balancers and orchestrators call them without a token), the
+    /// contract, and the portal's files (the page asks for a token before it calls the API).
+    static var openPaths: Set<String> { ["/healthz", "/livez", "/readyz", "/openapi.json", "/", "/portal/portal.js", "/portal/portal.css"] }
 
     private static func unauthorized(_ message: String) -> Response {
         var response = APIRouter.error(.unauthorized, code: .unauthorized, message: message)
