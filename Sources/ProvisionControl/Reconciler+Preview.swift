@@ -85,9 +85,9 @@ extension Reconciler {
         let estimate = try await backfillEstimate(of: topic, since: backfillStart)
         result.backfillRecords = estimate.records
         result.backfillBytesEstimate = estimate.bytesEstimate
-        // Rows of a joined product need the joined tables as of each event: not sampled yet.
-        guard product.spec.joins.isEmpty else {
-            result.note = "sample rows are not shown for a product with joins yet; the schema, the estimate and the plan are"
+        // A windowed join pairs two streams in stream time: not sampled yet.
+        guard !product.spec.joins.contains(where: \.isWindowed) else {
+            result.note = "sample rows are not shown for a product with a windowed join yet; the schema, the estimate and the plan are"
             return result
         }
         guard try await eventLog.partitionCount(of: topic) != nil else { return result }
@@ -98,9 +98,10 @@ extension Reconciler {
         let batch = try await eventLog.readBatch(source, from: from, maxRecords: Int(end - from), maxBytes: 16 * 1024 * 1024)
         let processor = RecordProcessor(plan: plan, startTime: nil, endTime: product.spec.backfill.endTime)
         let keys = JSONRowKeys(plan.outputSchema)
-        // Personal data is shown only to the team that owns the dataset it comes from.
-        let masked = !caller.owns(team: datasets[product.spec.from]?.metadata.team) && plan.outputSchema.containsPII
-        for outcome in processor.process(batch, range: 0..<batch.count, partition: 0, now: now) {
+        // Personal data is shown only to a team that owns every dataset it may come from.
+        let read = [product.spec.from] + product.spec.joins.map(\.dataset)
+        let masked = plan.outputSchema.containsPII && !read.allSatisfy { caller.owns(team: datasets[$0]?.metadata.team) }
+        for outcome in try await outcomes(of: processor, over: batch, now: now) {
             switch outcome {
             case .output(let output):
                 result.passed += 1
@@ -116,6 +117,21 @@ extension Reconciler {
         }
         result.sampled = batch.count
         return result
+    }
+
+    /// What the product makes of the batch. A table join reads its tables from their start
+    /// as far as the sampled events need (as the pipeline does), and never waits for rows
+    /// still to come: its clock is set far ahead.
+    private func outcomes(of processor: RecordProcessor, over batch: RecordBatch, now: TimestampMilliseconds) async throws
+        -> [RecordProcessor.Outcome]
+    {
+        guard !processor.plan.joins.isEmpty else { return processor.process(batch, range: 0..<batch.count, partition: 0, now: now) }
+        let joins = try await JoinInputs.open(plan: processor.plan, log: eventLog, startTime: nil, position: nil,
+                                              clock: { TimestampMilliseconds.max / 4 })
+        let probed = processor.probe(batch, range: 0..<batch.count, partition: 0)
+        let rows = try await joins.match(probed.probes)
+        let joined = processor.process(batch, probes: probed.probes, rows: rows, range: 0..<rows.count, partition: 0, now: now)
+        return joined.outputs.map { .output($0) } + (probed.rejections + joined.rejections).map { .deadLetter(reason: $0.reason) }
     }
 
     /// The records of `topic` at or after `since` (all of them when nil), from the log's time

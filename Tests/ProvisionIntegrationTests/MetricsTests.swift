@@ -197,6 +197,52 @@ struct SchemathesisTests {
     }
 }
 
+extension PreviewTests {
+    /// A table join in a preview: each sampled order with its customer's row as of the
+    /// order's time (two versions of each customer, one before and one after the orders'
+    /// midpoint), computed here from the records produced.
+    @Test func aPreviewJoinsTablesAsOfEachEvent() async throws {
+        let server = ServerProcess()
+        try await server.start()
+        defer { server.stop() }
+        #expect(try server.ctl(["apply", "-f", try writeSpecs(joinCatalogSpec, to: server.dataDirectory + "-catalog")]).status == 0)
+        let start = Date().addingTimeInterval(-3600).timeIntervalSince1970.rounded(.down)
+        func time(_ seconds: Double) -> String { TestOrder.formatter.string(from: Date(timeIntervalSince1970: start + seconds)) }
+        // Customers c-0…c-9: "first" at 0 s, "second" at 1,000 s; c-9 has no second version.
+        var customers: [String] = []
+        for index in 0..<10 { customers.append(#"{"customer_id":"c-\#(index)","name":"first-\#(index)","tier":"gold","updated_at":"\#(time(0))"}"#) }
+        for index in 0..<9 { customers.append(#"{"customer_id":"c-\#(index)","name":"second-\#(index)","tier":"gold","updated_at":"\#(time(1000))"}"#) }
+        // Orders every 20 s over 2,000 s, of c-0…c-11 (c-10 and c-11 do not exist).
+        let orders = (0..<100).map { (id: "o-\($0)", customer: "c-\($0 % 12)", at: Double($0) * 20) }
+        let paths = [("customers", customers), ("orders", orders.map { #"{"order_id":"\#($0.id)","customer_id":"\#($0.customer)","amount":10,"placed_at":"\#(time($0.at))"}"# })]
+        for (topic, lines) in paths {
+            let path = server.dataDirectory + "-\(topic).jsonl"
+            try lines.joined(separator: "\n").write(toFile: path, atomically: true, encoding: .utf8)
+            #expect(try server.ctl(["produce", topic, "--file", path]).status == 0)
+        }
+        let product = """
+            apiVersion: provision/v1
+            kind: DataProduct
+            metadata: {name: named-orders, team: risk}
+            spec:
+              from: orders
+              join: [{dataset: customers, on: customer_id, as: customer}]
+              select: {order_id: order_id, name: customer.name}
+              sink: {file: {path: risk/named.jsonl}}
+            """
+        let result = try server.ctl(["preview", "-f", try writeSpecs(product, to: server.dataDirectory + "-specs"), "--sample", "100", "--json"])
+        #expect(result.status == 0, "\(result.errorOutput)")
+        let answer = try JSONSerialization.jsonObject(with: Data(result.output.utf8)) as? [String: Any] ?? [:]
+        let expected: [NSDictionary] = orders.map { order in
+            let index = Int(order.customer.dropFirst(2))!
+            let name: Any = index >= 10 ? NSNull() : (order.at >= 1000 && index < 9 ? "second-\(index)" : "first-\(index)")
+            return ["order_id": order.id, "name": name] as NSDictionary
+        }
+        #expect((answer["rows"] as? [[String: Any]] ?? []).map { $0 as NSDictionary } == expected)
+        #expect(answer["passed"] as? Int == 100 && answer["note"] == nil)
+    }
+}
+
 /// A dataset's description (time span, recent rate, latest records) and personal data in
 /// samples and previews: shown to the team that owns the dataset, masked to every other.
 @Suite(.serialized, .timeLimit(.minutes(5))) struct DatasetSampleTests {
