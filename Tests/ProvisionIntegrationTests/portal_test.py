@@ -64,7 +64,8 @@ def wait(driver, condition, what, seconds=30):
 
 
 def text_of(driver, selector):
-    return driver.find_element(By.CSS_SELECTOR, selector).text
+    # Read in the page: parts of it are rebuilt every poll, so a held element can go stale.
+    return driver.execute_script("const e = document.querySelector(arguments[0]); return e ? e.innerText : ''", selector)
 
 
 def sign_in(driver, token):
@@ -133,10 +134,10 @@ def main():
         shot(driver, "product-live")
         driver.get(url + "/#/products")
         row = "#products-table tr[data-product='eu-big-orders']"
-        wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, row + " .written").text == str(len(expected)), "the written count")
+        wait(driver, lambda d: text_of(d, row + " .written") == str(len(expected)), "the written count")
         more = [order(1000 + index, 1500 + index, "EU") for index in range(25)]
         produce(more)
-        wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, row + " .written").text == str(len(expected) + 25), "the count to move live")
+        wait(driver, lambda d: text_of(d, row + " .written") == str(len(expected) + 25), "the count to move live")
         shot(driver, "products-live")
 
         # A record the product cannot read goes to its dead letters, with the reason.

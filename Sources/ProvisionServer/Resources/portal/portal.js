@@ -570,7 +570,7 @@ async function renderProduct(name) {
     ];
     if (actions.childElementCount === 0 || actions.dataset.paused !== String(paused)) {
       actions.dataset.paused = String(paused);
-      actions.replaceChildren(...buttons);
+      actions.replaceChildren(...buttons.filter(Boolean));
     }
   }
 
@@ -636,7 +636,12 @@ async function route() {
   const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
   const params = new URLSearchParams(queryText || "");
   renderHeader();
-  if (!state.token) return renderSignIn();
+  if (!state.token) {
+    // A server without authentication (`serve --demo`, `--dev`) needs no token.
+    const health = await fetch("/healthz").then(answer => answer.json()).catch(() => null);
+    if (health?.auth !== "off") return renderSignIn();
+    state.token = "none";
+  }
   if (!state.me) {
     try { await signIn(state.token); } catch (error) { return signOut(error.message); }
   }
