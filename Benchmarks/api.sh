@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # API benchmark: with 1,000 products and 100 datasets, wrk (Debian's) on the catalog and
-# product routes with a valid token, each beside wrk on /livez of the same server in the
+# product routes (and the portal's catalog query and script) with a valid token, each beside wrk on /livez of the same server in the
 # same run (the floor: the HTTP stack with no work); then the cost of authentication: the
 # same route on a server started with --dev.
 #
@@ -57,7 +57,7 @@ PROVISION_TOKEN="$token" "$bin" apply -f "$work/specs" --server "http://127.0.0.
 until [ "$(curl -s -H "Authorization: Bearer $token" "http://127.0.0.1:$port/v1/products?limit=1000" | grep -o '"phase":"Live"' | wc -l)" = 1000 ]; do sleep 0.5; done
 
 printf '| route | requests/s | p99 | /livez requests/s | ratio |\n|---|---:|---:|---:|---:|\n'
-for path in "/v1/products?limit=1000" "/v1/products/p-00500" "/v1/datasets?q=field_042"; do
+for path in "/v1/products?limit=1000" "/v1/products/p-00500" "/v1/datasets?q=field_042" "/v1/datasets?stats=true" "/portal/portal.js"; do
   read -r rate p99 < <(measure "$port" "$path" "$token")
   read -r floor _ < <(measure "$port" /livez)
   printf '| `GET %s` | %s | %s | %s | %.2f |\n' "$path" "$rate" "$p99" "$floor" "$(echo "$rate / $floor" | bc -l)"
