@@ -29,16 +29,6 @@ private func errorCode(_ reply: HTTPReply) -> String? {
 
 /// Tokens, teams and roles against a running server with authentication on (the default).
 @Suite(.serialized, .timeLimit(.minutes(5))) struct AuthTests {
-    /// Creates a token through the CLI with the admin token; returns its secret.
-    private func createToken(_ server: ServerProcess, _ name: String, team: String, role: String, expires: String? = nil) throws -> String {
-        let result = try server.ctl(["token", "create", name, "--team", team, "--role", role] + (expires.map { ["--expires", $0] } ?? []))
-        #expect(result.status == 0, "\(result.errorOutput)")
-        let secret = result.output.trimmingCharacters(in: .whitespacesAndNewlines)
-        #expect(secret.hasPrefix("pvn_") && secret.count == 47, "\(secret)")
-        TestSecrets.register(secret)
-        return secret
-    }
-
     @Test func withoutAValidTokenNothingButHealthAnswers() async throws {
         let server = ServerProcess()
         try await server.start()
@@ -74,9 +64,9 @@ private func errorCode(_ reply: HTTPReply) -> String? {
         server.environment = ["PROVISION_TEAM_RISK_HOOK_TOKEN": hookToken]
         try await server.start()
         defer { server.stop() }
-        let riskEditor = try createToken(server, "risk-editor", team: "risk", role: "editor")
-        let riskReader = try createToken(server, "risk-reader", team: "risk", role: "reader")
-        let paymentsEditor = try createToken(server, "payments-editor", team: "payments", role: "editor")
+        let riskEditor = try server.createToken("risk-editor", team: "risk", role: "editor")
+        let riskReader = try server.createToken("risk-reader", team: "risk", role: "reader")
+        let paymentsEditor = try server.createToken("payments-editor", team: "payments", role: "editor")
 
         #expect(try await apply(server, [catalogSpec], token: riskEditor).status == 200)
         let created = try await apply(server, [teamProduct("risk-orders", team: nil)], token: riskEditor)
@@ -146,8 +136,8 @@ private func errorCode(_ reply: HTTPReply) -> String? {
         let server = ServerProcess()
         try await server.start()
         defer { server.stop() }
-        let editor = try createToken(server, "short-lived", team: "risk", role: "editor")
-        let expiring = try createToken(server, "expiring", team: "risk", role: "reader", expires: "2s")
+        let editor = try server.createToken("short-lived", team: "risk", role: "editor")
+        let expiring = try server.createToken("expiring", team: "risk", role: "reader", expires: "2s")
         #expect(try await httpRequest(.GET, server.url + "/v1/products", token: editor).status == 200)
         let listed = try server.ctl(["token", "list"])
         #expect(listed.status == 0)
@@ -228,8 +218,8 @@ private func errorCode(_ reply: HTTPReply) -> String? {
         let server = ServerProcess()
         try await server.start()
         defer { server.stop() }
-        let risk = try createToken(server, "risk", team: "risk", role: "editor")
-        let payments = try createToken(server, "payments", team: "payments", role: "editor")
+        let risk = try server.createToken("risk", team: "risk", role: "editor")
+        let payments = try server.createToken("payments", team: "payments", role: "editor")
         let customers = """
             apiVersion: provision/v1
             kind: Dataset

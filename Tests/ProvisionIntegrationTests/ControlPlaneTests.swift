@@ -54,6 +54,22 @@ private func apply(_ server: ServerProcess, _ documents: [String]) async throws 
     return try await httpRequest(.POST, server.url + "/v1/apply", body: try JSONSerialization.data(withJSONObject: body))
 }
 
+/// A watch's lines, read until one meets `last` (included).
+private func watchLines(_ response: HTTPClientResponse, until last: ([String: String]) -> Bool) async throws -> [[String: String]] {
+    var seen: [[String: String]] = []
+    var buffered = Data()
+    for try await chunk in response.body {
+        buffered.append(contentsOf: chunk.readableBytesView)
+        while let newline = buffered.firstIndex(of: 0x0A) {
+            let line = buffered[buffered.startIndex..<newline]
+            buffered = Data(buffered[(newline + 1)...])
+            seen.append(try JSONSerialization.jsonObject(with: line) as! [String: String])
+            if last(seen[seen.count - 1]) { return seen }
+        }
+    }
+    return seen
+}
+
 /// The version the apply gave the product (or dataset), from its answer.
 private func appliedVersion(_ reply: HTTPReply, product: String? = nil, dataset: String? = nil) -> UInt64? {
     let changes = (reply.json as? [String: Any])?["changes"] as? [[String: Any]] ?? []
@@ -273,26 +289,14 @@ private func checkLastWrites(_ server: ServerProcess, _ last: [String: Int?], wh
         let response = try await testHTTPClient.execute(request, deadline: .now() + .seconds(60))
         #expect(response.status.code == 200)
         // A team's watch, from the same version: the catalog and its own products only.
-        let createdToken = try server.ctl(["token", "create", "growth-reader", "--team", "growth", "--role", "reader"])
-        let growthToken = createdToken.output.trimmingCharacters(in: .whitespacesAndNewlines)
-        TestSecrets.register(growthToken)
+        let growthToken = try server.createToken("growth-reader", team: "growth", role: "reader")
         var teamRequest = HTTPClientRequest(url: server.url + "/v1/watch?resourceVersion=\(start)")
         teamRequest.headers.add(name: "Authorization", value: "Bearer \(growthToken)")
         let teamResponse = try await testHTTPClient.execute(teamRequest, deadline: .now() + .seconds(60))
         #expect(teamResponse.status.code == 200)
         #expect(try await apply(server, [controlProduct("watched", threshold: 5)]).status == 200)
         #expect(try await httpRequest(.DELETE, server.url + "/v1/products/watched").status == 202)
-        var seen: [[String: String]] = []
-        var buffered = Data()
-        reading: for try await chunk in response.body {
-            buffered.append(contentsOf: chunk.readableBytesView)
-            while let newline = buffered.firstIndex(of: 0x0A) {
-                let line = buffered[buffered.startIndex..<newline]
-                buffered = Data(buffered[(newline + 1)...])
-                seen.append(try JSONSerialization.jsonObject(with: line) as! [String: String])
-                if seen.last?["kind"] == "DataProduct", seen.last?["type"] == "deleted" { break reading }
-            }
-        }
+        let seen = try await watchLines(response) { $0["kind"] == "DataProduct" && $0["type"] == "deleted" }
         let product = seen.filter { $0["kind"] == "DataProduct" }.map { $0["type"]! }
         // Created, marked for deletion, then forgotten once its output was removed.
         #expect(product == ["changed", "changed", "deleted"], "\(seen)")
@@ -304,17 +308,7 @@ private func checkLastWrites(_ server: ServerProcess, _ last: [String: Int?], wh
         // earlier change has gone past it.
         let grown = controlProduct("grown", threshold: 5).replacingOccurrences(of: "team: risk", with: "team: growth")
         #expect(try await apply(server, [grown]).status == 200)
-        var teamSeen: [[String: String]] = []
-        buffered = Data()
-        teamReading: for try await chunk in teamResponse.body {
-            buffered.append(contentsOf: chunk.readableBytesView)
-            while let newline = buffered.firstIndex(of: 0x0A) {
-                let line = buffered[buffered.startIndex..<newline]
-                buffered = Data(buffered[(newline + 1)...])
-                teamSeen.append(try JSONSerialization.jsonObject(with: line) as! [String: String])
-                if teamSeen.last?["kind"] == "DataProduct", teamSeen.last?["name"] == "grown" { break teamReading }
-            }
-        }
+        let teamSeen = try await watchLines(teamResponse) { $0["kind"] == "DataProduct" && $0["name"] == "grown" }
         #expect(teamSeen.last?["name"] == "grown")
         #expect(!teamSeen.contains { $0["name"] == "watched" }, "a team's watch showed another team's product: \(teamSeen)")
 

@@ -271,20 +271,12 @@ extension PreviewTests {
           sink: {file: {path: growth/contacts.jsonl}}
         """
 
-    private func token(_ server: ServerProcess, _ name: String, team: String) throws -> String {
-        let created = try server.ctl(["token", "create", name, "--team", team, "--role", "editor"])
-        #expect(created.status == 0, "\(created.errorOutput)")
-        let secret = created.output.trimmingCharacters(in: .whitespacesAndNewlines)
-        TestSecrets.register(secret)
-        return secret
-    }
-
     @Test func theOwningTeamSeesPersonalDataAndOthersSeeItMasked() async throws {
         let server = ServerProcess()
         try await server.start()
         defer { server.stop() }
-        let crm = try token(server, "crm-editor", team: "crm")
-        let growth = try token(server, "growth-editor", team: "growth")
+        let crm = try server.createToken("crm-editor", team: "crm")
+        let growth = try server.createToken("growth-editor", team: "growth")
         #expect(try server.ctl(["apply", "-f", try writeSpecs(people, to: server.dataDirectory + "-people")]).status == 0)
         // Fourteen people seen an hour ago, six in the last minute; the last has no email.
         let now = Date().timeIntervalSince1970.rounded(.down)

@@ -14,15 +14,8 @@ struct PortalTests {
         let server = ServerProcess()
         try await server.start()
         defer { server.stop() }
-        func token(_ name: String, team: String) throws -> String {
-            let created = try server.ctl(["token", "create", name, "--team", team, "--role", "editor"])
-            #expect(created.status == 0, "\(created.errorOutput)")
-            let secret = created.output.trimmingCharacters(in: .whitespacesAndNewlines)
-            TestSecrets.register(secret)
-            return secret
-        }
-        let editor = try token("risk-portal", team: "risk")
-        let other = try token("growth-portal", team: "growth")
+        let editor = try server.createToken("risk-portal", team: "risk")
+        let other = try server.createToken("growth-portal", team: "growth")
         let kept = productSpec(backfill: "all").replacingOccurrences(of: "eu-large-orders", with: "risk-kept")
         #expect(try server.ctl(["apply", "-f", try writeSpecs(catalogSpec, kept, to: server.dataDirectory + "-specs")]).status == 0)
         let orders = TestOrder.generate(count: 150, end: Date(), days: 2, seed: 211)

@@ -45,14 +45,6 @@ private func produceOrders(_ server: ServerProcess, count: Int, from start: Int)
 
 /// Team secrets (`${secret:NAME}`) and where sinks may connect, against a running server.
 @Suite(.serialized, .timeLimit(.minutes(6))) struct SecretsTests {
-    private func token(_ server: ServerProcess, _ name: String, team: String, role: String) throws -> String {
-        let created = try server.ctl(["token", "create", name, "--team", team, "--role", role])
-        #expect(created.status == 0, "\(created.errorOutput)")
-        let secret = created.output.trimmingCharacters(in: .whitespacesAndNewlines)
-        TestSecrets.register(secret)
-        return secret
-    }
-
     /// A team's editor stores secrets; its product's webhook reads its URL, signing key and an
     /// API key header from them. No other team can name them, a reader cannot set them, a
     /// rotated one takes effect at once and after a restart, and no value is ever in a
@@ -67,9 +59,9 @@ private func produceOrders(_ server: ServerProcess, count: Int, from start: Int)
         let server = ServerProcess()
         try await server.start()
         defer { server.stop() }
-        let editor = try token(server, "fraud-editor", team: "fraud", role: "editor")
-        let reader = try token(server, "fraud-reader", team: "fraud", role: "reader")
-        let growth = try token(server, "growth-editor", team: "growth", role: "editor")
+        let editor = try server.createToken("fraud-editor", team: "fraud", role: "editor")
+        let reader = try server.createToken("fraud-reader", team: "fraud", role: "reader")
+        let growth = try server.createToken("growth-editor", team: "growth", role: "editor")
         #expect(try server.ctl(["apply", "-f", try writeSpecs(catalogSpec, to: server.dataDirectory + "-catalog")]).status == 0)
         try produceOrders(server, count: 300, from: 0)
 
@@ -180,7 +172,7 @@ private func produceOrders(_ server: ServerProcess, count: Int, from start: Int)
         defer { server.stop() }
         #expect(try server.ctl(["apply", "-f", try writeSpecs(catalogSpec, to: server.dataDirectory + "-catalog")]).status == 0)
         try produceOrders(server, count: 50, from: 0)
-        let editor = try token(server, "fraud-editor", team: "fraud", role: "editor")
+        let editor = try server.createToken("fraud-editor", team: "fraud", role: "editor")
 
         let direct = try await applyDocuments(server, [hookProduct("direct", team: "fraud", url: receiver.url)], token: editor)
         #expect(direct.status == 403, "\(String(decoding: direct.body, as: UTF8.self))")

@@ -299,6 +299,17 @@ final class ServerProcess: @unchecked Sendable {
         try await start()
     }
 
+    /// Creates a token through the CLI with the admin token and returns its secret, which
+    /// `TestSecrets` then looks for in every answer and log.
+    func createToken(_ name: String, team: String, role: String = "editor", expires: String? = nil) throws -> String {
+        let result = try ctl(["token", "create", name, "--team", team, "--role", role] + (expires.map { ["--expires", $0] } ?? []))
+        #expect(result.status == 0, "\(result.errorOutput)")
+        let secret = result.output.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(secret.hasPrefix("pvn_") && secret.count == 47, "\(secret)")
+        TestSecrets.register(secret)
+        return secret
+    }
+
     func ctl(_ arguments: [String], input: Data? = nil) throws -> CommandResult {
         try provisionctl(arguments + ["--server", url], input: input)
     }
