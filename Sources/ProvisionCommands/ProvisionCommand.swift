@@ -6,7 +6,7 @@ public struct ProvisionCommand: AsyncParsableCommand {
         commandName: "provisionctl",
         abstract: "Self-service data provisioning: declare the data you need, where you need it.",
         subcommands: [ServeCommand.self, ApplyCommand.self, DiffCommand.self, PreviewCommand.self, GetCommand.self, DescribeCommand.self, DeleteCommand.self,
-                      PauseCommand.self, ResumeCommand.self, ProduceCommand.self, TailCommand.self, DeadLettersCommand.self, RedeliverCommand.self, TokenCommand.self, SecretCommand.self, CatalogCommand.self])
+                      PauseCommand.self, ResumeCommand.self, ProduceCommand.self, TailCommand.self, DeadLettersCommand.self, RedeliverCommand.self, TokenCommand.self, SecretCommand.self, GitOpsCommand.self, CatalogCommand.self])
 
     public init() {}
 }

@@ -56,6 +56,15 @@ struct ServeCommand: AsyncParsableCommand {
         discussion: "Without any, sinks may connect anywhere but this server itself, and the log says so."))
     var allowDestination: [String] = []
 
+    @Option(name: .long, help: "Keep in sync with this git repository: URL, URL#REF or URL#REF:PATH (a path, file://, git:// or http(s)://).")
+    var gitops: String?
+
+    @Option(name: .long, help: "How often the git source is fetched (e.g. 30s).")
+    var gitopsInterval = "60s"
+
+    @Option(name: .long, help: "The git source's name: its objects are managed by gitops:<name>.")
+    var gitopsName = "git"
+
     private var destinationEntries: [String] {
         allowDestination + (ProcessInfo.processInfo.environment["PROVISION_ALLOW_DESTINATIONS"].map { [$0] } ?? [])
     }
@@ -70,6 +79,13 @@ struct ServeCommand: AsyncParsableCommand {
             throw ValidationError("--http-idle-timeout must be a duration such as 30s")
         }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level \(logLevel)") }
+        if let gitops, GitOpsService.Source.parse(gitops, name: gitopsName, interval: .seconds(1)) == nil {
+            throw ValidationError("--gitops must be URL, URL#REF or URL#REF:PATH")
+        }
+        guard let interval = DurationText.parseMilliseconds(gitopsInterval), interval >= 100 else {
+            throw ValidationError("--gitops-interval must be a duration of at least 100ms, such as 60s")
+        }
+        _ = interval
         do {
             _ = try SinkDestinationPolicy.parseEntries(destinationEntries)
         } catch {
@@ -122,6 +138,9 @@ struct ServeCommand: AsyncParsableCommand {
         options.secretKey = ProcessInfo.processInfo.environment["PROVISION_SECRET_KEY"].flatMap { $0.isEmpty ? nil : $0 }
         let destinations = try SinkDestinationPolicy.parseEntries(destinationEntries)
         options.allowedDestinations = destinations.isEmpty ? nil : destinations
+        options.gitSource = gitops.flatMap {
+            GitOpsService.Source.parse($0, name: gitopsName, interval: .milliseconds(DurationText.parseMilliseconds(gitopsInterval)!))
+        }
         let runtime = try await ProvisionServerRuntime(options: options, logger: logger)
         if !options.authenticating {
             logger.warning("AUTHENTICATION IS OFF (\(demo ? "--demo" : "--dev")): every request acts as an admin; never expose this server")

@@ -43,7 +43,7 @@ public struct AccessDenied: Error, Sendable, CustomStringConvertible {
 
     public var description: String { message }
 
-    static func needsEditor(_ caller: Caller, to action: String) -> AccessDenied {
+    public static func needsEditor(_ caller: Caller, to action: String) -> AccessDenied {
         AccessDenied("token '\(caller.token)' is a \(caller.role.rawValue) of team '\(caller.team)'; \(action) needs an editor token")
     }
 }

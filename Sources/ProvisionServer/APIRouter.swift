@@ -15,6 +15,8 @@ public struct APIRouter: Sendable {
     /// The largest request body accepted, such as a batch of records to produce.
     public var requestBytesMax = 64 * 1024 * 1024
 
+    /// The git sources the server follows, if any (`serve --gitops`).
+    public var gitSources: (any GitSources)?
     /// The text `GET /metrics` answers (Prometheus' exposition format), made at each scrape.
     public var metrics: @Sendable () async -> [UInt8] = { [] }
 
@@ -190,6 +192,37 @@ public struct APIRouter: Sendable {
                 return Self.secretError(error)
             }
             return Self.json(["deleted": name])
+        }
+        // Git sources: their status; a sync now (a push hook); an approval of a commit's deletions.
+        routes.add(.get, "/v1/sources") { _, _ in Self.json(await self.gitSources?.statuses() ?? []) }
+        routes.add(.get, "/v1/sources/:name") { _, context in
+            let name = try context.parameters.require("name")
+            guard let source = await self.gitSources?.statuses().first(where: { $0.name == name }) else {
+                return Self.error(.notFound, code: .notFound, message: "git source '\(name)' does not exist")
+            }
+            return Self.json(source)
+        }
+        routes.add(.post, "/v1/sources/:name/sync") { _, context in
+            let name = try context.parameters.require("name")
+            let caller = try self.caller()
+            guard caller.role >= .editor else { throw AccessDenied.needsEditor(caller, to: "sync a git source") }
+            guard await self.gitSources?.requestSync(name) == true else {
+                return Self.error(.notFound, code: .notFound, message: "git source '\(name)' does not exist")
+            }
+            return Self.json(["syncing": name], status: .accepted)
+        }
+        routes.add(.post, "/v1/sources/:name/approve") { request, context in
+            let name = try context.parameters.require("name")
+            try self.requireAdmin(to: "approve a git source's deletions")
+            var request = request
+            let body = try await request.collectBody(upTo: 64 * 1024)
+            guard let approval = try? JSONDecoder().decode(ApproveSyncRequest.self, from: Data(buffer: body)), !approval.commit.isEmpty else {
+                return Self.error(.badRequest, code: .invalidRequest, message: "the body is not an approval: expected {\"commit\": \"…\"}")
+            }
+            guard await self.gitSources?.approve(name, commit: approval.commit) == true else {
+                return Self.error(.notFound, code: .notFound, message: "git source '\(name)' does not exist")
+            }
+            return Self.json(["approved": approval.commit], status: .accepted)
         }
         routes.add(.get, "/v1/topics") { _, _ in Self.json(try await self.reconciler.topics.describe()) }
         routes.add(.post, "/v1/topics/:topic/records") { request, context in

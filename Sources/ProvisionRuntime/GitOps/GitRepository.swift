@@ -1,0 +1,91 @@
+import Foundation
+import ProvisionModel
+import Subprocess
+
+/// A git command that failed or ran out of time.
+struct GitCommandFailed: Error, CustomStringConvertible {
+    var command: String
+    var message: String
+
+    var description: String { "git \(command): \(message)" }
+}
+
+/// A source's repository: a bare clone under the data directory, driven through the `git`
+/// CLI (never a shell), each command bounded in time and in the output it may return.
+struct GitRepository: Sendable {
+    /// Where the bare clone lives.
+    let directory: String
+    let url: String
+    var timeout: Duration = .seconds(60)
+    var outputBytesMax = 64 * 1024 * 1024
+
+    /// Clones the repository the first time, then fetches every branch and tag into it.
+    func fetch() async throws {
+        if FileManager.default.fileExists(atPath: directory + "/HEAD") {
+            _ = try await git(["-C", directory, "fetch", "--quiet", "--prune", "--force", "origin",
+                               "+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"])
+        } else {
+            try? FileManager.default.removeItem(atPath: directory)
+            try FileManager.default.createDirectory(atPath: (directory as NSString).deletingLastPathComponent,
+                                                    withIntermediateDirectories: true)
+            _ = try await git(["clone", "--bare", "--quiet", "--", url, directory])
+        }
+    }
+
+    /// The commit a branch, tag or commit id names.
+    func resolve(_ ref: String) async throws -> String {
+        guard !ref.hasPrefix("-") else { throw GitCommandFailed(command: "rev-parse", message: "'\(ref)' is not a ref") }
+        for candidate in ["refs/heads/\(ref)", "refs/tags/\(ref)", ref] {
+            if let commit = try? await git(["-C", directory, "rev-parse", "--verify", "--quiet", "\(candidate)^{commit}"]) {
+                return commit.trimmingCharacters(in: .whitespacesAndNewlines)
+            }
+        }
+        throw GitCommandFailed(command: "rev-parse", message: "no branch, tag or commit '\(ref)' in \(PostgresURL.redact(url))")
+    }
+
+    /// The `.yaml`/`.yml` files under `path` at `commit`, named by their path in the
+    /// repository; nil when the commit has no such path.
+    func specFiles(at commit: String, under path: String) async throws -> [SpecFile]? {
+        let root = path.trimmingCharacters(in: CharacterSet(charactersIn: "/"))
+        if !root.isEmpty, root != "." {
+            guard (try? await git(["-C", directory, "cat-file", "-e", "\(commit):\(root)"])) != nil else { return nil }
+        }
+        let listing = try await git(["-C", directory, "ls-tree", "-r", "-z", "--name-only", commit, "--"]
+                                    + (root.isEmpty || root == "." ? [] : [root]))
+        let names = listing.split(separator: "\0").map(String.init).filter { $0.hasSuffix(".yaml") || $0.hasSuffix(".yml") }.sorted()
+        var files: [SpecFile] = []
+        for name in names {
+            files.append(SpecFile(name: name, content: try await git(["-C", directory, "show", "\(commit):\(name)"])))
+        }
+        return files
+    }
+
+    /// Runs git with `arguments`; its standard output, or a failure with its standard error.
+    private func git(_ arguments: [String]) async throws -> String {
+        let command = arguments.first { !$0.hasPrefix("-") && $0 != directory } ?? "git"
+        let limit = outputBytesMax
+        let timeout = self.timeout
+        return try await withThrowingTaskGroup(of: String?.self) { group in
+            group.addTask {
+                // Never a prompt for credentials: a source that needs them names them.
+                let result = try await run(.name("git"), arguments: Arguments(arguments),
+                                           environment: .inherit.updating(["GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/false"]),
+                                           output: .string(limit: limit), error: .string(limit: 64 * 1024))
+                guard result.terminationStatus.isSuccess else {
+                    let message = result.standardError.trimmingCharacters(in: .whitespacesAndNewlines)
+                    throw GitCommandFailed(command: command, message: message.isEmpty ? "\(result.terminationStatus)" : message)
+                }
+                return result.standardOutput
+            }
+            group.addTask {
+                try await Task.sleep(for: timeout)
+                return nil
+            }
+            defer { group.cancelAll() }
+            guard let output = try await group.next() ?? nil else {
+                throw GitCommandFailed(command: command, message: "took longer than \(timeout)")
+            }
+            return output
+        }
+    }
+}
