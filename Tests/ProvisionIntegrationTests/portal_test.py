@@ -131,6 +131,7 @@ def main():
 
         # It goes Live, and its counts move as records arrive.
         wait(driver, lambda d: text_of(d, "#product-phase") == "Live", "the product to go Live", 90)
+        assert text_of(driver, "#product-manager") == "api:risk", text_of(driver, "#product-manager")
         shot(driver, "product-live")
         driver.get(url + "/#/products")
         row = "#products-table tr[data-product='eu-big-orders']"

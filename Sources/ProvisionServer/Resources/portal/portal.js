@@ -604,7 +604,8 @@ async function renderProduct(name) {
     const total = read + status.lag;
     const progress = total > 0 ? Math.min(100, Math.round((read / total) * 100)) : (status.phase === "Live" ? 100 : 0);
     header.replaceChildren(
-      h("p", {}, h("strong", { class: `phase-${status.phase}`, id: "product-phase" }, status.phase), ` · team ${product.metadata.team || "–"} · from ${product.spec.from} → ${status.output || "not started"}`),
+      h("p", {}, h("strong", { class: `phase-${status.phase}`, id: "product-phase" }, status.phase), ` · team ${product.metadata.team || "–"} · managed by `, h("span", { id: "product-manager" }, product.metadata.managedBy || "–"),
+        ` · from ${product.spec.from} → ${status.output || "not started"}`),
       h("p", {}, `Written ${formatCount(status.recordsWritten)} · lag `, h("span", { id: "product-lag" }, formatCount(status.lag)),
         ` · dead letters ${formatCount(status.deadLettered)} · freshness ${freshness(product)}`),
       h("div", { class: "bar", role: "progressbar", "aria-label": "Backfill progress", "aria-valuemin": 0, "aria-valuemax": 100, "aria-valuenow": progress, id: "backfill-progress" },
