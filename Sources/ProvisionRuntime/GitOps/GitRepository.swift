@@ -53,29 +53,65 @@ struct GitRepository: Sendable {
         let listing = try await git(["-C", directory, "ls-tree", "-r", "-z", "--name-only", commit, "--"]
                                     + (root.isEmpty || root == "." ? [] : [root]))
         let names = listing.split(separator: "\0").map(String.init).filter { $0.hasSuffix(".yaml") || $0.hasSuffix(".yml") }.sorted()
+        guard !names.isEmpty else { return [] }
+        // Every file in one `git cat-file --batch`: one process, not one per file.
+        let output = try await execute(["-C", directory, "cat-file", "--batch"],
+                                       input: names.map { "\(commit):\($0)\n" }.joined())
+        return try Self.blobs(output, names: names)
+    }
+
+    /// Splits `git cat-file --batch` output (`<oid> blob <size>\n<content>\n` per object) into
+    /// the files it holds, in the order asked for.
+    static func blobs(_ output: [UInt8], names: [String]) throws -> [SpecFile] {
         var files: [SpecFile] = []
+        var position = 0
         for name in names {
-            files.append(SpecFile(name: name, content: try await git(["-C", directory, "show", "\(commit):\(name)"])))
+            guard let newline = output[position...].firstIndex(of: UInt8(ascii: "\n")) else {
+                throw GitCommandFailed(command: "cat-file", message: "the answer for \(name) is cut short")
+            }
+            let header = String(decoding: output[position..<newline], as: UTF8.self).split(separator: " ")
+            guard header.count == 3, header[1] == "blob", let size = Int(header[2]), newline + 1 + size <= output.count else {
+                throw GitCommandFailed(command: "cat-file", message: "no file \(name) in the commit (\(header.joined(separator: " ")))")
+            }
+            let content = output[(newline + 1)..<(newline + 1 + size)]
+            files.append(SpecFile(name: name, content: String(decoding: content, as: UTF8.self)))
+            position = newline + 1 + size + 1
         }
         return files
     }
 
     /// Runs git with `arguments`; its standard output, or a failure with its standard error.
     private func git(_ arguments: [String]) async throws -> String {
+        String(decoding: try await execute(arguments, input: nil), as: UTF8.self)
+    }
+
+    /// Runs git with `arguments` and `input` on its standard input, at most `timeout`; its
+    /// standard output (at most `outputBytesMax`).
+    private func execute(_ arguments: [String], input: String?) async throws -> [UInt8] {
         let command = arguments.first { !$0.hasPrefix("-") && $0 != directory } ?? "git"
         let limit = outputBytesMax
         let timeout = self.timeout
-        return try await withThrowingTaskGroup(of: String?.self) { group in
+        // Never a prompt for credentials: a source that needs them names them.
+        let environment = Environment.inherit.updating(["GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/false"])
+        return try await withThrowingTaskGroup(of: [UInt8]?.self) { group in
             group.addTask {
-                // Never a prompt for credentials: a source that needs them names them.
-                let result = try await run(.name("git"), arguments: Arguments(arguments),
-                                           environment: .inherit.updating(["GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/false"]),
-                                           output: .string(limit: limit), error: .string(limit: 64 * 1024))
-                guard result.terminationStatus.isSuccess else {
-                    let message = result.standardError.trimmingCharacters(in: .whitespacesAndNewlines)
-                    throw GitCommandFailed(command: command, message: message.isEmpty ? "\(result.terminationStatus)" : message)
+                let status: TerminationStatus
+                let output: [UInt8]
+                let errors: String
+                if let input {
+                    let result = try await run(.name("git"), arguments: Arguments(arguments), environment: environment,
+                                               input: .string(input), output: .bytes(limit: limit), error: .string(limit: 64 * 1024))
+                    (status, output, errors) = (result.terminationStatus, result.standardOutput, result.standardError)
+                } else {
+                    let result = try await run(.name("git"), arguments: Arguments(arguments), environment: environment,
+                                               output: .bytes(limit: limit), error: .string(limit: 64 * 1024))
+                    (status, output, errors) = (result.terminationStatus, result.standardOutput, result.standardError)
                 }
-                return result.standardOutput
+                guard status.isSuccess else {
+                    let message = errors.trimmingCharacters(in: .whitespacesAndNewlines)
+                    throw GitCommandFailed(command: command, message: message.isEmpty ? "\(status)" : message)
+                }
+                return output
             }
             group.addTask {
                 try await Task.sleep(for: timeout)
