@@ -11,6 +11,7 @@ extension Reconciler {
         guard caller.role >= .editor else { throw AccessDenied.needsEditor(caller, to: "apply") }
         let preview = try plan(request, against: currentState, caller: caller)
         if request.dryRun {
+            // For a person deciding: what each built product's backfill will read.
             var changes = preview.changes
             for index in changes.indices where changes[index].kind == .dataProduct && changes[index].rebuilds {
                 guard let product = preview.next.products[changes[index].name]?.product,
@@ -56,6 +57,19 @@ extension Reconciler {
         plan.changes.filter { $0.kind == .dataset && $0.action == .create }.compactMap { plan.next.datasets[$0.name]?.dataset.spec.topic }
     }
 
+    /// What an apply of `request` would change, validated and planned as the apply would,
+    /// without the dry run's backfill estimates (they read the log): for a caller that only
+    /// decides whether to apply, such as a git source.
+    public func plannedChanges(_ request: ApplyRequest, as caller: Caller) throws -> [PlannedChange] {
+        guard caller.role >= .editor else { throw AccessDenied.needsEditor(caller, to: "apply") }
+        return try plan(request, against: currentState, caller: caller).changes
+    }
+
+    /// The products `writer` manages.
+    public func productNames(managedBy writer: String) -> Set<String> {
+        Set(currentState.products.values.filter { $0.manager.rawValue == writer && !$0.deleting }.map(\.product.name))
+    }
+
     /// The state an apply leads to and the changes that make it, against `state`.
     private func plan(_ request: ApplyRequest, against state: ControlState, caller: Caller) throws -> ApplyPlan {
         try planWithDocuments(request, against: state, caller: caller).plan
@@ -93,6 +107,15 @@ extension Reconciler {
             }
         }
         let environment = sinks.environment
+        // Opened once per team, and only for a sink that connects somewhere.
+        var secretsByTeam: [String: [String: String]] = [:]
+        func secrets(of team: String?) -> [String: String] {
+            guard let team else { return [:] }
+            if let opened = secretsByTeam[team] { return opened }
+            let opened = secretValues(of: team)
+            secretsByTeam[team] = opened
+            return opened
+        }
         var scoped: [SpecDocument] = []
         for (index, document) in result.documents.enumerated() {
             switch document {
@@ -122,7 +145,8 @@ extension Reconciler {
                         }
                     }
                 }
-                if let refusal = sinks.destinationRefusal(of: product.spec, secrets: secretValues(of: team)) {
+                if case .file = product.spec.sink {
+                } else if let refusal = sinks.destinationRefusal(of: product.spec, secrets: secrets(of: team)) {
                     forbidden.append(error(result.location(ofField: refusal.path, inDocument: index), refusal.path, refusal.message))
                 }
                 scoped.append(.dataProduct(product, location))
@@ -365,7 +389,7 @@ extension Reconciler {
             let tailStart = max(start, end - Int64(max(sample, 1)))
             let tail = try await eventLog.readBatch(source, from: tailStart, maxRecords: Int(end - tailStart), maxBytes: 4 << 20)
             for index in 0..<tail.count { latest.append(tail.record(at: index)) }
-            if let last = latest.last { newest = max(newest ?? .min, last.record.timestamp) }
+            if tail.count > 0 { newest = max(newest ?? .min, tail.record(at: tail.count - 1).record.timestamp) }
             recent += end - max(start, try await eventLog.offset(forTimestamp: now - 300_000, in: source))
         }
         resource.status.oldestRecordTime = oldest.map(Timestamp.format)

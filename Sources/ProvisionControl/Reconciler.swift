@@ -523,7 +523,7 @@ public actor Reconciler: Service {
         let writeDuration = Metrics.Timer(label: "provision_sink_write_duration_seconds",
                                           dimensions: [("product", name), ("sink", stored.product.spec.sink.kind)],
                                           preferredDisplayUnit: .seconds)
-        let observer = PipelineObserver { _, duration in writeDuration.record(duration: duration) }
+        let observer = PipelineObserver { duration in writeDuration.record(duration: duration) }
         let pipeline = Pipeline(processor: processor, log: log, sink: sink, limits: configuration.pipelineLimits,
                                 logger: logger, clock: clock, acceptsLoss: stored.acceptsLoss == true, stop: stop,
                                 observer: observer) { [weak self] progress in

@@ -24,13 +24,14 @@ public struct PipelineProgress: Sendable, Equatable {
 
 /// Told of each batch a pipeline wrote, for metrics.
 public struct PipelineObserver: Sendable {
-    public var sinkWrote: @Sendable (_ records: Int, _ duration: Duration) -> Void
+    /// How long the sink took to write a batch and commit its checkpoint.
+    public var sinkWrote: @Sendable (Duration) -> Void
 
-    public init(sinkWrote: @escaping @Sendable (_ records: Int, _ duration: Duration) -> Void) {
+    public init(sinkWrote: @escaping @Sendable (Duration) -> Void) {
         self.sinkWrote = sinkWrote
     }
 
-    public static let none = PipelineObserver { _, _ in }
+    public static let none = PipelineObserver { _ in }
 }
 
 /// Asks a pipeline to stop after the batch in flight: the batch is written and its
@@ -417,7 +418,7 @@ public struct Pipeline: Sendable {
         }
         let started = ContinuousClock.now
         checkpoint = try await sink.write(sinkBatch)
-        observer.sinkWrote(processed.outputs.count, ContinuousClock.now - started)
+        observer.sinkWrote(ContinuousClock.now - started)
         Failpoint.reached(.batchCommitted)
     }
 

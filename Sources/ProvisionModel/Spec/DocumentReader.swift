@@ -384,16 +384,7 @@ struct DocumentReader {
                 schema.fields.append(.init(name: fieldName, type: .object(nested)))
                 continue
             }
-            guard let typeName = string(valueNode, at: fieldPath) else {
-                ok = false
-                continue
-            }
-            guard let type = ValueType.named(typeName) else {
-                var message = "unknown type '\(typeName)' (types: \(ValueType.schemaTypeNames.joined(separator: ", ")))"
-                if let suggestion = closestMatch(to: typeName, among: ValueType.schemaTypeNames) {
-                    message = "unknown type '\(typeName)' (did you mean '\(suggestion)'?)"
-                }
-                fail(valueNode, fieldPath, message)
+            guard let type = fieldType(valueNode, at: fieldPath) else {
                 ok = false
                 continue
             }
@@ -415,16 +406,22 @@ struct DocumentReader {
             guard let nested = readSchema(typeNode, at: join(path, "type")) else { return nil }
             return Schema.Field(name: name, type: .object(nested), pii: pii)
         }
-        guard let typeName = string(typeNode, at: join(path, "type")) else { return nil }
+        guard let type = fieldType(typeNode, at: join(path, "type")) else { return nil }
+        return Schema.Field(name: name, type: type, pii: pii)
+    }
+
+    /// A scalar field type by its name, or a located error naming the types.
+    private mutating func fieldType(_ node: Node, at path: String) -> ValueType? {
+        guard let typeName = string(node, at: path) else { return nil }
         guard let type = ValueType.named(typeName) else {
             var message = "unknown type '\(typeName)' (types: \(ValueType.schemaTypeNames.joined(separator: ", ")))"
             if let suggestion = closestMatch(to: typeName, among: ValueType.schemaTypeNames) {
                 message = "unknown type '\(typeName)' (did you mean '\(suggestion)'?)"
             }
-            fail(typeNode, join(path, "type"), message)
+            fail(node, path, message)
             return nil
         }
-        return Schema.Field(name: name, type: type, pii: pii)
+        return type
     }
 
     private mutating func readProductSpec(_ node: Node) -> DataProductSpec? {

@@ -129,13 +129,13 @@ public actor GitOpsService: Service, GitSources {
         var errors: [SpecError] = []
         var changes: [PlannedChange] = []
         do {
-            changes = try await reconciler.apply(request, as: caller).changes
+            changes = try await reconciler.plannedChanges(request, as: caller)
         } catch let rejected as ApplyRejected {
             errors = rejected.errors
         } catch {
             errors = [SpecError(file: "-", line: 1, column: 1, path: "", message: "\(error)")]
         }
-        let owned = Set(await reconciler.products(as: caller).filter { $0.metadata.managedBy == writer }.map(\.metadata.name))
+        let owned = await reconciler.productNames(managedBy: writer)
         let decision = source.policy.decide(commit: commit, specFiles: files?.count, errors: errors, changes: changes, owned: owned,
                                             approved: approvedCommit)
         status.errors = nil
