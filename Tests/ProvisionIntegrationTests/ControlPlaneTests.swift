@@ -185,7 +185,8 @@ private func checkLastWrites(_ server: ServerProcess, _ last: [String: Int?], wh
         let created = await acknowledgements.datasets
         #expect(created.count > 10, "only \(created.count) datasets were created")
         func datasetNames() async throws -> Set<String> {
-            let listed = try await httpRequest(.GET, server.url + "/v1/datasets").json as? [[String: Any]] ?? []
+            // More than a page of datasets may have been created: read every page.
+            let listed = try await httpListAll(server.url + "/v1/datasets")
             return Set(listed.compactMap { ($0["metadata"] as? [String: Any])?["name"] as? String })
         }
         #expect(created.subtracting(try await datasetNames()).isEmpty, "acknowledged datasets missing")

@@ -20,6 +20,7 @@ let runningInCI = ["true", "1"].contains(ProcessInfo.processInfo.environment["CI
 struct HTTPReply {
     var status: Int
     var body: Data
+    var headers: HTTPHeaders = [:]
 
     var json: Any? { try? JSONSerialization.jsonObject(with: body, options: .fragmentsAllowed) }
 }
@@ -65,10 +66,26 @@ func httpRequest(_ method: HTTPMethod, _ url: String, body: Data? = nil, content
     let deadline = NIODeadline.now() + .milliseconds(milliseconds)
     let response = try await testHTTPClient.execute(request, deadline: deadline)
     let bytes = try await response.body.collect(upTo: 256 * 1024 * 1024)
-    let reply = HTTPReply(status: Int(response.status.code), body: Data(buffer: bytes))
+    let reply = HTTPReply(status: Int(response.status.code), body: Data(buffer: bytes), headers: response.headers)
     let leaked = TestSecrets.found(in: String(decoding: reply.body, as: UTF8.self))
     if !leaked.isEmpty { Issue.record("the answer to \(method) \(url) holds \(leaked.count) secret(s) a test gave the server") }
     return reply
+}
+
+/// Every item of a paged list (`Provision-Continue`), page after page.
+func httpListAll(_ url: String, token: String? = testAdminToken) async throws -> [[String: Any]] {
+    var items: [[String: Any]] = []
+    var next: String?
+    repeat {
+        let separator = url.contains("?") ? "&" : "?"
+        let reply = try await httpRequest(.GET, url + (next.map { "\(separator)continue=\($0)" } ?? ""), token: token)
+        guard reply.status == 200, let page = reply.json as? [[String: Any]] else {
+            throw Failure("GET \(url): \(reply.status) \(String(decoding: reply.body, as: UTF8.self))")
+        }
+        items += page
+        next = reply.headers.first(name: "Provision-Continue")
+    } while next != nil
+    return items
 }
 
 // MARK: Processes
