@@ -32,6 +32,7 @@ struct ApplyCommand: AsyncParsableCommand {
         }
         let response = try reply.decode(ApplyResponse.self)
         PlanPrinter.print(response.changes, fields: response.dryRun)
+        for warning in response.warnings ?? [] { printError("warning: \(warning)") }
         if response.dryRun { print("dry run: nothing was changed") }
     }
 }
@@ -72,6 +73,7 @@ struct DiffCommand: AsyncParsableCommand {
             throw ExitCode(2)
         }
         PlanPrinter.print(response.changes, fields: true)
+        for warning in response.warnings ?? [] { printError("warning: \(warning)") }
         if response.changes.contains(where: { $0.action != .unchanged }) { throw ExitCode(1) }
     }
 }

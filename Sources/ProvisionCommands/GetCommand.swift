@@ -5,13 +5,13 @@ import Yams
 
 struct GetCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "get", abstract: "List products or datasets, or show one product.")
+        commandName: "get", abstract: "List products, datasets or git sources, or show one.")
 
     enum Kind: String, ExpressibleByArgument, CaseIterable {
-        case products, product, datasets, dataset
+        case products, product, datasets, dataset, sources, source
     }
 
-    @Argument(help: "products, product NAME, datasets or dataset NAME.")
+    @Argument(help: "products, product NAME, datasets, dataset NAME, sources or source NAME.")
     var kind: Kind
 
     @Argument(help: "The name, with 'product' or 'dataset'.")
@@ -23,7 +23,7 @@ struct GetCommand: AsyncParsableCommand {
     @OptionGroup var options: ClientOptions
 
     func validate() throws {
-        if (kind == .product || kind == .dataset) && name == nil { throw ValidationError("'get \(kind.rawValue)' needs a NAME") }
+        if (kind == .product || kind == .dataset || kind == .source) && name == nil { throw ValidationError("'get \(kind.rawValue)' needs a NAME") }
     }
 
     func run() async throws {
@@ -41,6 +41,12 @@ struct GetCommand: AsyncParsableCommand {
         case .dataset:
             let dataset = try await client.call(.GET, "/v1/datasets/\(name!.urlComponentEncoded)", as: DatasetResource.self)
             try emit(dataset) { DatasetTable.render([dataset]) }
+        case .sources:
+            let sources = try await client.call(.GET, "/v1/sources", as: [GitSourceStatus].self)
+            try emit(sources) { GitSourceTable.render(sources) }
+        case .source:
+            let source = try await client.call(.GET, "/v1/sources/\(name!.urlComponentEncoded)", as: GitSourceStatus.self)
+            try emit(source) { GitSourceTable.render([source]) }
         }
     }
 

@@ -4,8 +4,87 @@ import ProvisionModel
 
 struct GitOpsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "gitops", abstract: "The git sources the server follows: their status, a sync now, an approval of a commit's deletions.",
-        subcommands: [GitOpsListCommand.self, GitOpsSyncCommand.self, GitOpsApproveCommand.self])
+        commandName: "gitops",
+        abstract: "The git sources the server follows (applied as GitSource specs): their status, a sync now, suspend and resume, an approval of a commit's deletions.",
+        subcommands: [GitOpsListCommand.self, GitOpsSyncCommand.self, GitOpsSuspendCommand.self, GitOpsResumeCommand.self,
+                      GitOpsApproveCommand.self, GitOpsDeleteCommand.self])
+}
+
+/// A source's status as a table, with why it waits and what it reports.
+enum GitSourceTable {
+    static func render(_ sources: [GitSourceStatus]) -> String {
+        let rows = sources.map { source -> [String] in
+            let ready = source.conditions.first { $0.type == "Ready" }
+            return [source.name, source.team ?? "-", "\(source.url)#\(source.ref):\(source.path)",
+                    source.lastFetchedCommit.map { String($0.prefix(12)) } ?? "-",
+                    source.lastAppliedCommit.map { String($0.prefix(12)) } ?? "-",
+                    source.suspended ? "Suspended" : ready.map { $0.isTrue ? "Ready" : $0.reason } ?? "-"]
+        }
+        var text = TextTable.render([["NAME", "TEAM", "REPOSITORY", "FETCHED", "APPLIED", "STATE"]] + rows)
+        for source in sources {
+            if let message = source.conditions.first(where: { $0.type == "Stalled" && $0.isTrue })?.message { text += "\(source.name): \(message)\n" }
+            for error in source.errors ?? [] { text += "  \(error)\n" }
+            for conflict in source.conflicts ?? [] { text += "  conflict: \(conflict)\n" }
+            for drift in source.drift ?? [] {
+                text += "  drift: \(drift.kind.rawValue) \(drift.name) changed by \(drift.changedBy) (\(drift.fields.map(\.path).joined(separator: ", "))): \(drift.reverted ? "reverted" : "left as it is")\n"
+            }
+            for kept in source.keptFromPrune ?? [] { text += "  kept (provision/prune: disabled): \(kept)\n" }
+        }
+        return text
+    }
+}
+
+/// `POST /v1/sources/NAME/ACTION`, printing `done` when the server answers `expected`.
+private func sourceAction(_ options: ClientOptions, _ source: String, _ action: String, body: Data? = nil, expected: Int = 200,
+                          done: String) async throws
+{
+    let reply = try await options.client.send(.POST, "/v1/sources/\(source.urlComponentEncoded)/\(action)", body: body)
+    guard reply.status == expected else {
+        printError(reply.errorMessage)
+        throw ExitCode(1)
+    }
+    print(done)
+}
+
+struct GitOpsSuspendCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "suspend", abstract: "Stop syncing the source; its products keep running.")
+
+    @Argument(help: "The source's name.")
+    var source: String
+
+    @OptionGroup var options: ClientOptions
+
+    func run() async throws { try await sourceAction(options, source, "suspend", done: "source/\(source) suspended") }
+}
+
+struct GitOpsResumeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "resume", abstract: "Sync the source again, at once.")
+
+    @Argument(help: "The source's name.")
+    var source: String
+
+    @OptionGroup var options: ClientOptions
+
+    func run() async throws { try await sourceAction(options, source, "resume", done: "source/\(source) resumed") }
+}
+
+struct GitOpsDeleteCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "delete", abstract: "Stop following the source. Its products stay, still managed by it: a source of that name picks them up again.")
+
+    @Argument(help: "The source's name.")
+    var source: String
+
+    @OptionGroup var options: ClientOptions
+
+    func run() async throws {
+        let reply = try await options.client.send(.DELETE, "/v1/sources/\(source.urlComponentEncoded)")
+        guard reply.status == 200 else {
+            printError(reply.errorMessage)
+            throw ExitCode(1)
+        }
+        print("source/\(source) deleted; its products keep running")
+    }
 }
 
 struct GitOpsListCommand: AsyncParsableCommand {
@@ -15,16 +94,7 @@ struct GitOpsListCommand: AsyncParsableCommand {
 
     func run() async throws {
         let sources = try await options.client.call(.GET, "/v1/sources", as: [GitSourceStatus].self)
-        let rows = sources.map { source -> [String] in
-            let ready = source.conditions.first { $0.type == "Ready" }
-            return [source.name, "\(source.url)#\(source.ref):\(source.path)", source.lastFetchedCommit.map { String($0.prefix(12)) } ?? "-",
-                    source.lastAppliedCommit.map { String($0.prefix(12)) } ?? "-", ready.map { $0.isTrue ? "Ready" : $0.reason } ?? "-"]
-        }
-        print(TextTable.render([["NAME", "REPOSITORY", "FETCHED", "APPLIED", "STATE"]] + rows), terminator: "")
-        for source in sources {
-            if let message = source.conditions.first(where: { $0.type == "Stalled" && $0.isTrue })?.message { print("\(source.name): \(message)") }
-            for error in source.errors ?? [] { print("  \(error)") }
-        }
+        print(GitSourceTable.render(sources), terminator: "")
     }
 }
 
@@ -37,12 +107,7 @@ struct GitOpsSyncCommand: AsyncParsableCommand {
     @OptionGroup var options: ClientOptions
 
     func run() async throws {
-        let reply = try await options.client.send(.POST, "/v1/sources/\(source.urlComponentEncoded)/sync")
-        guard reply.status == 202 else {
-            printError(reply.errorMessage)
-            throw ExitCode(1)
-        }
-        print("source/\(source) syncing")
+        try await sourceAction(options, source, "sync", expected: 202, done: "source/\(source) syncing")
     }
 }
 
@@ -60,11 +125,6 @@ struct GitOpsApproveCommand: AsyncParsableCommand {
 
     func run() async throws {
         let body = try JSONEncoder().encode(ApproveSyncRequest(commit: commit))
-        let reply = try await options.client.send(.POST, "/v1/sources/\(source.urlComponentEncoded)/approve", body: body)
-        guard reply.status == 202 else {
-            printError(reply.errorMessage)
-            throw ExitCode(1)
-        }
-        print("source/\(source): commit \(commit) approved")
+        try await sourceAction(options, source, "approve", body: body, expected: 202, done: "source/\(source): commit \(commit) approved")
     }
 }

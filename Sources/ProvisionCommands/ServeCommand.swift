@@ -79,11 +79,11 @@ struct ServeCommand: AsyncParsableCommand {
             throw ValidationError("--http-idle-timeout must be a duration such as 30s")
         }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level \(logLevel)") }
-        if let gitops, GitOpsService.Source.parse(gitops, name: gitopsName, interval: .seconds(1)) == nil {
+        if let gitops, GitSource.shorthand(gitops, name: gitopsName, intervalMilliseconds: 1000) == nil {
             throw ValidationError("--gitops must be URL, URL#REF or URL#REF:PATH")
         }
-        guard let interval = DurationText.parseMilliseconds(gitopsInterval), interval >= 100 else {
-            throw ValidationError("--gitops-interval must be a duration of at least 100ms, such as 60s")
+        guard let interval = DurationText.parseMilliseconds(gitopsInterval), interval >= 1000 else {
+            throw ValidationError("--gitops-interval must be a duration of at least 1s, such as 60s")
         }
         _ = interval
         do {
@@ -139,7 +139,7 @@ struct ServeCommand: AsyncParsableCommand {
         let destinations = try SinkDestinationPolicy.parseEntries(destinationEntries)
         options.allowedDestinations = destinations.isEmpty ? nil : destinations
         options.gitSource = gitops.flatMap {
-            GitOpsService.Source.parse($0, name: gitopsName, interval: .milliseconds(DurationText.parseMilliseconds(gitopsInterval)!))
+            GitSource.shorthand($0, name: gitopsName, intervalMilliseconds: DurationText.parseMilliseconds(gitopsInterval)!)
         }
         let runtime = try await ProvisionServerRuntime(options: options, logger: logger)
         if !options.authenticating {

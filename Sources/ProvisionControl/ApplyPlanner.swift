@@ -44,6 +44,21 @@ public struct OutputRules: Sendable {
 public struct ApplyPlan: Sendable {
     public var next: ControlState
     public var changes: [PlannedChange]
+    /// For a git source: the documents it left out because another writer manages their
+    /// objects (the rest is applied).
+    public var conflicts: [SpecError] = []
+    /// For a git source: objects changed outside git since it applied them, reverted or
+    /// (`driftPolicy: detect`) left as they are.
+    public var drift: [DriftReport] = []
+    /// For a git source: products it no longer lists but keeps (`provision/prune: disabled`).
+    public var keptFromPrune: [String] = []
+    /// For the person applying: what they should know (a change a git source will revert).
+    public var warnings: [String] = []
+}
+
+extension Writer {
+    /// The git source this writer is, if it is one (`gitops:<source>`).
+    public var gitSource: String? { rawValue.hasPrefix("gitops:") ? String(rawValue.dropFirst("gitops:".count)) : nil }
 }
 
 /// Plans an apply: `(current state, submitted documents, writer) → changes`, with no I/O,
@@ -59,52 +74,120 @@ public struct ApplyPlanner: Sendable {
     ///   - documents: validated documents (`SpecLoader` found no error in them).
     ///   - prune: products the writer manages and the documents omit are deleted; no other.
     ///   - force: the writer takes over objects another writer manages instead of being refused.
+    ///
+    /// An object a git source manages may be changed by another writer: the change is made,
+    /// the source keeps the object, and the next sync reverts it (or, with `driftPolicy:
+    /// detect`, reports it). A git source itself never takes over another writer's object:
+    /// that document is left out and reported as a conflict, and the rest of its revision applies.
     public func plan(current: ControlState, documents: [SpecDocument], writer: Writer, prune: Bool = false,
                      force: Bool = false, now: TimestampMilliseconds) throws(ApplyRejected) -> ApplyPlan
     {
         var errors = outputConflicts(documents, in: current)
         var ownershipConflicts = 0  // ownership and version conflicts: a 409, not a 422
-        var next = current
-        var changes: [PlannedChange] = []
+        var plan = ApplyPlan(next: current, changes: [])
         var appliedProducts: Set<String> = []
+        let syncingSource = writer.gitSource.flatMap { current.gitSources[$0] }
+        let detectsDrift = syncingSource?.source.spec.driftPolicy == .detect
+
+        /// Whether `writer` may change an object `manager` manages; records why not, or the
+        /// warning a change to a git source's object gets.
+        func mayChange(kind: String, name: String, managedBy manager: Writer, location: SourceLocation) -> Bool {
+            guard manager != writer, !force else { return true }
+            if writer.gitSource != nil {
+                plan.conflicts.append(SpecError(file: location.file, line: location.line, column: location.column, path: "metadata.name",
+                                                message: "\(kind) '\(name)' is managed by \(manager), not by this source; it is left as it is"))
+                return false
+            }
+            if let source = manager.gitSource {
+                let policy = current.gitSources[source]?.source.spec.driftPolicy ?? .revert
+                plan.warnings.append(policy == .revert
+                    ? "\(kind) '\(name)' is managed by git source '\(source)': its next sync puts back what git says"
+                    : "\(kind) '\(name)' is managed by git source '\(source)': the change is reported as drift until git says the same")
+                return true
+            }
+            errors.append(SpecError(file: location.file, line: location.line, column: location.column, path: "metadata.name",
+                                    message: "\(kind) '\(name)' is managed by \(manager), not \(writer); apply with --force to take it over"))
+            ownershipConflicts += 1
+            return false
+        }
+
+        /// For a git source's document of an object someone else changed since the source
+        /// applied it: whether to apply the document (revert) or leave the change (detect).
+        func revertsDrift(kind: SpecKind, name: String, changedBy: Writer?, fields: [FieldChange]) -> Bool {
+            guard writer.gitSource != nil, let changedBy, changedBy != writer else { return true }
+            plan.drift.append(DriftReport(kind: kind, name: name, changedBy: changedBy.rawValue, fields: fields, reverted: !detectsDrift))
+            return !detectsDrift
+        }
+
         for document in documents {
             switch document {
+            case .gitSource(var source, let location):
+                let expected = source.metadata.resourceVersion
+                source.metadata.resourceVersion = nil
+                if writer.gitSource != nil {
+                    errors.append(SpecError(file: location.file, line: location.line, column: location.column, path: "kind",
+                                            message: "a git source's revision cannot define git sources; apply GitSource '\(source.name)' to the server"))
+                    continue
+                }
+                if let refusal = versionConflict(kind: "git source", name: source.name, expected: expected,
+                                                 found: plan.next.gitSources[source.name]?.resourceVersion, location: location)
+                {
+                    errors.append(refusal)
+                    ownershipConflicts += 1
+                    continue
+                }
+                guard let existing = plan.next.gitSources[source.name] else {
+                    plan.next.gitSources[source.name] = StoredGitSource(source: source, generation: 1, createdAt: now, managedBy: writer)
+                    plan.changes.append(PlannedChange(kind: .gitSource, name: source.name, action: .create))
+                    continue
+                }
+                if existing.source == source {
+                    plan.changes.append(PlannedChange(kind: .gitSource, name: source.name, action: .unchanged))
+                    continue
+                }
+                guard mayChange(kind: "git source", name: source.name, managedBy: existing.manager, location: location) else { continue }
+                plan.next.gitSources[source.name]?.source = source
+                plan.next.gitSources[source.name]?.generation += 1
+                plan.changes.append(PlannedChange(kind: .gitSource, name: source.name, action: .update,
+                                                  fields: FieldDiff.changes(from: existing.source, to: source)))
             case .dataset(var dataset, let location):
                 let expected = dataset.metadata.resourceVersion
                 dataset.metadata.resourceVersion = nil
                 if let refusal = versionConflict(kind: "dataset", name: dataset.name, expected: expected,
-                                                 found: next.datasets[dataset.name]?.resourceVersion, location: location)
+                                                 found: plan.next.datasets[dataset.name]?.resourceVersion, location: location)
                 {
                     errors.append(refusal)
                     ownershipConflicts += 1
                     continue
                 }
-                guard let existing = next.datasets[dataset.name] else {
-                    next.datasets[dataset.name] = StoredDataset(dataset: dataset, generation: 1, createdAt: now, managedBy: writer)
-                    changes.append(PlannedChange(kind: .dataset, name: dataset.name, action: .create))
+                guard let existing = plan.next.datasets[dataset.name] else {
+                    var created = StoredDataset(dataset: dataset, generation: 1, createdAt: now, managedBy: writer)
+                    created.changedBy = writer
+                    plan.next.datasets[dataset.name] = created
+                    plan.changes.append(PlannedChange(kind: .dataset, name: dataset.name, action: .create))
                     continue
                 }
                 if existing.dataset == dataset {
-                    changes.append(PlannedChange(kind: .dataset, name: dataset.name, action: .unchanged))
+                    plan.changes.append(PlannedChange(kind: .dataset, name: dataset.name, action: .unchanged))
                     continue
                 }
-                if let refusal = ownershipConflict(kind: "dataset", name: dataset.name, managedBy: existing.manager, writer: writer,
-                                                   force: force, location: location)
-                {
-                    errors.append(refusal)
-                    ownershipConflicts += 1
+                guard mayChange(kind: "dataset", name: dataset.name, managedBy: existing.manager, location: location) else { continue }
+                let fields = FieldDiff.changes(from: existing.dataset, to: dataset)
+                guard revertsDrift(kind: .dataset, name: dataset.name, changedBy: existing.changedBy, fields: fields) else {
+                    plan.changes.append(PlannedChange(kind: .dataset, name: dataset.name, action: .unchanged,
+                                                      detail: "changed by \(existing.changedBy!) outside git; left as it is (driftPolicy: detect)"))
                     continue
                 }
-                next.datasets[dataset.name]?.dataset = dataset
-                next.datasets[dataset.name]?.generation += 1
-                next.datasets[dataset.name]?.managedBy = writer
-                changes.append(PlannedChange(kind: .dataset, name: dataset.name, action: .update,
-                                             fields: FieldDiff.changes(from: existing.dataset, to: dataset)))
+                plan.next.datasets[dataset.name]?.dataset = dataset
+                plan.next.datasets[dataset.name]?.generation += 1
+                plan.next.datasets[dataset.name]?.managedBy = force ? writer : existing.manager
+                plan.next.datasets[dataset.name]?.changedBy = writer
+                plan.changes.append(PlannedChange(kind: .dataset, name: dataset.name, action: .update, fields: fields))
             case .dataProduct(var product, let location):
                 appliedProducts.insert(product.name)
                 let expected = product.metadata.resourceVersion
                 product.metadata.resourceVersion = nil
-                let live = next.products[product.name].flatMap { $0.deleting ? nil : $0 }
+                let live = plan.next.products[product.name].flatMap { $0.deleting ? nil : $0 }
                 if let refusal = versionConflict(kind: "product", name: product.name, expected: expected,
                                                  found: live?.resourceVersion, location: location)
                 {
@@ -114,53 +197,62 @@ public struct ApplyPlanner: Sendable {
                 }
                 if var existing = live {
                     if existing.product == product {
-                        changes.append(PlannedChange(kind: .dataProduct, name: product.name, action: .unchanged))
+                        plan.changes.append(PlannedChange(kind: .dataProduct, name: product.name, action: .unchanged))
                         continue
                     }
-                    if let refusal = ownershipConflict(kind: "product", name: product.name, managedBy: existing.manager,
-                                                       writer: writer, force: force, location: location)
-                    {
-                        errors.append(refusal)
-                        ownershipConflicts += 1
+                    guard mayChange(kind: "product", name: product.name, managedBy: existing.manager, location: location) else { continue }
+                    let fields = FieldDiff.changes(from: existing.product, to: product)
+                    guard revertsDrift(kind: .dataProduct, name: product.name, changedBy: existing.changedBy, fields: fields) else {
+                        plan.changes.append(PlannedChange(kind: .dataProduct, name: product.name, action: .unchanged,
+                                                          detail: "changed by \(existing.changedBy!) outside git; left as it is (driftPolicy: detect)"))
                         continue
                     }
                     let change = existing.product.spec.outputChange(to: product.spec)
                     let rebuild = change != .none
-                    let fields = FieldDiff.changes(from: existing.product, to: product)
                     if rebuild { beginBuild(of: &existing, as: product.spec, change: change, now: now) }
                     existing.product = product
                     existing.generation += 1
-                    existing.managedBy = writer
-                    next.products[product.name] = existing
-                    changes.append(PlannedChange(kind: .dataProduct, name: product.name, action: rebuild ? .updateRebuild : .update,
-                                                 detail: rebuild ? Self.rebuildDetail(existing) : nil, fields: fields))
+                    existing.managedBy = force ? writer : existing.manager
+                    existing.changedBy = writer
+                    plan.next.products[product.name] = existing
+                    plan.changes.append(PlannedChange(kind: .dataProduct, name: product.name, action: rebuild ? .updateRebuild : .update,
+                                                      detail: rebuild ? Self.rebuildDetail(existing) : nil, fields: fields))
                 } else {
                     // A product whose deletion has not finished is created anew: a later build
                     // number retires the old one's pipeline, and its output is cleaned up first.
-                    let deleted = next.products[product.name]
+                    let deleted = plan.next.products[product.name]
                     var created = StoredProduct(product: product, generation: 1, createdAt: now, build: (deleted?.build ?? 0) + 1,
                                                 buildStartedAt: now, status: ProductStatus(), deleting: false, paused: false,
                                                 pendingCleanup: deleted.map { $0.pendingCleanup ?? $0.product.spec })
                     created.managedBy = writer
-                    next.products[product.name] = created
-                    changes.append(PlannedChange(kind: .dataProduct, name: product.name, action: .create))
+                    created.changedBy = writer
+                    plan.next.products[product.name] = created
+                    plan.changes.append(PlannedChange(kind: .dataProduct, name: product.name, action: .create))
                 }
             }
         }
+        // Through copies: `plan` is captured by the functions above, so two of its fields
+        // passed inout at once would be overlapping accesses to it.
+        var (next, changes) = (plan.next, plan.changes)
         errors += rebuildProductsOfChangedDatasets(from: current, in: &next, changes: &changes, documents: documents, now: now)
+        (plan.next, plan.changes) = (next, changes)
         if prune {
             // Only what this writer manages: another team's or source's products are not its to delete.
-            for name in next.products.keys.sorted() where !appliedProducts.contains(name) {
-                guard let stored = next.products[name], !stored.deleting, stored.manager == writer else { continue }
-                next.products[name]?.deleting = true
-                changes.append(PlannedChange(kind: .dataProduct, name: name, action: .delete))
+            for name in plan.next.products.keys.sorted() where !appliedProducts.contains(name) {
+                guard let stored = plan.next.products[name], !stored.deleting, stored.manager == writer else { continue }
+                guard stored.product.metadata.prunes else {
+                    plan.keptFromPrune.append(name)
+                    continue
+                }
+                plan.next.products[name]?.deleting = true
+                plan.changes.append(PlannedChange(kind: .dataProduct, name: name, action: .delete))
             }
         }
         guard errors.isEmpty else {
             throw ApplyRejected(errors: errors.sorted { ($0.file, $0.line, $0.column) < ($1.file, $1.line, $1.column) },
                                 isConflict: ownershipConflicts == errors.count)
         }
-        return ApplyPlan(next: next, changes: changes)
+        return plan
     }
 
     /// A document that names the version it was read at changes the object only if it is
@@ -173,14 +265,6 @@ public struct ApplyPlanner: Sendable {
             ?? "\(kind) '\(name)' does not exist, so it is not at resourceVersion \(expected)"
         return SpecError(file: location.file, line: location.line, column: location.column, path: "metadata.resourceVersion",
                          message: message)
-    }
-
-    private func ownershipConflict(kind: String, name: String, managedBy: Writer, writer: Writer, force: Bool,
-                                   location: SourceLocation) -> SpecError?
-    {
-        guard managedBy != writer, !force else { return nil }
-        return SpecError(file: location.file, line: location.line, column: location.column, path: "metadata.name",
-                         message: "\(kind) '\(name)' is managed by \(managedBy), not \(writer); apply with --force to take it over")
     }
 
     /// A dataset whose records change shape (topic, key, time or schema) changes what its

@@ -8,8 +8,15 @@ extension Reconciler {
     /// Validates every file, computes the plan and, unless `dryRun`, applies all of it.
     /// Any error rejects the whole request: nothing is half-applied.
     public func apply(_ request: ApplyRequest, as caller: Caller) async throws -> ApplyResponse {
+        try await applyPlanned(request, as: caller).response
+    }
+
+    /// `apply`, with the whole plan: what a git source reports beside the changes.
+    func applyPlanned(_ request: ApplyRequest, as caller: Caller, writer: Writer? = nil) async throws
+        -> (response: ApplyResponse, plan: ApplyPlan)
+    {
         guard caller.role >= .editor else { throw AccessDenied.needsEditor(caller, to: "apply") }
-        let preview = try plan(request, against: currentState, caller: caller)
+        let preview = try plan(request, against: currentState, caller: caller, writer: writer)
         if request.dryRun {
             // For a person deciding: what each built product's backfill will read.
             var changes = preview.changes
@@ -19,15 +26,17 @@ extension Reconciler {
                 else { continue }
                 changes[index].backfill = try await backfillEstimate(of: topic, since: product.spec.backfill.startTime(createdAt: currentTime))
             }
-            return ApplyResponse(dryRun: true, changes: changes)
+            var response = ApplyResponse(dryRun: true, changes: changes)
+            response.warnings = preview.warnings.isEmpty ? nil : preview.warnings
+            return (response, preview)
         }
         // Topics first: an empty topic is all that a rejected apply leaves behind.
         let created = Set(newTopics(preview))
         for topic in created.sorted() { try await createTopic(topic) }
-        var (changes, version) = try await commitVersioned { current in
+        var ((changes, applied), version) = try await commitVersioned { current in
             // Planned again against the state every earlier commit left: a change committed
             // while the topics were created is kept, not overwritten.
-            let planned = try self.plan(request, against: current, caller: caller)
+            let planned = try self.plan(request, against: current, caller: caller, writer: writer)
             guard Set(self.newTopics(planned)).isSubset(of: created) else {
                 throw ControlStateNotSaved(cause: "a dataset's topic changed while the apply ran; apply again")
             }
@@ -37,19 +46,22 @@ extension Reconciler {
                 changes[index].resourceVersion = Self.version(of: changes[index], in: current)
             }
             return (planned.next, touched.filter { $0.kind == .dataset }.map(\.name),
-                    touched.filter { $0.kind == .dataProduct }.map(\.name), changes)
+                    touched.filter { $0.kind == .dataProduct }.map(\.name), (changes, planned))
         }
         for index in changes.indices where changes[index].action != .unchanged {
             changes[index].resourceVersion = version.map(String.init)
             if changes[index].kind == .dataProduct { requestReconcile(changes[index].name) }
         }
-        return ApplyResponse(dryRun: false, changes: changes)
+        var response = ApplyResponse(dryRun: false, changes: changes)
+        response.warnings = applied.warnings.isEmpty ? nil : applied.warnings
+        return (response, applied)
     }
 
     private static func version(of change: PlannedChange, in state: ControlState) -> String? {
         switch change.kind {
         case .dataset: return state.datasets[change.name].map { String($0.resourceVersion) }
         case .dataProduct: return state.products[change.name].map { String($0.resourceVersion) }
+        case .gitSource: return state.gitSources[change.name].map { String($0.resourceVersion) }
         }
     }
 
@@ -60,30 +72,26 @@ extension Reconciler {
     /// What an apply of `request` would change, validated and planned as the apply would,
     /// without the dry run's backfill estimates (they read the log): for a caller that only
     /// decides whether to apply, such as a git source.
-    public func plannedChanges(_ request: ApplyRequest, as caller: Caller) throws -> [PlannedChange] {
+    func plannedChanges(_ request: ApplyRequest, as caller: Caller, writer: Writer? = nil) throws -> ApplyPlan {
         guard caller.role >= .editor else { throw AccessDenied.needsEditor(caller, to: "apply") }
-        return try plan(request, against: currentState, caller: caller).changes
-    }
-
-    /// The products `writer` manages.
-    public func productNames(managedBy writer: String) -> Set<String> {
-        Set(currentState.products.values.filter { $0.manager.rawValue == writer && !$0.deleting }.map(\.product.name))
+        return try plan(request, against: currentState, caller: caller, writer: writer)
     }
 
     /// The state an apply leads to and the changes that make it, against `state`.
-    private func plan(_ request: ApplyRequest, against state: ControlState, caller: Caller) throws -> ApplyPlan {
-        try planWithDocuments(request, against: state, caller: caller).plan
+    private func plan(_ request: ApplyRequest, against state: ControlState, caller: Caller, writer: Writer? = nil) throws -> ApplyPlan {
+        try planWithDocuments(request, against: state, caller: caller, writer: writer).plan
     }
 
     /// `plan`, with the documents it planned (the caller's team filled in).
-    func planWithDocuments(_ request: ApplyRequest, against state: ControlState, caller: Caller) throws
+    /// - Parameter writer: who the change is recorded as, when not the caller's own (a git source).
+    func planWithDocuments(_ request: ApplyRequest, against state: ControlState, caller: Caller, writer: Writer? = nil) throws
         -> (plan: ApplyPlan, documents: [SpecDocument])
     {
         let result = SpecLoader.load(request.files, catalog: state.datasets.values.map(\.dataset))
         guard result.errors.isEmpty else { throw ApplyRejected(errors: result.errors) }
         // A team's token applies for its team only, as `api:<team>`; an admin names any writer.
         let documents = try scoped(result, to: caller, against: state)
-        let writer = caller.isAdmin ? Writer(request.managedBy ?? "cli") : Writer("api:\(caller.team)")
+        let writer = writer ?? (caller.isAdmin ? Writer(request.managedBy ?? "cli") : Writer("api:\(caller.team)"))
         let plan = try planner.plan(current: state, documents: documents, writer: writer,
                                     prune: request.prune, force: request.force ?? false, now: currentTime)
         return (plan, documents)
@@ -116,6 +124,29 @@ extension Reconciler {
             secretsByTeam[team] = opened
             return opened
         }
+        func checkReferences(_ references: [(path: String, reference: ValueReference)], of kind: String, team: String?,
+                             inDocument index: Int)
+        {
+            for (path, reference) in references {
+                let at = result.location(ofField: path, inDocument: index)
+                switch reference {
+                case .environment(let variable):
+                    if !caller.isAdmin, !variable.hasPrefix(SecretReferences.teamPrefix(caller.team)) {
+                        forbidden.append(error(at, path, "'\(reference)' is not one of team '\(caller.team)''s secrets; use '${secret:NAME}' (or an admin's \(SecretReferences.teamPrefix(caller.team))* variable)"))
+                    } else if environment[variable]?.isEmpty ?? true {
+                        missing.append(error(at, path, "'\(reference)' is not set on the server"))
+                    }
+                case .secret(let name):
+                    if let team {
+                        if state.secrets[StoredSecret.id(team: team, name: name)] == nil {
+                            missing.append(error(at, path, "team '\(team)' has no secret '\(name)' (provisionctl secret set \(name) --team \(team))"))
+                        }
+                    } else {
+                        missing.append(error(at, path, "'\(reference)' is a team's secret, and this \(kind) names no metadata.team"))
+                    }
+                }
+            }
+        }
         var scoped: [SpecDocument] = []
         for (index, document) in result.documents.enumerated() {
             switch document {
@@ -125,31 +156,18 @@ extension Reconciler {
             case .dataProduct(var product, let location):
                 scope(&product.metadata, "product", at: location)
                 let team = product.metadata.team
-                for found in SecretReferences.find(in: product.spec) {
-                    let path = "spec.\(found.path)"
-                    let at = result.location(ofField: path, inDocument: index)
-                    switch found.reference {
-                    case .environment(let variable):
-                        if !caller.isAdmin, !variable.hasPrefix(SecretReferences.teamPrefix(caller.team)) {
-                            forbidden.append(error(at, path, "'\(found.reference)' is not one of team '\(caller.team)''s secrets; use '${secret:NAME}' (or an admin's \(SecretReferences.teamPrefix(caller.team))* variable)"))
-                        } else if environment[variable]?.isEmpty ?? true {
-                            missing.append(error(at, path, "'\(found.reference)' is not set on the server"))
-                        }
-                    case .secret(let name):
-                        if let team {
-                            if state.secrets[StoredSecret.id(team: team, name: name)] == nil {
-                                missing.append(error(at, path, "team '\(team)' has no secret '\(name)' (provisionctl secret set \(name) --team \(team))"))
-                            }
-                        } else {
-                            missing.append(error(at, path, "'\(found.reference)' is a team's secret, and this product names no metadata.team"))
-                        }
-                    }
-                }
+                checkReferences(SecretReferences.find(in: product.spec).map { ("spec.\($0.path)", $0.reference) }, of: "product",
+                                team: team, inDocument: index)
                 if case .file = product.spec.sink {
                 } else if let refusal = sinks.destinationRefusal(of: product.spec, secrets: secrets(of: team)) {
                     forbidden.append(error(result.location(ofField: refusal.path, inDocument: index), refusal.path, refusal.message))
                 }
                 scoped.append(.dataProduct(product, location))
+            case .gitSource(var source, let location):
+                scope(&source.metadata, "git source", at: location)
+                checkReferences(source.spec.references.map { ("spec.\($0.path)", $0.reference) }, of: "git source",
+                                team: source.metadata.team, inDocument: index)
+                scoped.append(.gitSource(source, location))
             }
         }
         guard forbidden.isEmpty else { throw ApplyRejected(errors: forbidden, isForbidden: true) }
@@ -184,7 +202,7 @@ extension Reconciler {
                                 teams[event.key.name] = stored.product.metadata.team
                             }
                             guard caller.isAdmin || (teams[event.key.name] ?? nil).map({ caller.owns(team: $0) }) == true else { continue }
-                        case .token, .secret: continue  // tokens and secrets are not the watchers' business
+                        case .token, .secret, .gitSource: continue  // not the watchers' business
                         }
                         continuation.yield(WatchEvent(type: event.value == nil ? .deleted : .changed, kind: kind,
                                                       name: event.key.name, resourceVersion: String(event.resourceVersion)))
@@ -267,8 +285,15 @@ extension Reconciler {
     /// Marks the product for deletion and returns at once; the reconciler stops it and
     /// applies its deletion policy. Returns the product's version after the change, or nil
     /// if it does not exist.
+    /// A product a git source manages is removed from git, not deleted here: the next sync
+    /// would build it again from scratch.
     public func deleteProduct(_ name: String, as caller: Caller) async throws -> ResourceVersion? {
-        guard try changeable(name, by: caller, to: "delete") != nil else { return nil }
+        guard let stored = try changeable(name, by: caller, to: "delete") else { return nil }
+        if let source = managingGitSource(of: stored) {
+            throw ApplyRejected(errors: [SpecError(file: "-", line: 1, column: 1, path: "metadata.name",
+                                                   message: "product '\(name)' is managed by git source '\(source)': remove it from the repository to delete it")],
+                                isConflict: true)
+        }
         return try await changeProduct(name) { $0.deleting = true }
     }
 

@@ -110,6 +110,9 @@ public actor Reconciler: Service {
     let tokenIndex = TokenIndex()
     /// Per product, the reasons its sink failed for, so that its error series go with it.
     private var sinkErrorReasons: [String: Set<String>] = [:]
+    /// Signalled when git sources change (and once at start): what the GitOps service follows.
+    public nonisolated let gitSourceSignals: AsyncStream<Void>
+    let gitSourceChanges: AsyncStream<Void>.Continuation
 
 
     /// - Parameter secretSealer: seals and opens team secrets; a server passes the one of its
@@ -130,6 +133,8 @@ public actor Reconciler: Service {
         state = try ControlRecords.state(from: snapshot)
         committedVersion = snapshot.resourceVersion
         tokenIndex.replace(with: state.tokens.values)
+        (gitSourceSignals, gitSourceChanges) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        gitSourceChanges.yield()
         queue = ReconcileQueue(backoff: configuration.reconcileBackoff, clock: clock)
     }
 
@@ -270,10 +275,11 @@ public actor Reconciler: Service {
         defer { unlockCommits() }
         let current = state
         let (next, datasets, products, result) = try change(current)
-        // Tokens and secrets are few: every one is compared, so a change needs not name them.
+        // Tokens, secrets and git sources are few: every one is compared, so a change needs not name them.
         let writes = ControlRecords.writes(from: current, to: next, datasets: datasets, products: products,
                                            tokens: Set(current.tokens.keys).union(next.tokens.keys),
-                                           secrets: Set(current.secrets.keys).union(next.secrets.keys))
+                                           secrets: Set(current.secrets.keys).union(next.secrets.keys),
+                                           gitSources: Set(current.gitSources.keys).union(next.gitSources.keys))
         guard !writes.isEmpty else { return (result, nil) }
         let version: ResourceVersion
         do {
@@ -288,6 +294,7 @@ public actor Reconciler: Service {
         }
         ControlRecords.applyCommitted(writes, from: next, version: version, to: &state)
         if writes.contains(where: { $0.key.kind == .token }) { tokenIndex.replace(with: state.tokens.values) }
+        if writes.contains(where: { $0.key.kind == .gitSource }) { gitSourceChanges.yield() }
         committedVersion = max(committedVersion, version)
         // Status written here is saved (unless it changed again while the commit ran).
         for write in writes where write.key.kind == .productStatus {

@@ -41,8 +41,8 @@ public struct ProvisionServerRuntime: Sendable {
         /// nil for the one in `secretKeyPath`, made on first start.
         public var secretKey: String?
         public var secretKeyPath: String { "\(dataDirectory)/secret-key" }
-        /// A git repository the server keeps itself in sync with (`serve --gitops`).
-        public var gitSource: GitOpsService.Source?
+        /// A git source applied at start (`serve --gitops`), beside those applied as specs.
+        public var gitSource: GitSource?
 
         public init(dataDirectory: String, host: String, port: Int, fileRoot: String?,
                     logConfiguration: EmbeddedLogConfiguration = .init())
@@ -112,9 +112,7 @@ public struct ProvisionServerRuntime: Sendable {
         var api = APIRouter(reconciler: reconciler, authenticating: options.authenticating)
         let metrics = ProductMetrics.shared
         let reconciler = self.reconciler
-        let gitOps = options.gitSource.map {
-            GitOpsService(source: $0, dataDirectory: options.dataDirectory, reconciler: reconciler, logger: logger)
-        }
+        let gitOps = GitOpsService(reconciler: reconciler, dataDirectory: options.dataDirectory, shorthand: options.gitSource, logger: logger)
         api.gitSources = gitOps
         api.metrics = { await metrics.scrape(reconciler) }
         let router = api.build()
@@ -129,7 +127,7 @@ public struct ProvisionServerRuntime: Sendable {
             .init(service: reconciler),
             .init(service: retention),
         ]
-        if let gitOps { services.append(.init(service: gitOps)) }
+        services.append(.init(service: gitOps))
         services += extraServices.map { .init(service: $0) }
         services.append(.init(service: application))
         let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint],

@@ -102,10 +102,12 @@ public struct APIRouter: Sendable {
         }
         routes.add(.delete, "/v1/products/:name") { _, context in
             let name = try context.parameters.require("name")
-            guard let version = try await self.reconciler.deleteProduct(name, as: try self.caller()) else {
-                return Self.error(.notFound, code: .notFound, message: "product '\(name)' does not exist")
+            return try await self.answeringRejections {
+                guard let version = try await self.reconciler.deleteProduct(name, as: try self.caller()) else {
+                    return Self.error(.notFound, code: .notFound, message: "product '\(name)' does not exist")
+                }
+                return Self.json(["deleted": name, "resourceVersion": String(version)], status: .accepted)
             }
-            return Self.json(["deleted": name, "resourceVersion": String(version)], status: .accepted)
         }
         routes.add(.post, "/v1/products/:name/pause") { _, context in
             let name = try context.parameters.require("name")
@@ -193,34 +195,48 @@ public struct APIRouter: Sendable {
             }
             return Self.json(["deleted": name])
         }
-        // Git sources: their status; a sync now (a push hook); an approval of a commit's deletions.
-        routes.add(.get, "/v1/sources") { _, _ in Self.json(await self.gitSources?.statuses() ?? []) }
+        // Git sources (applied as `GitSource` specs): their status; a sync now (a push hook);
+        // suspend and resume; an approval of a commit's deletions; deletion (the products stay).
+        routes.add(.get, "/v1/sources") { _, _ in Self.json(await self.gitSourceStatuses(as: try self.caller())) }
         routes.add(.get, "/v1/sources/:name") { _, context in
             let name = try context.parameters.require("name")
-            guard let source = await self.gitSources?.statuses().first(where: { $0.name == name }) else {
-                return Self.error(.notFound, code: .notFound, message: "git source '\(name)' does not exist")
+            guard let source = await self.gitSourceStatuses(as: try self.caller(), named: name).first else {
+                return Self.gitSourceNotFound(name)
             }
             return Self.json(source)
+        }
+        routes.add(.delete, "/v1/sources/:name") { _, context in
+            let name = try context.parameters.require("name")
+            guard try await self.reconciler.deleteGitSource(name, as: try self.caller()) else { return Self.gitSourceNotFound(name) }
+            return Self.json(["deleted": name])
         }
         routes.add(.post, "/v1/sources/:name/sync") { _, context in
             let name = try context.parameters.require("name")
             let caller = try self.caller()
+            guard await self.reconciler.gitSource(name, as: caller) != nil else { return Self.gitSourceNotFound(name) }
             guard caller.role >= .editor else { throw AccessDenied.needsEditor(caller, to: "sync a git source") }
-            guard await self.gitSources?.requestSync(name) == true else {
-                return Self.error(.notFound, code: .notFound, message: "git source '\(name)' does not exist")
-            }
+            // A source whose sync has not started yet syncs as soon as it starts.
+            _ = await self.gitSources?.requestSync(name)
             return Self.json(["syncing": name], status: .accepted)
+        }
+        for (action, suspended) in [("suspend", true), ("resume", false)] {
+            routes.add(.post, "/v1/sources/:name/\(action)") { _, context in
+                let name = try context.parameters.require("name")
+                guard try await self.reconciler.setGitSourceSuspended(name, suspended, as: try self.caller()) != nil else {
+                    return Self.gitSourceNotFound(name)
+                }
+                return Self.json([suspended ? "suspended" : "resumed": name])
+            }
         }
         routes.add(.post, "/v1/sources/:name/approve") { request, context in
             let name = try context.parameters.require("name")
-            try self.requireAdmin(to: "approve a git source's deletions")
             var request = request
             let body = try await request.collectBody(upTo: 64 * 1024)
             guard let approval = try? JSONDecoder().decode(ApproveSyncRequest.self, from: Data(buffer: body)), !approval.commit.isEmpty else {
                 return Self.error(.badRequest, code: .invalidRequest, message: "the body is not an approval: expected {\"commit\": \"…\"}")
             }
-            guard await self.gitSources?.approve(name, commit: approval.commit) == true else {
-                return Self.error(.notFound, code: .notFound, message: "git source '\(name)' does not exist")
+            guard try await self.reconciler.approveGitSourceCommit(name, commit: approval.commit, as: try self.caller()) != nil else {
+                return Self.gitSourceNotFound(name)
             }
             return Self.json(["approved": approval.commit], status: .accepted)
         }
@@ -245,6 +261,18 @@ public struct APIRouter: Sendable {
     }
 
     // MARK: Handlers
+
+    private func gitSourceStatuses(as caller: Caller, named name: String? = nil) async -> [GitSourceStatus] {
+        let stored = await reconciler.gitSources(as: caller).filter { name == nil || $0.source.name == name }
+        let base = stored.map {
+            GitSourceStatus(source: $0.source, suspended: $0.suspended, approvedCommit: $0.approvedCommit, appliedCommit: $0.appliedCommit)
+        }
+        return await gitSources?.statuses(of: base) ?? base
+    }
+
+    private static func gitSourceNotFound(_ name: String) -> Response {
+        error(.notFound, code: .notFound, message: "git source '\(name)' does not exist")
+    }
 
     private func requireAdmin(to action: String) throws {
         let caller = try caller()
@@ -331,7 +359,16 @@ public struct APIRouter: Sendable {
         } catch {
             return Self.error(.badRequest, code: .invalidRequest, message: "the body is not an apply request: \(error)")
         }
-        return try await answeringRejections { Self.json(try await reconciler.apply(applyRequest, as: try caller())) }
+        return try await answeringRejections {
+            let applied = try await reconciler.apply(applyRequest, as: try caller())
+            var response = Self.json(applied)
+            // As Kubernetes warns: a client that shows headers shows these without knowing the body.
+            if let warnings = applied.warnings {
+                response.headers[.init("Warning")!] = warnings.map { "299 - \"\($0.replacingOccurrences(of: "\"", with: "'"))\"" }
+                    .joined(separator: ", ")
+            }
+            return response
+        }
     }
 
     /// Rejected specs answered by why: another team (403), a conflict (409), invalid (422).

@@ -317,6 +317,7 @@ private let invalidCases: [InvalidSpecCase] = [
                 switch document {
                 case .dataset(let dataset, _): datasets[dataset.name] = dataset
                 case .dataProduct(let product, _): products.append(product)
+                case .gitSource: break
                 }
             }
             return try ProductPlan.compile(try #require(products.first), datasets: datasets)

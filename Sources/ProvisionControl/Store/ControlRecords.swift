@@ -51,6 +51,10 @@ enum ControlRecords {
                 var secret = try decode(StoredSecret.self, record, key: key)
                 secret.resourceVersion = record.resourceVersion
                 state.secrets[key.name] = secret
+            case .gitSource:
+                var source = try decode(StoredGitSource.self, record, key: key)
+                source.resourceVersion = record.resourceVersion
+                state.gitSources[key.name] = source
             }
         }
         for (name, status) in statuses { state.products[name]?.status = status }
@@ -61,9 +65,15 @@ enum ControlRecords {
     /// compare-and-swap on the version `current` holds.
     static func writes(from current: ControlState, to next: ControlState, datasets: some Sequence<String>,
                        products: some Sequence<String>, tokens: some Sequence<String> = [String](),
-                       secrets: some Sequence<String> = [String]()) -> [RecordWrite]
+                       secrets: some Sequence<String> = [String](), gitSources: some Sequence<String> = [String]()) -> [RecordWrite]
     {
         var writes: [RecordWrite] = []
+        for name in Set(gitSources).sorted() {
+            let old = current.gitSources[name], new = next.gitSources[name]
+            guard old != new else { continue }
+            writes.append(RecordWrite(key: .gitSource(name), value: new.map(encode),
+                                      precondition: old.map { .version($0.resourceVersion) } ?? .absent))
+        }
         for id in Set(secrets).sorted() {
             let old = current.secrets[id], new = next.secrets[id]
             guard old != new else { continue }
@@ -122,6 +132,9 @@ enum ControlRecords {
             case .secret:
                 state.secrets[write.key.name] = next.secrets[write.key.name]
                 state.secrets[write.key.name]?.resourceVersion = version
+            case .gitSource:
+                state.gitSources[write.key.name] = next.gitSources[write.key.name]
+                state.gitSources[write.key.name]?.resourceVersion = version
             }
         }
     }

@@ -9,12 +9,15 @@ public struct StoredDataset: Sendable, Equatable, Codable {
     public var createdAt: TimestampMilliseconds
     /// Who manages it; nil in state saved before writers were recorded, which the CLI made.
     public var managedBy: Writer? = nil
+    /// Who made its last change: another writer than its manager only where a git source
+    /// manages it (drift, which the source's next sync reverts or reports).
+    public var changedBy: Writer? = nil
     /// The version of its record in the store (not part of the record).
     public var resourceVersion: ResourceVersion = 0
 
     public var manager: Writer { managedBy ?? .cli }
 
-    enum CodingKeys: String, CodingKey { case dataset, generation, createdAt, managedBy }
+    enum CodingKeys: String, CodingKey { case dataset, generation, createdAt, managedBy, changedBy }
 }
 
 /// A product as the control plane keeps it: the desired spec, which build of its output is
@@ -41,6 +44,9 @@ public struct StoredProduct: Sendable, Equatable, Codable {
     public var acceptsLoss: Bool? = nil
     /// Who manages it; nil in state saved before writers were recorded, which the CLI made.
     public var managedBy: Writer? = nil
+    /// Who made its last change: another writer than its manager only where a git source
+    /// manages it (drift, which the source's next sync reverts or reports).
+    public var changedBy: Writer? = nil
     /// The version of its spec record in the store (not part of the record); a status update
     /// does not change it.
     public var resourceVersion: ResourceVersion = 0
@@ -49,7 +55,7 @@ public struct StoredProduct: Sendable, Equatable, Codable {
 
     /// Everything but the status, which is stored apart, and the version, which the store keeps.
     enum CodingKeys: String, CodingKey {
-        case product, generation, createdAt, build, buildStartedAt, buildKind, deleting, paused, pendingCleanup, acceptsLoss, managedBy
+        case product, generation, createdAt, build, buildStartedAt, buildKind, deleting, paused, pendingCleanup, acceptsLoss, managedBy, changedBy
     }
 
     public init(product: DataProduct, generation: Int, createdAt: TimestampMilliseconds, build: Int,
@@ -82,6 +88,7 @@ public struct ControlState: Sendable, Equatable {
     public var tokens: [String: StoredToken] = [:]
     /// Keyed by `StoredSecret.id`.
     public var secrets: [String: StoredSecret] = [:]
+    public var gitSources: [String: StoredGitSource] = [:]
 
     public init() {}
 
@@ -151,4 +158,31 @@ public struct StoredSecret: Sendable, Equatable, Codable {
     public var id: String { Self.id(team: team, name: name) }
 
     public static func id(team: String, name: String) -> String { "\(team)/\(name)" }
+}
+
+/// A git source as the control plane keeps it: its spec, and what an operator decided about
+/// it, which a restart must not forget.
+public struct StoredGitSource: Sendable, Equatable, Codable {
+    public var source: GitSource
+    public var generation: Int
+    public var createdAt: TimestampMilliseconds
+    public var managedBy: Writer?
+    /// Suspended: no sync runs until it is resumed; its products keep running.
+    public var suspended: Bool = false
+    /// The commit whose deletions an operator approved (`provisionctl gitops approve`).
+    public var approvedCommit: String? = nil
+    /// The last commit applied whole, so that its status survives a restart.
+    public var appliedCommit: String? = nil
+    public var resourceVersion: ResourceVersion = 0
+
+    public var manager: Writer { managedBy ?? .cli }
+
+    enum CodingKeys: String, CodingKey { case source, generation, createdAt, managedBy, suspended, approvedCommit, appliedCommit }
+
+    public init(source: GitSource, generation: Int, createdAt: TimestampMilliseconds, managedBy: Writer) {
+        self.source = source
+        self.generation = generation
+        self.createdAt = createdAt
+        self.managedBy = managedBy
+    }
 }

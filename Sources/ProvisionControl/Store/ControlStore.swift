@@ -9,6 +9,8 @@ public struct ObjectKey: Sendable, Hashable, Comparable, CustomStringConvertible
         case token = 4
         /// A team's secret, sealed: `team/name`.
         case secret = 5
+        /// A git source: its spec and what must survive a restart (approval, suspension).
+        case gitSource = 6
 
         public var name: String {
             switch self {
@@ -17,6 +19,7 @@ public struct ObjectKey: Sendable, Hashable, Comparable, CustomStringConvertible
             case .productStatus: return "product-status"
             case .token: return "token"
             case .secret: return "secret"
+            case .gitSource: return "git-source"
             }
         }
     }
@@ -34,6 +37,7 @@ public struct ObjectKey: Sendable, Hashable, Comparable, CustomStringConvertible
     public static func productStatus(_ name: String) -> ObjectKey { ObjectKey(.productStatus, name) }
     public static func token(_ name: String) -> ObjectKey { ObjectKey(.token, name) }
     public static func secret(_ id: String) -> ObjectKey { ObjectKey(.secret, id) }
+    public static func gitSource(_ name: String) -> ObjectKey { ObjectKey(.gitSource, name) }
 
     public var description: String { "\(kind.name)/\(name)" }
 

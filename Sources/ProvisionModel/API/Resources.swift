@@ -162,9 +162,31 @@ public struct PlannedChange: Sendable, Equatable, Codable {
     public var rebuilds: Bool { action == .updateRebuild || action == .create }
 }
 
+/// An object a git source manages that was changed outside git: by whom, which fields, and
+/// whether the sync put git's version back.
+public struct DriftReport: Sendable, Equatable, Codable {
+    public var kind: SpecKind
+    public var name: String
+    /// The writer of the change (`api:<team>`, `cli`).
+    public var changedBy: String
+    /// The fields, from what git says to what the change made them.
+    public var fields: [FieldChange]
+    public var reverted: Bool
+
+    public init(kind: SpecKind, name: String, changedBy: String, fields: [FieldChange], reverted: Bool) {
+        self.kind = kind
+        self.name = name
+        self.changedBy = changedBy
+        self.fields = fields
+        self.reverted = reverted
+    }
+}
+
 public struct ApplyResponse: Sendable, Codable {
     public var dryRun: Bool
     public var changes: [PlannedChange]
+    /// What the caller should know, such as a change a git source will revert.
+    public var warnings: [String]?
 
     public init(dryRun: Bool, changes: [PlannedChange]) {
         self.dryRun = dryRun

@@ -256,28 +256,92 @@ struct DocumentReader {
         case .dataProduct:
             guard let specNode, let spec = readProductSpec(specNode), let metadata, errors.count == errorCount else { return nil }
             return .dataProduct(DataProduct(metadata: metadata, spec: spec), location)
+        case .gitSource:
+            guard let specNode, let spec = readGitSourceSpec(specNode), let metadata, errors.count == errorCount else { return nil }
+            return .gitSource(GitSource(metadata: metadata, spec: spec), location)
         }
     }
 
+    private mutating func readGitSourceSpec(_ node: Node) -> GitSourceSpec? {
+        guard let fields = fields(of: node, at: "spec", allowed: ["url", "ref", "path", "interval", "driftPolicy", "pruneLimit", "credentials"]),
+            let urlNode = required(fields, "url", in: node, at: "spec"), let url = string(urlNode, at: "spec.url")
+        else { return nil }
+        guard !url.hasPrefix("-"), !url.contains(where: { $0.isNewline || $0 == "\0" }) else {
+            fail(urlNode, "spec.url", "'\(url)' is not a repository URL or path")
+            return nil
+        }
+        if PostgresURL.redact(url) != url || SecretInText.queryCredential(in: url) != nil {
+            fail(urlNode, "spec.url", "credentials do not belong in a spec; use spec.credentials with '${secret:NAME}'")
+            return nil
+        }
+        var spec = GitSourceSpec(url: url)
+        if let refNode = fields["ref"] {
+            guard let ref = string(refNode, at: "spec.ref") else { return nil }
+            guard !ref.hasPrefix("-"), !ref.contains(where: { $0.isWhitespace || $0 == "\0" || $0 == ":" }) else {
+                fail(refNode, "spec.ref", "'\(ref)' is not a branch, tag or commit")
+                return nil
+            }
+            spec.ref = ref
+        }
+        if let pathNode = fields["path"] {
+            guard let path = string(pathNode, at: "spec.path") else { return nil }
+            let trimmed = path.split(separator: "/").filter { $0 != "." }
+            guard !path.hasPrefix("/"), !trimmed.contains("..") else {
+                fail(pathNode, "spec.path", "'\(path)' must be a directory inside the repository")
+                return nil
+            }
+            spec.path = trimmed.joined(separator: "/")
+        }
+        if let intervalNode = fields["interval"] {
+            guard let interval = duration(intervalNode, at: "spec.interval") else { return nil }
+            guard interval >= 1000 else {
+                fail(intervalNode, "spec.interval", "a git source is fetched at most once a second")
+                return nil
+            }
+            spec.intervalMilliseconds = interval
+        }
+        guard let drift = option(fields["driftPolicy"], at: "spec.driftPolicy", what: "drift policy", default: GitSourceSpec.DriftPolicy.revert)
+        else { return nil }
+        spec.driftPolicy = drift
+        if let limitNode = fields["pruneLimit"] {
+            guard let text = string(limitNode, at: "spec.pruneLimit") else { return nil }
+            guard text.hasSuffix("%"), let percent = Int(text.dropLast()), (0...100).contains(percent) else {
+                fail(limitNode, "spec.pruneLimit", "'\(text)' is not a share of the source's products (examples: 50%, 100%)")
+                return nil
+            }
+            spec.pruneLimitPercent = percent
+        }
+        if let credentialsNode = fields["credentials"] {
+            guard let credentials = self.fields(of: credentialsNode, at: "spec.credentials", allowed: ["username", "password"]) else { return nil }
+            for (key, valueNode) in credentials {
+                let path = "spec.credentials.\(key)"
+                guard let value = string(valueNode, at: path) else { return nil }
+                guard ValueReference.parse(value) != nil else {
+                    fail(valueNode, path, "credentials do not belong in a spec; use '${secret:NAME}'")
+                    return nil
+                }
+                marks[path] = valueNode.position
+                if key == "username" { spec.username = value } else { spec.password = value }
+            }
+            guard spec.password != nil else {
+                fail(credentialsNode, "spec.credentials", "credentials need a password (or a token, as the password)")
+                return nil
+            }
+        }
+        return spec
+    }
+
     private mutating func readMetadata(_ node: Node) -> ObjectMetadata? {
-        guard let fields = fields(of: node, at: "metadata", allowed: ["name", "team", "owner", "description", "labels", "resourceVersion"]) else {
+        guard let fields = fields(of: node, at: "metadata", allowed: ["name", "team", "owner", "description", "labels", "annotations", "resourceVersion"]) else {
             return nil
         }
         guard let name = name(required(fields, "name", in: node, at: "metadata"), at: "metadata.name", what: "name") else {
             return nil
         }
-        var labels: [String: String]?
-        if let labelsNode = fields["labels"] {
-            if case .mapping(let mapping) = labelsNode {
-                labels = [:]
-                for (key, value) in mapping {
-                    if let key = string(key, at: "metadata.labels"), let value = string(value, at: "metadata.labels.\(key)") {
-                        labels?[key] = value
-                    }
-                }
-            } else {
-                fail(labelsNode, "metadata.labels", "expected a mapping, found \(describe(labelsNode))")
-            }
+        let labels = fields["labels"].flatMap { stringMap($0, at: "metadata.labels") }
+        let annotations = fields["annotations"].flatMap { stringMap($0, at: "metadata.annotations") }
+        if let prune = annotations?[ObjectMetadata.pruneAnnotation], prune != "disabled", prune != "enabled" {
+            fail(fields["annotations"], "metadata.annotations.\(ObjectMetadata.pruneAnnotation)", "expected 'disabled' or 'enabled', found '\(prune)'")
         }
         return ObjectMetadata(
             name: name,
@@ -285,7 +349,20 @@ struct DocumentReader {
             owner: fields["owner"].flatMap { string($0, at: "metadata.owner") },
             description: fields["description"].flatMap { string($0, at: "metadata.description") },
             labels: labels,
+            annotations: annotations,
             resourceVersion: fields["resourceVersion"].flatMap { resourceVersion($0) })
+    }
+
+    private mutating func stringMap(_ node: Node, at path: String) -> [String: String]? {
+        guard case .mapping(let mapping) = node else {
+            fail(node, path, "expected a mapping, found \(describe(node))")
+            return nil
+        }
+        var result: [String: String] = [:]
+        for (key, value) in mapping {
+            if let key = string(key, at: path), let value = string(value, at: "\(path).\(key)") { result[key] = value }
+        }
+        return result
     }
 
     /// A version as the server reported it: digits (YAML may read them as a number).

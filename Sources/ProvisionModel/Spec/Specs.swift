@@ -4,21 +4,31 @@ import Foundation
 public enum SpecKind: String, Sendable, Codable, CaseIterable {
     case dataset = "Dataset"
     case dataProduct = "DataProduct"
+    case gitSource = "GitSource"
 }
 
 public struct ObjectMetadata: Sendable, Equatable, Codable {
+    /// `disabled` on a product: a git source that no longer lists it keeps it.
+    public static let pruneAnnotation = "provision/prune"
+
+    public var prunes: Bool { annotations?[Self.pruneAnnotation] != "disabled" }
+
     public var name: String
     public var team: String?
     public var owner: String?
     public var description: String?
     public var labels: [String: String]?
+    /// Instructions to the control plane about the object, not part of what it produces:
+    /// `provision/prune: disabled` keeps a product its git source no longer lists.
+    public var annotations: [String: String]?
     /// As submitted: apply only if the stored object is still at this version (optimistic
     /// concurrency); never stored.
     public var resourceVersion: String?
 
     public init(name: String, team: String? = nil, owner: String? = nil, description: String? = nil,
-                labels: [String: String]? = nil, resourceVersion: String? = nil)
+                labels: [String: String]? = nil, annotations: [String: String]? = nil, resourceVersion: String? = nil)
     {
+        self.annotations = annotations
         self.resourceVersion = resourceVersion
         self.name = name
         self.team = team
@@ -614,11 +624,13 @@ public struct FileSinkSpec: Sendable, Equatable, Codable {
 public enum SpecDocument: Sendable, Equatable {
     case dataset(Dataset, SourceLocation)
     case dataProduct(DataProduct, SourceLocation)
+    case gitSource(GitSource, SourceLocation)
 
     public var kind: SpecKind {
         switch self {
         case .dataset: return .dataset
         case .dataProduct: return .dataProduct
+        case .gitSource: return .gitSource
         }
     }
 
@@ -626,12 +638,92 @@ public enum SpecDocument: Sendable, Equatable {
         switch self {
         case .dataset(let dataset, _): return dataset.name
         case .dataProduct(let product, _): return product.name
+        case .gitSource(let source, _): return source.name
         }
     }
 
     public var location: SourceLocation {
         switch self {
-        case .dataset(_, let location), .dataProduct(_, let location): return location
+        case .dataset(_, let location), .dataProduct(_, let location), .gitSource(_, let location): return location
+        }
+    }
+}
+
+/// A git repository whose specs the server follows: every interval it fetches the ref, reads
+/// every spec under the path and applies the revision as `gitops:<name>`, for the source's team.
+public struct GitSource: Sendable, Equatable, Codable {
+    public var metadata: ObjectMetadata
+    public var spec: GitSourceSpec
+
+    public init(metadata: ObjectMetadata, spec: GitSourceSpec) {
+        self.metadata = metadata
+        self.spec = spec
+    }
+
+    public var name: String { metadata.name }
+    /// The writer its objects are managed by.
+    public var writer: String { "gitops:\(name)" }
+
+    /// `URL`, `URL#REF` or `URL#REF:PATH` (`serve --gitops`): a source no team owns, whose
+    /// specs name their teams.
+    public static func shorthand(_ text: String, name: String, intervalMilliseconds: Int64) -> GitSource? {
+        guard !text.isEmpty else { return nil }
+        var url = text
+        var ref = "main"
+        var path = ""
+        if let hash = text.lastIndex(of: "#") {
+            url = String(text[..<hash])
+            let rest = text[text.index(after: hash)...]
+            let parts = rest.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false)
+            if !parts[0].isEmpty { ref = String(parts[0]) }
+            if parts.count == 2 { path = String(parts[1]) }
+        }
+        guard !url.isEmpty else { return nil }
+        return GitSource(metadata: ObjectMetadata(name: name),
+                         spec: GitSourceSpec(url: url, ref: ref, path: path, intervalMilliseconds: intervalMilliseconds))
+    }
+}
+
+public struct GitSourceSpec: Sendable, Equatable, Codable {
+    /// What a sync does with a change made outside git to an object the source manages.
+    public enum DriftPolicy: String, Sendable, Codable, CaseIterable {
+        /// The next sync puts git's version back, and reports what it reverted.
+        case revert
+        /// The next sync reports the difference and leaves the object as it was changed.
+        case detect
+    }
+
+    /// Anything `git` fetches: a path, `file://`, `git://`, `http(s)://`; never credentials.
+    public var url: String
+    /// A branch, tag or commit.
+    public var ref: String
+    /// The directory of the repository whose spec files (`.yaml`, `.yml`, recursively) are read; empty: all of it.
+    public var path: String
+    public var intervalMilliseconds: Int64
+    public var driftPolicy: DriftPolicy
+    /// A revision that deletes more than this share of the source's products waits for approval.
+    public var pruneLimitPercent: Int
+    /// HTTP credentials, as references: sent as basic authentication, never in the URL.
+    public var username: String?
+    public var password: String?
+
+    public init(url: String, ref: String = "main", path: String = "", intervalMilliseconds: Int64 = 60_000,
+                driftPolicy: DriftPolicy = .revert, pruneLimitPercent: Int = 50, username: String? = nil, password: String? = nil)
+    {
+        self.url = url
+        self.ref = ref
+        self.path = path
+        self.intervalMilliseconds = intervalMilliseconds
+        self.driftPolicy = driftPolicy
+        self.pruneLimitPercent = pruneLimitPercent
+        self.username = username
+        self.password = password
+    }
+
+    /// The references it makes, by field (`credentials.password`).
+    public var references: [(path: String, reference: ValueReference)] {
+        [("credentials.username", username), ("credentials.password", password)].compactMap { path, text in
+            text.flatMap(ValueReference.parse).map { (path, $0) }
         }
     }
 }

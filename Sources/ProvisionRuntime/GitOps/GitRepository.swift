@@ -18,11 +18,15 @@ struct GitRepository: Sendable {
     let url: String
     var timeout: Duration = .seconds(60)
     var outputBytesMax = 64 * 1024 * 1024
+    /// Sent as HTTP basic authentication through git's configuration in the environment:
+    /// never on a command line, which every process on the machine can read.
+    var credentials: (username: String, password: String)?
 
     /// Clones the repository the first time, then fetches every branch and tag into it.
     func fetch() async throws {
         if FileManager.default.fileExists(atPath: directory + "/HEAD") {
-            _ = try await git(["-C", directory, "fetch", "--quiet", "--prune", "--force", "origin",
+            // From the URL, not the clone's remote: a source whose URL changed fetches the new one.
+            _ = try await git(["-C", directory, "fetch", "--quiet", "--prune", "--force", "--", url,
                                "+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"])
         } else {
             try? FileManager.default.removeItem(atPath: directory)
@@ -92,7 +96,14 @@ struct GitRepository: Sendable {
         let limit = outputBytesMax
         let timeout = self.timeout
         // Never a prompt for credentials: a source that needs them names them.
-        let environment = Environment.inherit.updating(["GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/false"])
+        var settings: [Environment.Key: String?] = ["GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/false"]
+        if let credentials {
+            let basic = Data("\(credentials.username):\(credentials.password)".utf8).base64EncodedString()
+            settings["GIT_CONFIG_COUNT"] = "1"
+            settings["GIT_CONFIG_KEY_0"] = "http.extraHeader"
+            settings["GIT_CONFIG_VALUE_0"] = "Authorization: Basic \(basic)"
+        }
+        let environment = Environment.inherit.updating(settings)
         return try await withThrowingTaskGroup(of: [UInt8]?.self) { group in
             group.addTask {
                 let status: TerminationStatus
