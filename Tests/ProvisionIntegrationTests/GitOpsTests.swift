@@ -48,11 +48,11 @@ private final class TestRepository {
     deinit { removeTestData(path) }
 }
 
-private func gitProduct(_ name: String, threshold: Int = 1000) -> String {
+private func gitProduct(_ name: String, threshold: Int = 1000, metadata: String = "") -> String {
     """
     apiVersion: provision/v1
     kind: DataProduct
-    metadata: {name: \(name), team: risk}
+    metadata: {name: \(name), team: risk\(metadata)}
     spec:
       from: orders
       where: amount > \(threshold)
@@ -62,19 +62,69 @@ private func gitProduct(_ name: String, threshold: Int = 1000) -> String {
     """
 }
 
+/// `git daemon` serving `directory`'s repositories on 127.0.0.1 (`git://127.0.0.1:PORT/NAME`).
+private final class GitDaemon {
+    let port = freePort()
+    private let process = Process()
+
+    init(serving directory: String) throws {
+        // The daemon itself, not `git daemon`: the `git` wrapper outlives a SIGTERM.
+        let execPath = Process()
+        execPath.executableURL = URL(fileURLWithPath: "/usr/bin/git")
+        execPath.arguments = ["--exec-path"]
+        let output = Pipe()
+        execPath.standardOutput = output
+        try execPath.run()
+        let directoryOfCommands = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        try waitForExit(execPath, timeout: .seconds(10), what: "git --exec-path")
+        process.executableURL = URL(fileURLWithPath: directoryOfCommands + "/git-daemon")
+        process.arguments = ["--reuseaddr", "--export-all", "--listen=127.0.0.1", "--port=\(port)",
+                             "--base-path=\(directory)", directory]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+    }
+
+    func url(_ name: String) -> String { "git://127.0.0.1:\(port)/\(name)" }
+
+    /// Waits until the daemon answers for `name`.
+    func waitUntilServing(_ name: String) throws {
+        let deadline = ContinuousClock.now + .seconds(30)
+        while ContinuousClock.now < deadline {
+            let probe = Process()
+            probe.executableURL = URL(fileURLWithPath: "/usr/bin/git")
+            probe.arguments = ["ls-remote", url(name)]
+            probe.standardOutput = FileHandle.nullDevice
+            probe.standardError = FileHandle.nullDevice
+            try probe.run()
+            try waitForExit(probe, timeout: .seconds(10), what: "git ls-remote")
+            if probe.terminationStatus == 0 { return }
+            Thread.sleep(forTimeInterval: 0.1)
+        }
+        throw Failure("git daemon on port \(port) does not serve \(name)")
+    }
+
+    deinit {
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+    }
+}
+
 /// The server following a repository over `file://`, with the safety rules: a bad commit
 /// applies nothing, a large prune waits for an approval, what the source did not create is
 /// never touched, an unreachable repository leaves the products running.
 @Suite(.serialized, .timeLimit(.minutes(6))) struct GitOpsTests {
-    private func source(_ server: ServerProcess) async throws -> [String: Any] {
-        try await httpRequest(.GET, server.url + "/v1/sources/git").json as? [String: Any] ?? [:]
+    private func source(_ server: ServerProcess, _ name: String = "git") async throws -> [String: Any] {
+        try await httpRequest(.GET, server.url + "/v1/sources/\(name)").json as? [String: Any] ?? [:]
     }
 
-    private func waitForSource(_ server: ServerProcess, _ what: String, until condition: ([String: Any]) -> Bool) async throws -> [String: Any] {
+    private func waitForSource(_ server: ServerProcess, _ what: String, name: String = "git",
+                               until condition: ([String: Any]) -> Bool) async throws -> [String: Any] {
         let deadline = ContinuousClock.now + .seconds(60)
         var last: [String: Any] = [:]
         while ContinuousClock.now < deadline {
-            last = try await source(server)
+            last = try await source(server, name)
             if condition(last) { return last }
             try await Task.sleep(for: .milliseconds(50))
         }
@@ -196,5 +246,134 @@ private func gitProduct(_ name: String, threshold: Int = 1000) -> String {
         _ = try await waitForSource(server, "commit \(commit) applied") { $0["lastAppliedCommit"] as? String == commit }
         #expect(try await server.fetchProduct("hooked") != nil)
         #expect(try await httpRequest(.POST, server.url + "/v1/sources/nope/sync").status == 404)
+    }
+
+    private func filter(_ server: ServerProcess, _ name: String) async throws -> String? {
+        ((try await server.fetchProduct(name))?["spec"] as? [String: Any])?["where"] as? String
+    }
+
+    private func waitForFilter(_ server: ServerProcess, _ name: String, _ expected: String) async throws {
+        let deadline = ContinuousClock.now + .seconds(60)
+        while try await filter(server, name) != expected {
+            guard ContinuousClock.now < deadline else { throw Failure("\(name) never got where: \(expected); it has \(try await filter(server, name) ?? "nothing")") }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+    }
+
+    /// A `GitSource` applied like any spec, for a team, over `git daemon`: its products are
+    /// the team's; a name another writer holds is a conflict on the source's status while the
+    /// rest applies; a change through the API is answered with a warning naming the source and
+    /// reverted at the next sync (with `detect`, reported and left); `provision/prune:
+    /// disabled` keeps a product git dropped; a suspension survives a restart; deleting the
+    /// source leaves its products running.
+    @Test func aSourceAppliedAsASpecFollowsGitDaemonForItsTeam() async throws {
+        let repository = try TestRepository()
+        try repository.write("specs/a.yaml", gitProduct("team-a"))
+        try repository.write("specs/b.yaml", gitProduct("team-b", metadata: ", annotations: {provision/prune: disabled}"))
+        try repository.write("specs/taken.yaml", gitProduct("taken"))
+        _ = try repository.commit("three products")
+        let daemon = try GitDaemon(serving: (repository.path as NSString).deletingLastPathComponent)
+        let repositoryName = (repository.path as NSString).lastPathComponent
+        try daemon.waitUntilServing(repositoryName)
+
+        let server = ServerProcess()
+        try await server.start()
+        defer { server.stop() }
+        let editor = try server.createToken("risk-editor", team: "risk")
+        let otherTeam = try server.createToken("payments-reader", team: "payments", role: "reader")
+        let taken = gitProduct("taken").replacingOccurrences(of: "git/taken", with: "manual/taken")
+        let sourceSpec = { (drift: String) in
+            """
+            apiVersion: provision/v1
+            kind: GitSource
+            metadata: {name: risk-specs, team: risk}
+            spec:
+              url: \(daemon.url(repositoryName))
+              ref: main
+              path: specs
+              interval: 1s
+              driftPolicy: \(drift)
+            """
+        }
+        let applied = try server.ctl(["apply", "-f", try writeSpecs(catalogSpec, taken, sourceSpec("revert"), to: server.dataDirectory + "-specs")])
+        #expect(applied.status == 0, "\(applied.errorOutput)")
+        #expect(applied.output.contains("gitsource/risk-specs create"), "\(applied.output)")
+
+        // The team's products, managed by the source; the name held by hand is a conflict, not taken over.
+        for name in ["team-a", "team-b"] {
+            let product = try await server.waitForProduct(name, timeout: .seconds(60)) { $0.phase == "Live" }
+            let metadata = product["metadata"] as? [String: Any]
+            #expect(metadata?["managedBy"] as? String == "gitops:risk-specs" && metadata?["team"] as? String == "risk")
+        }
+        let synced = try await waitForSource(server, "the first sync", name: "risk-specs") { reason($0) == "Synced" }
+        let conflicts = synced["conflicts"] as? [[String: Any]] ?? []
+        #expect(conflicts.count == 1 && conflicts.first?["file"] as? String == "specs/taken.yaml", "\(conflicts)")
+        #expect(((try await server.fetchProduct("taken"))?["metadata"] as? [String: Any])?["managedBy"] as? String == "cli")
+        #expect(synced["team"] as? String == "risk")
+        let seenByOthers = try await httpRequest(.GET, server.url + "/v1/sources", token: otherTeam).json as? [Any]
+        #expect(seenByOthers?.isEmpty == true, "another team sees the source")
+        #expect(try await httpRequest(.GET, server.url + "/v1/sources/risk-specs", token: otherTeam).status == 404)
+
+        // A change through the API: accepted, with a warning naming the source, then reverted.
+        let change: [String: Any] = ["files": [["name": "edit.yaml", "content": gitProduct("team-a", threshold: 5000)]], "dryRun": false]
+        let edited = try await httpRequest(.POST, server.url + "/v1/apply", body: try JSONSerialization.data(withJSONObject: change), token: editor)
+        #expect(edited.status == 200, "\(String(decoding: edited.body, as: UTF8.self))")
+        let warnings = (edited.json as? [String: Any])?["warnings"] as? [String] ?? []
+        #expect(warnings.count == 1 && warnings[0].contains("git source 'risk-specs'"), "\(warnings)")
+        #expect(edited.headers.first(name: "Warning")?.contains("risk-specs") == true)
+        try await waitForFilter(server, "team-a", "amount > 1000")
+        let reverted = try await waitForSource(server, "the drift reported", name: "risk-specs") { ($0["drift"] as? [[String: Any]])?.isEmpty == false }
+        let drift = (reverted["drift"] as? [[String: Any]])?.first
+        #expect(drift?["name"] as? String == "team-a" && drift?["changedBy"] as? String == "api:risk" && drift?["reverted"] as? Bool == true)
+        #expect((drift?["fields"] as? [[String: Any]])?.first?["path"] as? String == "spec.where")
+        // Deleting a product the source manages is removing it from git.
+        let deleted = try await httpRequest(.DELETE, server.url + "/v1/products/team-a", token: editor)
+        #expect(deleted.status == 409 && String(decoding: deleted.body, as: UTF8.self).contains("remove it from the repository"))
+
+        // Removed from git, the annotated product stays.
+        try repository.remove("specs/b.yaml")
+        let dropped = try repository.commit("b leaves git")
+        let kept = try await waitForSource(server, "commit \(dropped) applied", name: "risk-specs") { $0["lastAppliedCommit"] as? String == dropped }
+        #expect(kept["keptFromPrune"] as? [String] == ["team-b"])
+        #expect(try await server.fetchProduct("team-b") != nil)
+
+        // Suspended: a commit is not applied, across a restart; resumed: it is.
+        #expect(try server.ctl(["gitops", "suspend", "risk-specs"]).status == 0)
+        _ = try await waitForSource(server, "suspended", name: "risk-specs") { reason($0) == "Suspended" && $0["suspended"] as? Bool == true }
+        try repository.write("specs/a.yaml", gitProduct("team-a", threshold: 2000))
+        let waiting = try repository.commit("a: 2000")
+        try await Task.sleep(for: .seconds(2.5))
+        #expect(try await filter(server, "team-a") == "amount > 1000", "a suspended source applied a commit")
+        #expect(server.stop() == 0)
+        try await server.start()
+        _ = try await waitForSource(server, "still suspended after a restart", name: "risk-specs") { reason($0) == "Suspended" }
+        #expect(try server.ctl(["get", "sources"]).output.contains("Suspended"))
+        #expect(try await filter(server, "team-a") == "amount > 1000")
+        #expect(try server.ctl(["gitops", "resume", "risk-specs"]).status == 0)
+        _ = try await waitForSource(server, "commit \(waiting) applied", name: "risk-specs") { $0["lastAppliedCommit"] as? String == waiting }
+        try await waitForFilter(server, "team-a", "amount > 2000")
+
+        // driftPolicy: detect: the change stays and is reported.
+        #expect(try server.ctl(["apply", "-f", try writeSpecs(sourceSpec("detect"), to: server.dataDirectory + "-detect")]).status == 0)
+        _ = try await waitForSource(server, "detecting", name: "risk-specs") { $0["driftPolicy"] as? String == "detect" && reason($0) == "Synced" }
+        let detectChange: [String: Any] = ["files": [["name": "edit.yaml", "content": gitProduct("team-a", threshold: 7000)]], "dryRun": false]
+        #expect(try await httpRequest(.POST, server.url + "/v1/apply", body: try JSONSerialization.data(withJSONObject: detectChange), token: editor).status == 200)
+        let detected = try await waitForSource(server, "the drift detected", name: "risk-specs") {
+            ($0["drift"] as? [[String: Any]])?.first?["reverted"] as? Bool == false
+        }
+        #expect(((detected["conditions"] as? [[String: Any]])?.first?["message"] as? String)?.contains("differ from git") == true)
+        try await Task.sleep(for: .seconds(2))
+        #expect(try await filter(server, "team-a") == "amount > 7000", "detect reverted a change")
+
+        // Deleted, the source stops; its products keep running.
+        #expect(try server.ctl(["gitops", "delete", "risk-specs"]).status == 0)
+        #expect(try await httpRequest(.GET, server.url + "/v1/sources/risk-specs").status == 404)
+        #expect(try await server.fetchProduct("team-a") != nil)
+        #expect(try await server.fetchProduct("team-b") != nil)
+        // Its clone goes with it.
+        let mirror = server.dataDirectory + "/gitops/risk-specs.git"
+        let gone = ContinuousClock.now + .seconds(30)
+        while FileManager.default.fileExists(atPath: mirror), ContinuousClock.now < gone { try await Task.sleep(for: .milliseconds(50)) }
+        #expect(!FileManager.default.fileExists(atPath: mirror))
     }
 }
