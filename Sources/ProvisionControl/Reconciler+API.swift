@@ -393,7 +393,7 @@ extension Reconciler {
                 continue
             }
             readers.append(DatasetLineage.Reader(product: product.product.name, team: product.product.metadata.team, reads: reads,
-                                                 output: product.status.output))
+                                                 output: product.status.output, managedBy: product.manager.rawValue))
         }
         resource.lineage = DatasetLineage(products: readers, otherTeams: others)
         return resource

@@ -21,12 +21,15 @@ public struct DatasetLineage: Sendable, Equatable, Codable {
         public var reads: String
         /// Where it writes (no credentials).
         public var output: String?
+        /// Who manages it: `gitops:<source>` for a git source's, whose spec is in git.
+        public var managedBy: String?
 
-        public init(product: String, team: String?, reads: String, output: String?) {
+        public init(product: String, team: String?, reads: String, output: String?, managedBy: String? = nil) {
             self.product = product
             self.team = team
             self.reads = reads
             self.output = output
+            self.managedBy = managedBy
         }
     }
 

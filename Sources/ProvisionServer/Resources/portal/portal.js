@@ -223,7 +223,8 @@ async function renderDataset(name) {
       lineage.products.length === 0 && lineage.otherTeams === 0 ? h("li", {}, "No product reads it yet.") : null,
       lineage.products.map(reader => h("li", {},
         h("a", { href: `#/products/${encodeURIComponent(reader.product)}` }, reader.product),
-        ` (${reader.reads}) → ${reader.output || "not started"}`)),
+        ` (${reader.reads}) → ${reader.output || "not started"}`,
+        managerLink(reader.managedBy, " · from git source "))),
       lineage.otherTeams > 0 ? h("li", {}, `and ${lineage.otherTeams} product(s) of other teams`) : null));
 }
 
@@ -605,6 +606,7 @@ async function renderProduct(name) {
     const progress = total > 0 ? Math.min(100, Math.round((read / total) * 100)) : (status.phase === "Live" ? 100 : 0);
     header.replaceChildren(
       h("p", {}, h("strong", { class: `phase-${status.phase}`, id: "product-phase" }, status.phase), ` · team ${product.metadata.team || "–"} · managed by `, h("span", { id: "product-manager" }, product.metadata.managedBy || "–"),
+        managerLink(product.metadata.managedBy, " (its spec is in git: "), product.metadata.managedBy?.startsWith("gitops:") ? ")" : "",
         ` · from ${product.spec.from} → ${status.output || "not started"}`),
       h("p", {}, `Written ${formatCount(status.recordsWritten)} · lag `, h("span", { id: "product-lag" }, formatCount(status.lag)),
         ` · dead letters ${formatCount(status.deadLettered)} · freshness ${freshness(product)}`),
@@ -630,6 +632,52 @@ async function renderProduct(name) {
   every(2000, refresh);
 }
 
+// MARK: Git sources
+
+/// A link to the git source a `gitops:<source>` writer is, or nothing for another writer.
+function managerLink(managedBy, prefix) {
+  if (!managedBy?.startsWith("gitops:")) return null;
+  const source = managedBy.slice("gitops:".length);
+  return h("span", { class: "source-link" }, prefix, h("a", { href: `#/sources/${encodeURIComponent(source)}` }, source));
+}
+
+function sourceState(source) {
+  if (source.suspended) return "Suspended";
+  const ready = source.conditions.find(condition => condition.type === "Ready");
+  return ready ? (ready.status === "True" ? "Ready" : ready.reason) : "Starting";
+}
+
+async function renderSources() {
+  const sources = await api("GET", "/v1/sources");
+  show(h("h1", {}, "Git sources"),
+    sources.length === 0 ? h("p", { class: "hint", id: "sources-empty" }, "No git source: apply a GitSource spec to follow a repository.")
+      : table(["Source", "Repository", "Applied commit", "State"], sources.map(source => h("tr", { dataset: { source: source.name } },
+        h("td", {}, h("a", { href: `#/sources/${encodeURIComponent(source.name)}` }, source.name)),
+        h("td", {}, `${source.url}#${source.ref}:${source.path}`),
+        h("td", {}, (source.lastAppliedCommit || "–").slice(0, 12)),
+        h("td", { class: "source-state" }, sourceState(source)))), { id: "sources-table" }));
+}
+
+async function renderSource(name) {
+  const source = await api("GET", `/v1/sources/${encodeURIComponent(name)}`);
+  const products = (await api("GET", "/v1/products")).filter(product => product.metadata.managedBy === source.managedBy);
+  const list = (title, items, render) => items?.length ? [h("h2", {}, title), h("ul", {}, items.map(item => h("li", {}, render(item))))] : [];
+  show(h("h1", {}, `Git source ${source.name}`),
+    h("div", { class: "card" },
+      h("p", {}, h("strong", { id: "source-state" }, sourceState(source)), ` · team ${source.team || "–"} · ${source.url}#${source.ref}:${source.path} · every ${source.intervalSeconds} s · drift: ${source.driftPolicy}`),
+      h("p", { class: "hint" }, `Fetched ${source.lastFetchedCommit || "–"} at ${source.lastFetchedAt || "–"} · applied ${source.lastAppliedCommit || "–"} at ${source.lastAppliedAt || "–"}`)),
+    table(["Condition", "Status", "Reason", "Message"], source.conditions.map(condition => h("tr", {},
+      h("td", {}, condition.type), h("td", {}, condition.status), h("td", {}, condition.reason), h("td", {}, condition.message)))),
+    ...list("Errors in the commit", source.errors, error => `${error.file}:${error.line}:${error.column} ${error.path}: ${error.message}`),
+    ...list("Would delete (waiting for approval)", source.wouldDelete, name => name),
+    ...list("Left out: managed by another writer", source.conflicts, error => `${error.file}: ${error.message}`),
+    ...list("Changed outside git", source.drift, drift => `${drift.name} by ${drift.changedBy} (${drift.fields.map(field => field.path).join(", ")}): ${drift.reverted ? "reverted" : "left as it is"}`),
+    h("h2", {}, "Its products"),
+    products.length === 0 ? h("p", { class: "hint" }, "None of your team's.")
+      : h("ul", { id: "source-products" }, products.map(product => h("li", {},
+        h("a", { href: `#/products/${encodeURIComponent(product.metadata.name)}` }, product.metadata.name), ` · ${product.status.phase}`))));
+}
+
 // MARK: Routing
 
 async function route() {
@@ -651,6 +699,7 @@ async function route() {
       case "datasets": return await renderDataset(parts[1]);
       case "new": return await renderNewProduct(params);
       case "products": return parts[1] ? await renderProduct(parts[1]) : await renderProducts();
+      case "sources": return parts[1] ? await renderSource(parts[1]) : await renderSources();
       case "signin": return renderSignIn();
       default: return await renderCatalog(params.get("q") || "");
     }
