@@ -111,6 +111,36 @@ private final class GitDaemon {
     }
 }
 
+/// `git_http_server.py`: git's smart HTTP protocol (`git http-backend`) behind basic authentication.
+private final class GitHTTPServer {
+    let port = freePort()
+    private let process = Process()
+    private let statsPath = NSTemporaryDirectory() + "provision-git-http-\(UUID().uuidString)"
+
+    init(serving directory: String, username: String, password: String) throws {
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("git_http_server.py").path
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["python3", script, String(port), directory, username, password, statsPath]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        try waitForPort(port, of: process, what: "git_http_server.py")
+    }
+
+    func url(_ name: String) -> String { "http://127.0.0.1:\(port)/\(name)" }
+
+    /// How many requests it answered 401.
+    var refusedRequests: Int {
+        Int((try? String(contentsOfFile: statsPath, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "") ?? 0
+    }
+
+    deinit {
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        removeTestData(statsPath)
+    }
+}
+
 /// The server following a repository over `file://`, with the safety rules: a bad commit
 /// applies nothing, a large prune waits for an approval, what the source did not create is
 /// never touched, an unreachable repository leaves the products running.
@@ -375,5 +405,61 @@ private final class GitDaemon {
         let gone = ContinuousClock.now + .seconds(30)
         while FileManager.default.fileExists(atPath: mirror), ContinuousClock.now < gone { try await Task.sleep(for: .milliseconds(50)) }
         #expect(!FileManager.default.fileExists(atPath: mirror))
+    }
+
+    /// Credentials named as the team's secrets reach an HTTP repository that demands them,
+    /// through git's configuration in the environment: a missing secret refuses the apply
+    /// with its field located; a wrong one stalls the source (its products keep running) until
+    /// it is set right; neither value shows in any answer or log line.
+    @Test func credentialsFromTheTeamsSecretsReachAnHTTPRepository() async throws {
+        let repository = try TestRepository()
+        try repository.write("specs/a.yaml", gitProduct("fetched-a"))
+        let first = try repository.commit("one product")
+        let username = "reader-\(UUID().uuidString.prefix(8))"
+        let password = "git-\(UUID().uuidString)"
+        TestSecrets.register(password)
+        let http = try GitHTTPServer(serving: (repository.path as NSString).deletingLastPathComponent, username: username, password: password)
+        let name = (repository.path as NSString).lastPathComponent
+
+        let server = ServerProcess()
+        try await server.start()
+        defer { server.stop() }
+        #expect(try server.ctl(["apply", "-f", try writeSpecs(catalogSpec, to: server.dataDirectory + "-catalog")]).status == 0)
+        let source = """
+            apiVersion: provision/v1
+            kind: GitSource
+            metadata: {name: fetched, team: risk}
+            spec:
+              url: \(http.url(name))
+              path: specs
+              interval: 1s
+              credentials:
+                username: ${secret:git-user}
+                password: ${secret:git-token}
+            """
+        let specs = try writeSpecs(source, to: server.dataDirectory + "-source")
+        let refused = try server.ctl(["apply", "-f", specs])
+        #expect(refused.status != 0 && refused.errorOutput.contains("team 'risk' has no secret 'git-token'")
+                && refused.errorOutput.contains("specs.yaml:10:15: spec.credentials.password"), "\(refused.errorOutput)")
+        for (secret, value) in [("git-user", username), ("git-token", password)] {
+            #expect(try server.ctl(["secret", "set", secret, "--team", "risk"], input: Data((value + "\n").utf8)).status == 0)
+        }
+        #expect(try server.ctl(["apply", "-f", specs]).status == 0)
+        _ = try await server.waitForProduct("fetched-a", timeout: .seconds(60)) { $0.phase == "Live" }
+        _ = try await waitForSource(server, "commit \(first) applied", name: "fetched") { $0["lastAppliedCommit"] as? String == first }
+        #expect(http.refusedRequests == 0, "git asked without credentials")
+
+        // A wrong password: the server refuses, the source stalls, the product runs on.
+        #expect(try server.ctl(["secret", "set", "git-token", "--team", "risk"], input: Data("wrong\n".utf8)).status == 0)
+        let stalled = try await waitForSource(server, "a refused fetch", name: "fetched") { reason($0) == "FetchFailed" }
+        #expect(http.refusedRequests > 0)
+        #expect(((stalled["conditions"] as? [[String: Any]])?.first?["message"] as? String)?.contains("products keep running") == true)
+        #expect(try await server.fetchProduct("fetched-a")?["status"].flatMap { ($0 as? [String: Any])?["phase"] as? String } == "Live")
+        #expect(try server.ctl(["secret", "set", "git-token", "--team", "risk"], input: Data((password + "\n").utf8)).status == 0)
+        try repository.write("specs/b.yaml", gitProduct("fetched-b"))
+        let second = try repository.commit("a second product")
+        _ = try await waitForSource(server, "commit \(second) applied", name: "fetched") { $0["lastAppliedCommit"] as? String == second }
+        #expect(try await server.fetchProduct("fetched-b") != nil)
+        #expect(TestSecrets.found(in: server.serverLog).isEmpty, "the server log holds the git password")
     }
 }
