@@ -241,8 +241,10 @@ actor GitSourceSync {
         status.changes = plan.changes
         status.conflicts = plan.conflicts.isEmpty ? nil : plan.conflicts
         status.keptFromPrune = plan.keptFromPrune.isEmpty ? nil : plan.keptFromPrune
-        // Drift stays reported until a sync finds none (a revert is reported once, by the sync that made it).
-        status.drift = plan.drift.isEmpty ? nil : plan.drift
+        // Detected drift is reported while it lasts; the last revert stays reported until a
+        // later sync finds drift again, so that a reader polling after it still sees it.
+        let drift = plan.drift.isEmpty ? (status.drift ?? []).filter(\.reverted) : plan.drift
+        status.drift = drift.isEmpty ? nil : drift
         for drift in plan.drift {
             logger.notice(drift.reverted ? "drift reverted" : "drift detected",
                           metadata: ["object": "\(drift.kind.rawValue)/\(drift.name)", "changedBy": "\(drift.changedBy)",
