@@ -144,7 +144,7 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
-            exclude: ["flaky_proxy.py", "webhook_receiver.py", "portal_test.py", "git_http_server.py"]
+            exclude: ["flaky_proxy.py", "webhook_receiver.py", "portal_test.py", "git_http_server.py", "kafka_partitions.py"]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -20,25 +20,51 @@ struct TailCommand: AsyncParsableCommand {
 
     @OptionGroup var options: ClientOptions
 
+    @Option(name: .long, help: "Read only this partition (default: every partition).")
+    var partition: Int?
+
     func run() async throws {
         let client = try options.client
         let pageSize = 1000
         var remaining = limit ?? (fromBeginning || follow ? Int.max : 10)
-        var from: Int64
-        if fromBeginning {
-            from = 0
-        } else {
-            let page = try await client.recordsPage("/v1/topics/\(topic.urlComponentEncoded)/records?limit=1&from=-1")
-            from = follow && limit == nil ? page.endOffset : max(0, page.endOffset - Int64(min(remaining, 10_000)))
+        let path = "/v1/topics/\(topic.urlComponentEncoded)/records"
+        let first = try await client.recordsPage("\(path)?limit=1&from=-1&partition=\(partition ?? 0)")
+        let partitions = partition.map { [$0] } ?? Array(0..<first.partitions)
+        // Per partition, where to read next.
+        var from: [Int: Int64] = [:]
+        for number in partitions {
+            let end = number == (partition ?? 0) ? first.endOffset
+                : try await client.recordsPage("\(path)?limit=1&from=-1&partition=\(number)").endOffset
+            from[number] = fromBeginning ? 0 : follow && limit == nil ? end : max(0, end - Int64(min(remaining, 10_000)))
         }
+        if !follow && !fromBeginning && partitions.count > 1 {
+            // The newest records over every partition: each partition's newest, merged.
+            var newest: [RecordView] = []
+            for number in partitions {
+                newest += try await client.recordsPage("\(path)?partition=\(number)&from=\(from[number]!)&limit=\(min(10_000, remaining))").records
+            }
+            newest.sort { ($0.time, $0.partition, $0.offset) < ($1.time, $1.partition, $1.offset) }
+            for record in newest.suffix(remaining) { print(JSONWriter.string(record.json)) }
+            return
+        }
+        var idleRounds = 0
         while remaining > 0 {
-            let wait = follow ? "&wait=10000" : ""
-            let page = try await client.recordsPage(
-                "/v1/topics/\(topic.urlComponentEncoded)/records?from=\(from)&limit=\(min(pageSize, remaining))\(wait)")
-            for record in page.records { print(JSONWriter.string(record.json)) }
-            remaining -= page.records.count
-            from = page.nextOffset
-            if page.records.isEmpty && !follow { break }
+            // A round reads each partition once; the records of a round go out in time order,
+            // so a key's records (one partition) keep theirs.
+            var round: [RecordView] = []
+            for number in partitions where remaining - round.count > 0 {
+                // Long polling on one partition at a time, and only when a round found nothing.
+                let wait = follow && idleRounds > 0 ? "&wait=\(max(100, 10_000 / partitions.count))" : ""
+                let page = try await client.recordsPage(
+                    "\(path)?partition=\(number)&from=\(from[number]!)&limit=\(min(pageSize, remaining - round.count))\(wait)")
+                round += page.records
+                from[number] = page.nextOffset
+            }
+            if partitions.count > 1 { round.sort { ($0.time, $0.partition, $0.offset) < ($1.time, $1.partition, $1.offset) } }
+            for record in round { print(JSONWriter.string(record.json)) }
+            remaining -= round.count
+            idleRounds = round.isEmpty ? idleRounds + 1 : 0
+            if round.isEmpty && !follow { break }
         }
     }
 }

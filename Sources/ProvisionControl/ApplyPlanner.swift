@@ -172,6 +172,15 @@ public struct ApplyPlanner: Sendable {
                     continue
                 }
                 guard mayChange(kind: "dataset", name: dataset.name, managedBy: existing.manager, location: location) else { continue }
+                if dataset.spec.topic == existing.dataset.spec.topic, let wanted = dataset.spec.partitions,
+                   wanted != existing.dataset.spec.partitions ?? 1
+                {
+                    // A key's partition follows from the count: another count would put a key's
+                    // new records in another partition than its history, and break its order.
+                    errors.append(SpecError(file: location.file, line: location.line, column: location.column, path: "spec.partitions",
+                                            message: "topic '\(dataset.spec.topic)' has \(existing.dataset.spec.partitions ?? 1) partition\(existing.dataset.spec.partitions ?? 1 == 1 ? "" : "s"); its count cannot change (each key's partition follows from it): give the dataset a new topic instead"))
+                    continue
+                }
                 let fields = FieldDiff.changes(from: existing.dataset, to: dataset)
                 guard revertsDrift(kind: .dataset, name: dataset.name, changedBy: existing.changedBy, fields: fields) else {
                     plan.changes.append(PlannedChange(kind: .dataset, name: dataset.name, action: .unchanged,

@@ -31,13 +31,15 @@ extension Reconciler {
             return (response, preview)
         }
         // Topics first: an empty topic is all that a rejected apply leaves behind.
-        let created = Set(newTopics(preview))
-        for topic in created.sorted() { try await createTopic(topic) }
+        let created = Set(newTopics(preview).map(\.topic))
+        for (topic, partitions) in newTopics(preview).sorted(by: { $0.topic < $1.topic }) {
+            try await createTopic(topic, partitions: partitions)
+        }
         var ((changes, applied), version) = try await commitVersioned { current in
             // Planned again against the state every earlier commit left: a change committed
             // while the topics were created is kept, not overwritten.
             let planned = try self.plan(request, against: current, caller: caller, writer: writer)
-            guard Set(self.newTopics(planned)).isSubset(of: created) else {
+            guard Set(self.newTopics(planned).map(\.topic)).isSubset(of: created) else {
                 throw ControlStateNotSaved(cause: "a dataset's topic changed while the apply ran; apply again")
             }
             let touched = planned.changes.filter { $0.action != .unchanged }
@@ -65,8 +67,11 @@ extension Reconciler {
         }
     }
 
-    private nonisolated func newTopics(_ plan: ApplyPlan) -> [String] {
-        plan.changes.filter { $0.kind == .dataset && $0.action == .create }.compactMap { plan.next.datasets[$0.name]?.dataset.spec.topic }
+    /// The topics of the datasets an apply creates, with their partition counts.
+    private nonisolated func newTopics(_ plan: ApplyPlan) -> [(topic: String, partitions: Int)] {
+        plan.changes.filter { $0.kind == .dataset && $0.action == .create }.compactMap { change in
+            plan.next.datasets[change.name].map { ($0.dataset.spec.topic, $0.dataset.spec.partitions ?? 1) }
+        }
     }
 
     /// What an apply of `request` would change, validated and planned as the apply would,
@@ -220,26 +225,29 @@ extension Reconciler {
     /// read yet: retention by age keeps those records. A paused or stalled product holds its
     /// position; a product without a checkpoint yet, and every joined dataset (read from its
     /// beginning on each rebuild), hold the whole topic.
-    public func unreadOffsets() -> [TopicPartition: Int64] {
+    public func unreadOffsets() async throws -> [TopicPartition: Int64] {
         var unread: [TopicPartition: Int64] = [:]
         func hold(_ partition: TopicPartition, from offset: Int64) {
             unread[partition] = min(unread[partition] ?? offset, offset)
         }
         let state = currentState
+        var partitionCounts: [String: Int] = [:]
+        for topic in Set(state.datasets.values.map(\.dataset.spec.topic)) {
+            partitionCounts[topic] = try await eventLog.partitionCount(of: topic) ?? 0
+        }
+        func holdAll(_ topic: String) {
+            for partition in 0..<(partitionCounts[topic] ?? 0) { hold(TopicPartition(topic: topic, partition: partition), from: 0) }
+        }
         for stored in state.products.values where !stored.deleting {
             let spec = stored.product.spec
             if let topic = state.datasets[spec.from]?.dataset.spec.topic {
-                if stored.status.checkpoint.isEmpty {
-                    hold(TopicPartition(topic: topic, partition: 0), from: 0)
-                }
+                if stored.status.checkpoint.isEmpty { holdAll(topic) }
                 for (partition, offset) in stored.status.checkpoint {
                     hold(TopicPartition(topic: topic, partition: Int(partition) ?? 0), from: offset)
                 }
             }
             for join in spec.joins {
-                if let topic = state.datasets[join.dataset]?.dataset.spec.topic {
-                    hold(TopicPartition(topic: topic, partition: 0), from: 0)
-                }
+                if let topic = state.datasets[join.dataset]?.dataset.spec.topic { holdAll(topic) }
             }
         }
         return unread

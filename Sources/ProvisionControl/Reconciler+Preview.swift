@@ -90,12 +90,22 @@ extension Reconciler {
             result.note = "sample rows are not shown for a product with a windowed join yet; the schema, the estimate and the plan are"
             return result
         }
-        guard try await eventLog.partitionCount(of: topic) != nil else { return result }
-        let source = TopicPartition(topic: topic, partition: 0)
-        let end = try await eventLog.endOffset(of: source)
-        let logStart = try await eventLog.startOffset(of: source)
-        let from = max(logStart, end - Int64(min(max(sample, 1), 1000)))
-        let batch = try await eventLog.readBatch(source, from: from, maxRecords: Int(end - from), maxBytes: 16 * 1024 * 1024)
+        guard let partitions = try await eventLog.partitionCount(of: topic) else { return result }
+        // The latest records of every partition, as one sequence in time: the sample.
+        let wanted = min(max(sample, 1), 1000)
+        var latest: [StoredRecord] = []
+        for partition in 0..<partitions {
+            let source = TopicPartition(topic: topic, partition: partition)
+            let end = try await eventLog.endOffset(of: source)
+            let from = max(try await eventLog.startOffset(of: source), end - Int64(wanted))
+            guard from < end else { continue }
+            latest += try await eventLog.read(source, from: from, maxRecords: Int(end - from), maxBytes: 16 * 1024 * 1024)
+        }
+        if partitions > 1 {
+            latest.sort { ($0.record.timestamp, $0.offset) < ($1.record.timestamp, $1.offset) }
+            latest = Array(latest.suffix(wanted))
+        }
+        let batch = RecordBatch(records: latest)
         let processor = RecordProcessor(plan: plan, startTime: nil, endTime: product.spec.backfill.endTime)
         let keys = JSONRowKeys(plan.outputSchema)
         // Personal data is shown only to a team that owns every dataset it may come from.

@@ -1,5 +1,6 @@
 import ProvisionLog
 import ProvisionModel
+import Synchronization
 
 /// What the API does with topics: list them, append records, read a page. The HTTP server
 /// reaches the event store only through this, so it depends on the control plane and the
@@ -15,23 +16,49 @@ public struct Topics: Sendable {
         try await log.describeTopics()
     }
 
-    /// Appends `records` to the topic, creating it first; returns the offset of the first
-    /// (the end of the topic when there are none).
-    public func append(_ records: [LogRecord], to topic: String) async throws -> Int64 {
-        try await log.createTopic(topic, partitions: 1)
-        let partition = TopicPartition(topic: topic, partition: 0)
-        return records.isEmpty ? try await log.endOffset(of: partition) : try await log.append(records, to: partition)
+    /// Appends `records` to the topic, creating it first with `partitions` (an existing topic
+    /// keeps its own count). A keyed record goes to its key's partition (`KafkaPartitioner`);
+    /// the records without a key go together to one partition, a different one each request.
+    /// Returns, per partition written, the offset of its first record and how many; an empty
+    /// request writes nothing and returns none.
+    ///
+    /// Each partition's records are appended whole or not at all; a request spanning several
+    /// partitions is several appends, in partition order.
+    public func append(_ records: [LogRecord], to topic: String, partitions: Int = 1) async throws -> [PartitionAppend] {
+        try await log.createTopic(topic, partitions: partitions)
+        let count = try await log.partitionCount(of: topic) ?? 1
+        guard !records.isEmpty else { return [] }
+        var byPartition: [Int: [LogRecord]] = [:]
+        if count == 1 {
+            byPartition[0] = records
+        } else {
+            let unkeyed = Self.nextUnkeyedPartition.add(1, ordering: .relaxed).oldValue % count
+            for record in records {
+                let partition = record.key.map { KafkaPartitioner.partition(forKey: $0, partitions: count) } ?? unkeyed
+                byPartition[partition, default: []].append(record)
+            }
+        }
+        var appended: [PartitionAppend] = []
+        for partition in byPartition.keys.sorted() {
+            let batch = byPartition[partition]!
+            let first = try await log.append(batch, to: TopicPartition(topic: topic, partition: partition))
+            appended.append(PartitionAppend(partition: partition, firstOffset: first, count: batch.count))
+        }
+        return appended
     }
+
+    /// Where the next request's records without a key go (modulo the partition count).
+    private static let nextUnkeyedPartition = Atomic<Int>(0)
 
     /// Up to `limit` records from `from` (negative: that many before the end; nil: the last
     /// `limit`), waiting up to `wait` for one to arrive when there are none yet. Nil when the
     /// topic does not exist.
     /// - Parameter masking: the schema whose `pii` fields are masked in each value (and the
     ///   key too when `maskingKey`), for a caller whose team does not own the dataset.
-    public func page(of topic: String, from requested: Int64?, limit: Int, wait: Duration?,
+    public func page(of topic: String, partition number: Int = 0, from requested: Int64?, limit: Int, wait: Duration?,
                      masking: Schema? = nil, maskingKey: Bool = false) async throws -> RecordsPage? {
-        guard try await log.partitionCount(of: topic) != nil else { return nil }
-        let partition = TopicPartition(topic: topic, partition: 0)
+        guard let partitions = try await log.partitionCount(of: topic), (0..<partitions).contains(number) else { return nil }
+        let partition = TopicPartition(topic: topic, partition: number)
         let end = try await log.endOffset(of: partition)
         var from = requested ?? max(0, end - Int64(limit))
         if from < 0 { from = max(0, end + from) }
@@ -41,7 +68,7 @@ public struct Topics: Sendable {
         let stored = try await log.read(partition, from: from, maxRecords: limit, maxBytes: 8 * 1024 * 1024)
         let views = stored.map { record in
             RecordView(
-                partition: 0, offset: record.offset, time: Timestamp.format(record.record.timestamp),
+                partition: number, offset: record.offset, time: Timestamp.format(record.record.timestamp),
                 key: record.record.key.map { maskingKey ? Schema.mask : String(decoding: $0, as: UTF8.self) },
                 value: record.record.value.map { bytes in
                     let value = (try? JSONParser.parse(bytes)) ?? .string(String(decoding: bytes, as: UTF8.self))
@@ -53,7 +80,9 @@ public struct Topics: Sendable {
         }
         let logStart = try await log.startOffset(of: partition)
         let next = stored.last.map { $0.offset + 1 } ?? max(from, logStart)
-        return RecordsPage(records: views, nextOffset: next, endOffset: try await log.endOffset(of: partition))
+        var page = RecordsPage(records: views, nextOffset: next, endOffset: try await log.endOffset(of: partition))
+        page.partitions = partitions
+        return page
     }
 }
 

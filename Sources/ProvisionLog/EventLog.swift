@@ -54,6 +54,22 @@ public protocol EventLog: Sendable {
 }
 
 extension EventLog {
+    /// Returns when any of the partitions has a record at its position, or after
+    /// `timeout`: a reader of several partitions waits for whichever gets one first.
+    public func waitForRecords(in positions: [TopicPartition: Int64], timeout: Duration) async throws {
+        if positions.count == 1, let (partition, offset) = positions.first {
+            return try await waitForRecords(in: partition, at: offset, timeout: timeout)
+        }
+        guard !positions.isEmpty else { return try await Task.sleep(for: timeout) }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for (partition, offset) in positions {
+                group.addTask { try await self.waitForRecords(in: partition, at: offset, timeout: timeout) }
+            }
+            try await group.next()
+            group.cancelAll()
+        }
+    }
+
     /// `readBatch`, with each record copied out.
     public func read(_ partition: TopicPartition, from offset: Int64, maxRecords: Int, maxBytes: Int) async throws -> [StoredRecord] {
         let batch = try await readBatch(partition, from: offset, maxRecords: maxRecords, maxBytes: maxBytes)

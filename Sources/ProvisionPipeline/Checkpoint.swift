@@ -37,8 +37,11 @@ public struct Checkpoint: Sendable, Equatable, Codable {
 public struct JoinPosition: Sendable, Equatable, Codable {
     /// Join name (`as`) → partition → the next offset to read.
     public var inputs: [String: [Int: Int64]]
-    /// The newest source event time processed; the prune horizon follows from it.
+    /// The newest source event time processed, over every partition.
     public var watermark: TimestampMilliseconds?
+    /// Per source partition, the newest event time processed: an event's lookups follow its
+    /// partition's, and the prune horizon the slowest partition's.
+    public var watermarks: [Int: TimestampMilliseconds]?
     /// Records that arrived after the output they belonged to (see `JoinInputs` and
     /// `StreamJoin`).
     public var late: Int64
@@ -47,8 +50,9 @@ public struct JoinPosition: Sendable, Equatable, Codable {
     public var streamTime: TimestampMilliseconds?
 
     public init(inputs: [String: [Int: Int64]] = [:], watermark: TimestampMilliseconds? = nil, late: Int64 = 0,
-                streamTime: TimestampMilliseconds? = nil)
+                watermarks: [Int: TimestampMilliseconds]? = nil, streamTime: TimestampMilliseconds? = nil)
     {
+        self.watermarks = watermarks
         self.inputs = inputs
         self.watermark = watermark
         self.late = late

@@ -201,10 +201,16 @@ extension Pipeline {
         let reader = JoinedRecordReader(joinPlan)
         let within = spec.withinMilliseconds ?? 0, grace = spec.maxDelayMilliseconds
         let idle = spec.effectiveIdleTimeoutMilliseconds
-        // The embedded log has one partition per topic; partitioned topics come with Kafka.
+        // The merge reads one partition of each stream (a product's spec cannot ask for more;
+        // a topic that has more anyway stops the product rather than skip its other partitions).
         let leftSource = TopicPartition(topic: sourceTopic, partition: 0)
         let rightSource = TopicPartition(topic: joinPlan.dataset.spec.topic, partition: 0)
         try await log.createTopic(rightSource.topic, partitions: 1)
+        for topic in [leftSource.topic, rightSource.topic] {
+            if let count = try await log.partitionCount(of: topic), count > 1 {
+                throw EventLogError(.invalidPartition, "topic '\(topic)' has \(count) partitions; a windowed join reads streams of one partition for now")
+            }
+        }
         var checkpoint = initial
         var caughtUp = initialCaughtUp
 

@@ -138,7 +138,7 @@ public struct Pipeline: Sendable {
     /// writes the current one, so the server and the processing cores work side by side;
     /// writes and their checkpoints stay strictly in order.
     public func run() async throws {
-        try await log.createTopic(sourceTopic, partitions: 1)
+        try await log.createTopic(sourceTopic, partitions: processor.plan.dataset.spec.partitions ?? 1)
         let partitionCount = try await log.partitionCount(of: sourceTopic) ?? 1
         var checkpoint = try await sink.open() ?? Checkpoint(offsets: [:])
         var lostAndSkipped: Int64 = 0
@@ -163,7 +163,7 @@ public struct Pipeline: Sendable {
                                                    "from": "\(checkpoint.offsets)", "liveBoundary": "\(liveBoundary)"])
         let joins = processor.plan.joins.isEmpty ? nil
             : try await JoinInputs.open(plan: processor.plan, log: log, startTime: processor.startTime,
-                                        position: checkpoint.joins, clock: clock)
+                                        position: checkpoint.joins, sourcePartitions: partitionCount, clock: clock)
         if let joins, joins.resendsOnChange {
             try await rememberJoinedEvents(joins, until: checkpoint, partitionCount: partitionCount)
         }
@@ -215,12 +215,12 @@ public struct Pipeline: Sendable {
             }
             await report(PipelineProgress(checkpoint: checkpoint, endOffsets: endOffsets, caughtUp: caughtUp))
             if processed == nil {
-                // Caught up with the log: wait for an append (no polling), or report again after
-                // idleWait. The embedded log has one partition per topic; waiting on several
-                // comes with the Kafka-backed log.
-                let source = TopicPartition(topic: sourceTopic, partition: 0)
-                try await log.waitForRecords(in: source, at: readPositions[0]!, timeout: limits.idleWait)
-                if sink.linger > .zero, try await log.endOffset(of: source) > readPositions[0]! {
+                // Caught up with the log: wait for an append to any partition (no polling), or
+                // report again after idleWait.
+                var positions: [TopicPartition: Int64] = [:]
+                for (partition, offset) in readPositions { positions[TopicPartition(topic: sourceTopic, partition: partition)] = offset }
+                try await log.waitForRecords(in: positions, timeout: limits.idleWait)
+                if sink.linger > .zero, try await anyRecords(after: positions) {
                     // Records trickle in one by one when live: wait a little so they go
                     // out together rather than a request each.
                     try await Task.sleep(for: sink.linger)
@@ -228,6 +228,13 @@ public struct Pipeline: Sendable {
             }
         }
         await sink.close()
+    }
+
+    private func anyRecords(after positions: [TopicPartition: Int64]) async throws -> Bool {
+        for (partition, offset) in positions {
+            if try await log.endOffset(of: partition) > offset { return true }
+        }
+        return false
     }
 
     /// Reads the next batch from the first partition, in rotation, that has records, and
@@ -288,7 +295,7 @@ public struct Pipeline: Sendable {
             probes.append(contentsOf: chunk.probes)
             rejections.append(contentsOf: chunk.rejections)
         }
-        let rows = try await joins.match(probes)
+        let rows = try await joins.match(probes, partition: partition)
         let now = clock()
         let allProbes = probes
         var processed = await inParallelChunks(count: rows.count) { range in

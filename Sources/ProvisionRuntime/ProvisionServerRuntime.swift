@@ -146,7 +146,7 @@ struct RetentionService: Service {
         while !Task.isCancelledOrShuttingDown {
             do {
                 // Read after the products' positions: a record appended meanwhile is above them.
-                let unread = await reconciler.unreadOffsets()
+                let unread = try await reconciler.unreadOffsets()
                 let removed = try log.enforceRetention(now: Reconciler.systemClock(), unreadFrom: unread)
                 if removed > 0 { logger.info("retention removed segments", metadata: ["segments": "\(removed)"]) }
             } catch {

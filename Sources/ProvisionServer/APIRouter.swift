@@ -400,9 +400,9 @@ public struct APIRouter: Sendable {
         let parameters = request.uri.queryParameters
         let envelope = parameters.get("format") == "envelope"
         // The dataset on this topic names the key and time fields, for every producer alike.
-        let dataset = envelope ? nil : await reconciler.datasetSpec(onTopic: topic)
-        let keyField = parameters.get("key") ?? dataset?.key
-        let timeField = parameters.get("time") ?? dataset?.time
+        let dataset = await reconciler.datasetSpec(onTopic: topic)
+        let keyField = parameters.get("key") ?? (envelope ? nil : dataset?.key)
+        let timeField = parameters.get("time") ?? (envelope ? nil : dataset?.time)
         let body = try await request.collectBody(upTo: requestBytesMax)
         let bytes = Array(buffer: body)
         let now = Reconciler.systemClock()
@@ -415,8 +415,9 @@ public struct APIRouter: Sendable {
         guard TopicName.isValid(topic) else {
             return Self.error(.badRequest, code: .invalidTopic, message: "'\(topic)' is not a valid topic name")
         }
-        let first = try await reconciler.topics.append(records, to: topic)
-        return Self.json(ProduceResponse(topic: topic, partition: 0, firstOffset: first, count: records.count))
+        // Produced into before its dataset exists, a topic gets the one partition of a default.
+        let appended = try await reconciler.topics.append(records, to: topic, partitions: dataset?.partitions ?? 1)
+        return Self.json(ProduceResponse(topic: topic, count: records.count, partitions: appended))
     }
 
     private func readRecords(_ request: Request, topic: String) async throws -> Response {
@@ -430,11 +431,12 @@ public struct APIRouter: Sendable {
         let wait = parameters.get("wait").flatMap(Int.init).map { Duration.milliseconds(min($0, 30_000)) }
         // Personal data is its dataset's team's: masked here as in samples and previews.
         let mask = await reconciler.personalDataMask(forTopic: topic, as: try caller())
-        guard let page = try await reconciler.topics.page(of: topic, from: parameters.get("from").flatMap(Int64.init),
+        let partition = parameters.get("partition").flatMap(Int.init) ?? 0
+        guard let page = try await reconciler.topics.page(of: topic, partition: partition, from: parameters.get("from").flatMap(Int64.init),
                                                           limit: limit, wait: wait, masking: mask?.schema,
                                                           maskingKey: mask?.maskingKey ?? false)
         else {
-            return Self.error(.notFound, code: .notFound, message: "topic '\(topic)' does not exist")
+            return Self.error(.notFound, code: .notFound, message: "topic '\(topic)' has no partition \(partition)")
         }
         return Self.json(page.json)
     }

@@ -97,6 +97,21 @@ private func withVersion(_ yaml: String, _ version: String) -> String {
                 == ["specs.yaml:1:1: metadata.resourceVersion: product 'gone' does not exist, so it is not at resourceVersion 3"])
     }
 
+    /// A key's partition follows from the count, so a dataset's count is fixed once made;
+    /// leaving it out keeps it, and a new topic may have any.
+    @Test func aDatasetsPartitionCountCannotChange() throws {
+        let six = dataset.replacingOccurrences(of: "key: order_id", with: "key: order_id\n  partitions: 6")
+        let current = try planner.plan(current: ControlState(), documents: documents(six), writer: risk, now: 5).next
+        #expect(current.datasets["orders"]?.dataset.spec.partitions == 6)
+        let three = dataset.replacingOccurrences(of: "key: order_id", with: "key: order_id\n  partitions: 3")
+        #expect(messages { try planner.plan(current: current, documents: documents(three), writer: risk, now: 6) } == [
+            "specs.yaml:1:1: spec.partitions: topic 'orders' has 6 partitions; its count cannot change (each key's partition follows from it): give the dataset a new topic instead",
+        ])
+        #expect(try planner.plan(current: current, documents: documents(six), writer: risk, now: 6).changes.map(\.action) == [.unchanged])
+        let moved = three.replacingOccurrences(of: "key: order_id", with: "topic: orders-v2\n  key: order_id")
+        #expect(try planner.plan(current: current, documents: documents(moved), writer: risk, now: 6).changes.map(\.action) == [.update])
+    }
+
     /// An update names each field it changes, with both values, and whether it rebuilds.
     @Test func anUpdateListsTheFieldsItChanges() throws {
         let current = try planner.plan(current: ControlState(), documents: documents(dataset, product("eu")), writer: risk, now: 5).next

@@ -329,16 +329,16 @@ private struct Harness {
         let harness = try await Harness()
         let orders = TopicPartition(topic: "orders", partition: 0)
         _ = try await harness.apply(catalog, productSpec(where: "amount > 10"))
-        #expect(await harness.reconciler.unreadOffsets()[orders] == 0)
+        #expect(try await harness.reconciler.unreadOffsets()[orders] == 0)
         try await harness.produce(0..<300)
         let service = Task { try await harness.reconciler.run() }
         defer { service.cancel() }
         try await harness.waitFor { $0?.status.checkpoint["0"] == 300 }
-        #expect(await harness.reconciler.unreadOffsets()[orders] == 300)
+        #expect(try await harness.reconciler.unreadOffsets()[orders] == 300)
         #expect(try await harness.reconciler.setPaused("big-orders", true, as: .development) != nil)
         try await harness.waitFor { $0?.status.phase == .paused }
         try await harness.produce(300..<400)
-        #expect(await harness.reconciler.unreadOffsets()[orders] == 300)
+        #expect(try await harness.reconciler.unreadOffsets()[orders] == 300)
     }
 
     /// Applies that each create a dataset await its topic; one made meanwhile must not be

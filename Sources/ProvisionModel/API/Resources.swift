@@ -239,12 +239,25 @@ public struct APIErrorBody: Sendable, Codable, Error {
 /// The answer to `POST /v1/topics/{topic}/records`.
 public struct ProduceResponse: Sendable, Codable {
     public var topic: String
+    /// Records appended, over every partition.
+    public var count: Int
+    /// The partitions written, in order: keyed records go to their key's partition.
+    public var partitions: [PartitionAppend]
+
+    public init(topic: String, count: Int, partitions: [PartitionAppend]) {
+        self.topic = topic
+        self.count = count
+        self.partitions = partitions
+    }
+}
+
+/// The records one request appended to one partition: offsets `firstOffset ..< firstOffset + count`.
+public struct PartitionAppend: Sendable, Codable, Equatable {
     public var partition: Int
     public var firstOffset: Int64
     public var count: Int
 
-    public init(topic: String, partition: Int, firstOffset: Int64, count: Int) {
-        self.topic = topic
+    public init(partition: Int, firstOffset: Int64, count: Int) {
         self.partition = partition
         self.firstOffset = firstOffset
         self.count = count
@@ -304,9 +317,11 @@ public struct RecordView: Sendable, Equatable {
 
 public struct RecordsPage: Sendable, Equatable {
     public var records: [RecordView]
-    /// Where the next read continues.
+    /// Where the next read of this partition continues.
     public var nextOffset: Int64
     public var endOffset: Int64
+    /// How many partitions the topic has (each is read on its own: `?partition=N`).
+    public var partitions: Int = 1
 
     public init(records: [RecordView], nextOffset: Int64, endOffset: Int64) {
         self.records = records
@@ -315,7 +330,8 @@ public struct RecordsPage: Sendable, Equatable {
     }
 
     public var json: JSONValue {
-        ["endOffset": .integer(endOffset), "nextOffset": .integer(nextOffset), "records": .array(records.map(\.json))]
+        ["endOffset": .integer(endOffset), "nextOffset": .integer(nextOffset), "partitions": .integer(Int64(partitions)),
+         "records": .array(records.map(\.json))]
     }
 
     public init?(json: JSONValue) {
@@ -328,6 +344,7 @@ public struct RecordsPage: Sendable, Equatable {
             records.append(record)
         }
         self.init(records: records, nextOffset: next, endOffset: end)
+        if case .integer(let count)? = json["partitions"] { partitions = Int(count) }
     }
 }
 

@@ -376,7 +376,7 @@ struct DocumentReader {
     }
 
     private mutating func readDatasetSpec(_ node: Node, name: String?) -> DatasetSpec? {
-        guard let fields = fields(of: node, at: "spec", allowed: ["topic", "key", "time", "schema"]) else { return nil }
+        guard let fields = fields(of: node, at: "spec", allowed: ["topic", "key", "time", "schema", "partitions"]) else { return nil }
         guard let schemaNode = required(fields, "schema", in: node, at: "spec"),
             let schema = readSchema(schemaNode, at: "spec.schema")
         else { return nil }
@@ -401,7 +401,12 @@ struct DocumentReader {
                 fail(timeNode, "spec.time", unknownFieldMessage(timeName, in: schema, dataset: name))
             }
         }
-        return DatasetSpec(topic: topic, key: key, time: time, schema: schema)
+        var partitions: Int?
+        if let partitionsNode = fields["partitions"] {
+            guard let count = positiveInteger(partitionsNode, at: "spec.partitions", max: DatasetSpec.partitionsMax) else { return nil }
+            partitions = count
+        }
+        return DatasetSpec(topic: topic, key: key, time: time, schema: schema, partitions: partitions)
     }
 
     private mutating func topic(_ node: Node) -> String? {

@@ -58,6 +58,13 @@ public struct DatasetSpec: Sendable, Equatable, Codable {
     /// The event-time field; when absent, the log timestamp is the event time.
     public var time: String?
     public var schema: Schema
+    /// How many partitions the topic gets when Provision creates it (nil: one). An existing
+    /// topic keeps its own count; a record's partition follows from its key
+    /// (`KafkaPartitioner`), so the count cannot change once records are in it.
+    public var partitions: Int?
+
+    /// The most partitions a dataset's topic may have.
+    public static let partitionsMax = 1_024
 
     /// The spec without what does not change the records products read (`pii` marks).
     public var recordShape: DatasetSpec {
@@ -66,11 +73,12 @@ public struct DatasetSpec: Sendable, Equatable, Codable {
         return shape
     }
 
-    public init(topic: String, key: String? = nil, time: String? = nil, schema: Schema) {
+    public init(topic: String, key: String? = nil, time: String? = nil, schema: Schema, partitions: Int? = nil) {
         self.topic = topic
         self.key = key
         self.time = time
         self.schema = schema
+        self.partitions = partitions
     }
 }
 

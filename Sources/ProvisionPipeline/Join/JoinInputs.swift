@@ -170,8 +170,13 @@ public actor JoinInputs {
     private let log: any EventLog
     private let clock: @Sendable () -> TimestampMilliseconds
     private var inputs: [Input]
-    /// The newest source event time joined so far.
-    private var watermark: TimestampMilliseconds?
+    /// Per source partition, the newest event time joined so far. An event's lookups and
+    /// lateness follow its own partition's; table versions are dropped only behind the
+    /// slowest partition, so how the partitions' reads interleave changes no answer.
+    private var watermarks: [Int: TimestampMilliseconds] = [:]
+    private let sourcePartitions: Int
+    /// The partition of the events being matched.
+    private var matchingPartition = 0
     private var late: Int64 = 0
     /// When the current batch started waiting for a joined input: a batch waits `maxDelay`
     /// at most, however many slices and inputs it waits for.
@@ -186,16 +191,18 @@ public actor JoinInputs {
     private let readBytesMax = 1 << 20
 
     /// Opens the joined inputs and rebuilds their state up to `position`, from a checkpoint.
+    /// - Parameter sourcePartitions: how many partitions the product's source has.
     public static func open(plan: ProductPlan, log: any EventLog, startTime: TimestampMilliseconds?, position: JoinPosition?,
-                            clock: @escaping @Sendable () -> TimestampMilliseconds) async throws -> JoinInputs
+                            sourcePartitions: Int = 1, clock: @escaping @Sendable () -> TimestampMilliseconds) async throws -> JoinInputs
     {
-        let inputs = JoinInputs(plan: plan, log: log, clock: clock)
+        let inputs = JoinInputs(plan: plan, log: log, sourcePartitions: sourcePartitions, clock: clock)
         try await inputs.restore(startTime: startTime, position: position)
         return inputs
     }
 
-    private init(plan: ProductPlan, log: any EventLog, clock: @escaping @Sendable () -> TimestampMilliseconds) {
+    private init(plan: ProductPlan, log: any EventLog, sourcePartitions: Int, clock: @escaping @Sendable () -> TimestampMilliseconds) {
         self.log = log
+        self.sourcePartitions = max(1, sourcePartitions)
         self.clock = clock
         resendsOnChange = plan.joins.contains { $0.spec.followsRowChanges }
         let tables = plan.joins.enumerated().filter { !$0.element.spec.isWindowed }
@@ -211,15 +218,16 @@ public actor JoinInputs {
 
     public var position: JoinPosition {
         JoinPosition(inputs: Dictionary(uniqueKeysWithValues: inputs.map { ($0.plan.spec.alias, $0.positions) }),
-                     watermark: watermark, late: late)
+                     watermark: watermarks.values.max(), late: late, watermarks: watermarks)
     }
 
     private func restore(startTime: TimestampMilliseconds?, position: JoinPosition?) async throws {
-        watermark = position?.watermark
+        // A checkpoint from before partitions had watermarks of their own: one partition.
+        watermarks = position?.watermarks ?? position?.watermark.map { [0: $0] } ?? [:]
         late = position?.late ?? 0
         for index in inputs.indices {
             let topic = inputs[index].topic
-            try await log.createTopic(topic, partitions: 1)
+            try await log.createTopic(topic, partitions: inputs[index].plan.dataset.spec.partitions ?? 1)
             let partitionCount = try await log.partitionCount(of: topic) ?? 1
             for partition in 0..<partitionCount {
                 let source = TopicPartition(topic: topic, partition: partition)
@@ -241,7 +249,8 @@ public actor JoinInputs {
 
     /// Matches a batch of source events (nil for events that are not joined: skipped or
     /// dead-lettered) and returns the rows to output, in event order.
-    public func match(_ probes: [JoinProbe?]) async throws -> JoinedRows {
+    public func match(_ probes: [JoinProbe?], partition: Int = 0) async throws -> JoinedRows {
+        matchingPartition = partition
         var rows = JoinedRows(joinCount: inputs.count, capacity: probes.count)
         waitStarted = nil
         // A slice of events at a time: the joined inputs are read only as far as the slice
@@ -279,7 +288,7 @@ public actor JoinInputs {
     /// position, an event is not remembered again): for events sent again after a `latest`
     /// row changed.
     public func rematch(_ probes: [JoinProbe?]) -> JoinedRows {
-        let (savedWatermark, savedLate) = (watermark, late)
+        let (savedWatermarks, savedLate) = (watermarks, late)
         var rows = JoinedRows(joinCount: inputs.count)
         match(probes.map { probe in
             var probe = probe
@@ -288,7 +297,7 @@ public actor JoinInputs {
             probe?.fields = []
             return probe
         }, probes.indices, into: &rows)
-        (watermark, late) = (savedWatermark, savedLate)
+        (watermarks, late) = (savedWatermarks, savedLate)
         return rows
     }
 
@@ -320,8 +329,8 @@ public actor JoinInputs {
                 continue
             }
             let time = probes[eventIndex]!.eventTime
-            let newest = max(watermark ?? time, time)
-            watermark = newest
+            let newest = max(watermarks[matchingPartition] ?? time, time)
+            watermarks[matchingPartition] = newest
             if let position = probes[eventIndex]!.position, let recordKey = probes[eventIndex]!.recordKey {
                 newestPosition[recordKey] = position
             }
@@ -387,8 +396,14 @@ public actor JoinInputs {
         }
     }
 
+    /// The oldest of the source partitions' watermarks; nil until every partition has one.
+    private var slowestWatermark: TimestampMilliseconds? {
+        watermarks.count < sourcePartitions ? nil : watermarks.values.min()
+    }
+
     private func ingest(_ batch: RecordBatch, into index: Int, partition: Int, until end: Int64?, counting: Bool) {
         let spec = inputs[index].plan.spec
+        let watermark = slowestWatermark
         let horizon = watermark.map { $0 - inputs[index].maxDelay } ?? .min
         for (position, entry) in batch.entries.enumerated() {
             if let end, entry.offset >= end { break }
