@@ -23,7 +23,8 @@ public struct Topics: Sendable {
     /// request writes nothing and returns none.
     ///
     /// Each partition's records are appended whole or not at all; a request spanning several
-    /// partitions is several appends, in partition order.
+    /// partitions is several appends, made side by side: a failure may leave some of them
+    /// done (each whole), and the request fails.
     public func append(_ records: [LogRecord], to topic: String, partitions: Int = 1) async throws -> [PartitionAppend] {
         try await log.createTopic(topic, partitions: partitions)
         let count = try await log.partitionCount(of: topic) ?? 1
@@ -38,13 +39,19 @@ public struct Topics: Sendable {
                 byPartition[partition, default: []].append(record)
             }
         }
-        var appended: [PartitionAppend] = []
-        for partition in byPartition.keys.sorted() {
-            let batch = byPartition[partition]!
-            let first = try await log.append(batch, to: TopicPartition(topic: topic, partition: partition))
-            appended.append(PartitionAppend(partition: partition, firstOffset: first, count: batch.count))
+        // The partitions' appends side by side: each waits for its own sync.
+        let log = self.log
+        return try await withThrowingTaskGroup(of: PartitionAppend.self) { group in
+            for (partition, batch) in byPartition {
+                group.addTask {
+                    let first = try await log.append(batch, to: TopicPartition(topic: topic, partition: partition))
+                    return PartitionAppend(partition: partition, firstOffset: first, count: batch.count)
+                }
+            }
+            var appended: [PartitionAppend] = []
+            for try await append in group { appended.append(append) }
+            return appended.sorted { $0.partition < $1.partition }
         }
-        return appended
     }
 
     /// Where the next request's records without a key go (modulo the partition count).

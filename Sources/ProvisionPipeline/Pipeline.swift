@@ -129,6 +129,11 @@ public struct Pipeline: Sendable {
         var lastOffset: Int64
         /// How far the joined inputs were read for these outputs.
         var joinPosition: JoinPosition?
+        /// For outputs of several source partitions (a windowed join's): each partition's next
+        /// offset once they are written, instead of `source` and `lastOffset`, and the source
+        /// records a sink may refuse.
+        var positions: [Int: Int64]?
+        var records: [EventPosition: StoredRecord] = [:]
     }
 
     /// Runs until cancelled. Throws when the sink or the log fails; the caller retries with
@@ -405,18 +410,31 @@ public struct Pipeline: Sendable {
             try await appendDeadLetters(processed.deadLetters)
         }
         var next = checkpoint
-        let read = processed.lastOffset + 1 - (checkpoint.offsets[processed.source.partition] ?? processed.batch.entries.first?.offset ?? 0)
-        next.offsets[processed.source.partition] = processed.lastOffset + 1
-        next.recordsRead = (checkpoint.recordsRead ?? 0) + max(0, read)
+        if let positions = processed.positions {
+            var read: Int64 = 0
+            for (partition, offset) in positions {
+                read += max(0, offset - (checkpoint.offsets[partition] ?? offset))
+                next.offsets[partition] = offset
+            }
+            next.recordsRead = (checkpoint.recordsRead ?? 0) + read
+        } else {
+            let read = processed.lastOffset + 1 - (checkpoint.offsets[processed.source.partition] ?? processed.batch.entries.first?.offset ?? 0)
+            next.offsets[processed.source.partition] = processed.lastOffset + 1
+            next.recordsRead = (checkpoint.recordsRead ?? 0) + max(0, read)
+        }
         next.recordsWritten += Int64(processed.outputs.count)
         if let newest = processed.outputs.lazy.map(\.eventTime).max() {
             next.newestEventTime = max(checkpoint.newestEventTime ?? newest, newest)
         }
         next.deadLettered += Int64(processed.deadLetters.count)
         next.joins = processed.joinPosition ?? next.joins
-        let source = processed.source, batch = processed.batch
+        let source = processed.source, batch = processed.batch, records = processed.records
         let sinkBatch = SinkBatch(records: processed.outputs, checkpoint: next) { [self] rejections in
             try await appendDeadLetters(rejections.compactMap { rejection in
+                if let record = records[EventPosition(partition: rejection.partition, offset: rejection.offset)] {
+                    return DeadLetters.record(for: record, from: TopicPartition(topic: source.topic, partition: rejection.partition),
+                                              reason: rejection.reason)
+                }
                 guard rejection.partition == source.partition, let index = batch.index(ofOffset: rejection.offset) else {
                     return nil
                 }

@@ -160,11 +160,6 @@ public struct ProductPlan: Sendable {
         }
         let matched: Schema.Field
         if join.isWindowed {
-            // The merge in event time reads one partition of each stream.
-            for dataset in [source, joined] where (dataset.spec.partitions ?? 1) > 1 {
-                throw .join(path: "\(path).within",
-                            message: "dataset '\(dataset.name)' has \(dataset.spec.partitions!) partitions; a windowed join reads streams of one partition for now")
-            }
             guard let field = joined.spec.schema.field(named: join.on) else {
                 throw .join(path: "\(path).on",
                             message: "dataset '\(joined.name)' has no field '\(join.on)' to match '\(source.name).\(join.on)' against")
