@@ -42,6 +42,16 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // librdkafka, from Debian's librdkafka-dev.
+        .systemLibrary(name: "CRdKafka", path: "Sources/CRdKafka", pkgConfig: "rdkafka", providers: [.apt(["librdkafka-dev"])]),
+        // The `EventLog` over Apache Kafka, through librdkafka.
+        .target(
+            name: "ProvisionKafka",
+            dependencies: [
+                "ProvisionModel", "ProvisionLog", "CRdKafka",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         // Reader, processor (filter and projection), checkpoints, the sink protocol.
         .target(
             name: "ProvisionPipeline",
@@ -138,7 +148,7 @@ let package = Package(
         .testTarget(
             name: "ProvisionIntegrationTests",
             dependencies: [
-                "ProvisionModel", "ProvisionLog", "ProvisionPipeline", "ProvisionSinks", "ProvisionFailpoints",
+                "ProvisionModel", "ProvisionLog", "ProvisionKafka", "ProvisionPipeline", "ProvisionSinks", "ProvisionFailpoints",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -392,7 +392,7 @@ extension Dictionary where Key == String, Value == Any {
     @Test func ciProvidesEveryTestServer() {
         guard runningInCI else { return }
         let environment = ProcessInfo.processInfo.environment
-        for variable in ["PROVISION_TEST_POSTGRES_URL", "PROVISION_TEST_ELASTICSEARCH_URLS", "PROVISION_TEST_PROMETHEUS_BIN", "PROVISION_TEST_SCHEMATHESIS_BIN", "PROVISION_TEST_KAFKA_PYTHON", "PROVISIONCTL_BIN"] {
+        for variable in ["PROVISION_TEST_POSTGRES_URL", "PROVISION_TEST_ELASTICSEARCH_URLS", "PROVISION_TEST_PROMETHEUS_BIN", "PROVISION_TEST_SCHEMATHESIS_BIN", "PROVISION_TEST_KAFKA_PYTHON", "PROVISION_TEST_KAFKA_BROKERS", "PROVISIONCTL_BIN"] {
             #expect(environment[variable]?.isEmpty == false, "\(variable) is not set: run the suite with scripts/test")
         }
     }

@@ -1,0 +1,401 @@
+import CRdKafka
+import Dispatch
+import Foundation
+import Logging
+import ProvisionLog
+import ProvisionModel
+
+/// The `EventLog` on Apache Kafka, through librdkafka: topics and partitions are Kafka's, an
+/// offset is a Kafka offset, a record's timestamp is its Kafka timestamp (CreateTime), and
+/// records any Kafka producer wrote are read like Provision's own.
+///
+/// librdkafka's calls block; they run on a dispatch queue of their own, never on the
+/// concurrency pool, and their results are handed back through continuations. Appends are
+/// acknowledged by all in-sync replicas (`acks=all`) with the idempotent producer, so a
+/// retried request neither duplicates nor reorders a partition's records.
+public final class KafkaEventLog: EventLog, @unchecked Sendable {
+    public let bootstrapServers: String
+    private let producer: OpaquePointer
+    private let logger: Logger
+    private let blocking = DispatchQueue(label: "provision.kafka", attributes: .concurrent)
+    private let timeoutMilliseconds: Int32 = 30_000
+    private let lock = NSLock()
+    // Guarded by lock.
+    private var readers: [TopicPartition: PartitionReader] = [:]
+    /// Topics seen in the cluster's metadata, with their partition counts: a read checks its
+    /// partition exists here first (a miss refreshes), as asking a broker for a topic it does
+    /// not have may create it.
+    private var knownTopics: [String: Int] = [:]
+    private var closed = false
+    private let poller: Thread
+
+    /// Connects to the brokers of `bootstrapServers` (`host:port,host:port`); `options` are
+    /// librdkafka properties for every client it makes (`security.protocol`, …).
+    public init(bootstrapServers: String, options: [String: String] = [:], logger: Logger = Logger(label: "provision.kafka")) throws {
+        self.bootstrapServers = bootstrapServers
+        self.logger = logger
+        let configuration = try Self.configuration(bootstrapServers, options.merging([
+            "acks": "all",
+            "enable.idempotence": "true",
+            "linger.ms": "2",
+            // Provision's own producer never creates a topic by writing to it.
+            "allow.auto.create.topics": "false",
+        ]) { given, _ in given })
+        rd_kafka_conf_set_dr_msg_cb(configuration, deliveryReported)
+        var error = [CChar](repeating: 0, count: 512)
+        guard let handle = rd_kafka_new(RD_KAFKA_PRODUCER, configuration, &error, error.count) else {
+            rd_kafka_conf_destroy(configuration)
+            throw EventLogError(.io, "Kafka producer: \(errorText(error))")
+        }
+        producer = handle
+        self.options = options
+        // Delivery reports arrive through rd_kafka_poll: a thread of its own serves them.
+        let pollee = UncheckedHandle(handle)
+        let stop = StopFlag()
+        stopPolling = stop
+        poller = Thread {
+            while !stop.isSet { rd_kafka_poll(pollee.pointer, 100) }
+        }
+        poller.name = "provision.kafka.poll"
+        poller.start()
+    }
+
+    private let options: [String: String]
+    private let stopPolling: StopFlag
+
+    deinit {
+        stopPolling.set()
+        rd_kafka_flush(producer, 5_000)
+        for reader in readers.values { reader.close() }
+        rd_kafka_destroy(producer)
+    }
+
+    static func configuration(_ bootstrapServers: String, _ properties: [String: String]) throws -> OpaquePointer {
+        let configuration = rd_kafka_conf_new()!
+        var error = [CChar](repeating: 0, count: 512)
+        for (name, value) in [("bootstrap.servers", bootstrapServers), ("client.id", "provision")] + properties.sorted(by: { $0.key < $1.key }) {
+            guard rd_kafka_conf_set(configuration, name, value, &error, error.count) == RD_KAFKA_CONF_OK else {
+                rd_kafka_conf_destroy(configuration)
+                throw EventLogError(.io, "Kafka setting \(name): \(errorText(error))")
+            }
+        }
+        return configuration
+    }
+
+    /// Runs a blocking librdkafka call off the concurrency pool.
+    private func run<Result: Sendable>(_ body: @escaping @Sendable () throws -> Result) async throws -> Result {
+        try await withCheckedThrowingContinuation { continuation in
+            blocking.async { continuation.resume(with: Swift.Result { try body() }) }
+        }
+    }
+
+    // MARK: Topics
+
+    public func createTopic(_ topic: String, partitions: Int) async throws {
+        guard TopicName.isValid(topic) else {
+            throw EventLogError(.invalidTopicName, "'\(topic)' is not a valid topic name (letters, digits, '.', '_', '-')")
+        }
+        guard partitions >= 1 else { throw EventLogError(.invalidPartition, "a topic needs at least one partition") }
+        if try await partitionCount(of: topic) != nil { return }
+        let producer = UncheckedHandle(self.producer), timeout = timeoutMilliseconds
+        try await run {
+            var error = [CChar](repeating: 0, count: 512)
+            // The broker's default replication factor (-1, KIP-464).
+            guard let newTopic = rd_kafka_NewTopic_new(topic, Int32(partitions), -1, &error, error.count) else {
+                throw EventLogError(.invalidPartition, "topic '\(topic)': \(errorText(error))")
+            }
+            defer { rd_kafka_NewTopic_destroy(newTopic) }
+            let queue = rd_kafka_queue_new(producer.pointer)
+            defer { rd_kafka_queue_destroy(queue) }
+            var topics: [OpaquePointer?] = [newTopic]
+            rd_kafka_CreateTopics(producer.pointer, &topics, 1, nil, queue)
+            guard let event = rd_kafka_queue_poll(queue, timeout) else {
+                throw EventLogError(.io, "Kafka: creating topic '\(topic)' had no answer in \(timeout / 1000) s")
+            }
+            defer { rd_kafka_event_destroy(event) }
+            if rd_kafka_event_error(event) != RD_KAFKA_RESP_ERR_NO_ERROR {
+                throw EventLogError(.io, "Kafka: creating topic '\(topic)': \(String(cString: rd_kafka_event_error_string(event)))")
+            }
+            var count = 0
+            let results = rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(event), &count)
+            for index in 0..<count {
+                let code = rd_kafka_topic_result_error(results![index])
+                // Created meanwhile by another server: the topic keeps its own partitions.
+                guard code != RD_KAFKA_RESP_ERR_NO_ERROR, code != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS else { continue }
+                throw EventLogError(.io, "Kafka: creating topic '\(topic)': \(String(cString: rd_kafka_topic_result_error_string(results![index])))")
+            }
+        }
+        // Metadata reaches every broker a moment after creation.
+        for _ in 0..<100 {
+            if try await partitionCount(of: topic) != nil { return }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+    }
+
+    /// Topic name → partition count, from the cluster's metadata (Kafka's internal topics left out).
+    private func topicPartitions() async throws -> [String: Int] {
+        let producer = UncheckedHandle(self.producer), timeout = timeoutMilliseconds
+        return try await run {
+            var metadata: UnsafePointer<rd_kafka_metadata>?
+            // All topics: asking for one by name would create it on a broker that auto-creates.
+            let code = rd_kafka_metadata(producer.pointer, 1, nil, &metadata, timeout)
+            guard code == RD_KAFKA_RESP_ERR_NO_ERROR, let metadata else {
+                throw EventLogError(.io, "Kafka metadata: \(String(cString: rd_kafka_err2str(code)))")
+            }
+            defer { rd_kafka_metadata_destroy(metadata) }
+            var topics: [String: Int] = [:]
+            for index in 0..<Int(metadata.pointee.topic_cnt) {
+                let topic = metadata.pointee.topics[index]
+                let name = String(cString: topic.topic)
+                guard topic.err == RD_KAFKA_RESP_ERR_NO_ERROR, !name.hasPrefix("__") else { continue }
+                topics[name] = Int(topic.partition_cnt)
+            }
+            return topics
+        }
+    }
+
+    public func describeTopics() async throws -> [TopicDescription] {
+        var descriptions: [TopicDescription] = []
+        for (topic, count) in try await topicPartitions().sorted(by: { $0.key < $1.key }) {
+            var partitions: [PartitionDescription] = []
+            for partition in 0..<count {
+                let (low, high) = try await watermarks(TopicPartition(topic: topic, partition: partition))
+                partitions.append(PartitionDescription(partition: partition, startOffset: low, endOffset: high))
+            }
+            descriptions.append(TopicDescription(name: topic, partitions: partitions))
+        }
+        return descriptions
+    }
+
+    public func partitionCount(of topic: String) async throws -> Int? {
+        let topics = try await topicPartitions()
+        lock.withLock { knownTopics = topics }
+        return topics[topic]
+    }
+
+    /// Throws unless the partition exists, from the known topics or, on a miss, fresh metadata.
+    private func checkExists(_ partition: TopicPartition) async throws {
+        var count = lock.withLock { knownTopics[partition.topic] }
+        if count == nil || count! <= partition.partition { count = try await partitionCount(of: partition.topic) }
+        guard let count else { throw EventLogError(.unknownTopic, "topic '\(partition.topic)' does not exist") }
+        guard partition.partition >= 0 && partition.partition < count else {
+            throw EventLogError(.invalidPartition, "topic '\(partition.topic)' has no partition \(partition.partition)")
+        }
+    }
+
+    public func deleteTopic(_ topic: String) async throws {
+        let producer = UncheckedHandle(self.producer), timeout = timeoutMilliseconds
+        let removed = lock.withLock {
+            knownTopics[topic] = nil
+            return readers.filter { $0.key.topic == topic }
+        }
+        for (partition, reader) in removed {
+            lock.withLock { readers[partition] = nil }
+            reader.close()
+        }
+        try await run {
+            let deletion = rd_kafka_DeleteTopic_new(topic)
+            defer { rd_kafka_DeleteTopic_destroy(deletion) }
+            let queue = rd_kafka_queue_new(producer.pointer)
+            defer { rd_kafka_queue_destroy(queue) }
+            var topics: [OpaquePointer?] = [deletion]
+            rd_kafka_DeleteTopics(producer.pointer, &topics, 1, nil, queue)
+            guard let event = rd_kafka_queue_poll(queue, timeout) else { throw EventLogError(.io, "Kafka: deleting topic '\(topic)' had no answer") }
+            defer { rd_kafka_event_destroy(event) }
+            var count = 0
+            let results = rd_kafka_DeleteTopics_result_topics(rd_kafka_event_DeleteTopics_result(event), &count)
+            for index in 0..<count {
+                let code = rd_kafka_topic_result_error(results![index])
+                guard code != RD_KAFKA_RESP_ERR_NO_ERROR, code != RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART else { continue }
+                throw EventLogError(.io, "Kafka: deleting topic '\(topic)': \(String(cString: rd_kafka_err2str(code)))")
+            }
+        }
+    }
+
+    // MARK: Offsets
+
+    /// The partition's log start and end (high watermark), from its leader.
+    private func watermarks(_ partition: TopicPartition) async throws -> (low: Int64, high: Int64) {
+        try await checkExists(partition)
+        let producer = UncheckedHandle(self.producer), timeout = timeoutMilliseconds
+        return try await run {
+            var low: Int64 = 0, high: Int64 = 0
+            let code = rd_kafka_query_watermark_offsets(producer.pointer, partition.topic, Int32(partition.partition), &low, &high, timeout)
+            guard code == RD_KAFKA_RESP_ERR_NO_ERROR else { throw Self.error(code, partition) }
+            return (low, high)
+        }
+    }
+
+    static func error(_ code: rd_kafka_resp_err_t, _ partition: TopicPartition) -> EventLogError {
+        switch code {
+        case RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC, RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART:
+            return EventLogError(.unknownTopic, "topic '\(partition.topic)' (or its partition \(partition.partition)) does not exist")
+        case RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION:
+            return EventLogError(.invalidPartition, "topic '\(partition.topic)' has no partition \(partition.partition)")
+        case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE, RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE:
+            return EventLogError(.recordTooLarge, "a record is larger than the broker accepts for '\(partition.topic)'")
+        default:
+            return EventLogError(.io, "Kafka, \(partition.topic) partition \(partition.partition): \(String(cString: rd_kafka_err2str(code)))")
+        }
+    }
+
+    public func startOffset(of partition: TopicPartition) async throws -> Int64 { try await watermarks(partition).low }
+
+    public func endOffset(of partition: TopicPartition) async throws -> Int64 { try await watermarks(partition).high }
+
+    /// Kafka's `offsetsForTimes` (ListOffsets by timestamp).
+    public func offset(forTimestamp timestamp: TimestampMilliseconds, in partition: TopicPartition) async throws -> Int64 {
+        try await checkExists(partition)
+        let producer = UncheckedHandle(self.producer), timeout = timeoutMilliseconds
+        let found: Int64 = try await run {
+            let list = rd_kafka_topic_partition_list_new(1)!
+            defer { rd_kafka_topic_partition_list_destroy(list) }
+            rd_kafka_topic_partition_list_add(list, partition.topic, Int32(partition.partition)).pointee.offset = max(0, timestamp)
+            let code = rd_kafka_offsets_for_times(producer.pointer, list, timeout)
+            guard code == RD_KAFKA_RESP_ERR_NO_ERROR else { throw Self.error(code, partition) }
+            let element = list.pointee.elems[0]
+            guard element.err == RD_KAFKA_RESP_ERR_NO_ERROR else { throw Self.error(element.err, partition) }
+            return element.offset
+        }
+        // -1: no record at or after the time; the reader starts at the end.
+        return found >= 0 ? found : try await endOffset(of: partition)
+    }
+
+    // MARK: Appending
+
+    @discardableResult
+    public func append(_ records: [LogRecord], to partition: TopicPartition) async throws -> Int64 {
+        guard !records.isEmpty else { return try await endOffset(of: partition) }
+        try await checkExists(partition)
+        let delivery = DeliveryBatch(count: records.count)
+        let producer = self.producer
+        let first: Int64 = try await withCheckedThrowingContinuation { continuation in
+            delivery.continuation = continuation
+            let opaque = Unmanaged.passRetained(delivery).toOpaque()
+            for (index, record) in records.enumerated() {
+                var headers: OpaquePointer?
+                if !record.headers.isEmpty {
+                    headers = rd_kafka_headers_new(record.headers.count)
+                    for header in record.headers {
+                        header.value.withUnsafeBytes { value in
+                            _ = rd_kafka_header_add(headers, header.name, -1, value.baseAddress, value.count)
+                        }
+                    }
+                }
+                let code = Self.produce(producer, record, partition, headers, opaque)
+                if code != RD_KAFKA_RESP_ERR_NO_ERROR {
+                    if let headers { rd_kafka_headers_destroy(headers) }
+                    // The ones not enqueued will never be reported: count them as failed.
+                    delivery.failed(count: records.count - index, error: Self.error(code, partition))
+                    break
+                }
+            }
+        }
+        return first
+    }
+
+    private static func produce(_ producer: OpaquePointer, _ record: LogRecord, _ partition: TopicPartition, _ headers: OpaquePointer?,
+                                _ opaque: UnsafeMutableRawPointer) -> rd_kafka_resp_err_t
+    {
+        func withOptionalBytes<T>(_ bytes: [UInt8]?, _ body: (UnsafeRawPointer?, Int) -> T) -> T {
+            guard let bytes else { return body(nil, 0) }
+            return bytes.withUnsafeBytes { body($0.baseAddress ?? UnsafeRawPointer(bitPattern: 1), $0.count) }
+        }
+        return withOptionalBytes(record.key) { key, keyLength in
+            withOptionalBytes(record.value) { value, valueLength in
+                provision_rdkafka_produce(producer, partition.topic, Int32(partition.partition), key, keyLength, value, valueLength,
+                                          record.timestamp, headers, opaque)
+            }
+        }
+    }
+
+    // MARK: Reading
+
+    private func reader(_ partition: TopicPartition) throws -> PartitionReader {
+        try lock.withLock {
+            if closed { throw EventLogError(.io, "the Kafka log is closed") }
+            if let reader = readers[partition] { return reader }
+            let reader = try PartitionReader(partition: partition, bootstrapServers: bootstrapServers, options: options)
+            readers[partition] = reader
+            return reader
+        }
+    }
+
+    public func readBatch(_ partition: TopicPartition, from offset: Int64, maxRecords: Int, maxBytes: Int) async throws -> RecordBatch {
+        let (low, high) = try await watermarks(partition)
+        let start = max(offset, low)
+        guard start < high, maxRecords > 0 else { return RecordBatch(records: []) }
+        let reader = try reader(partition)
+        let records = try await run { try reader.read(from: start, until: high, maxRecords: maxRecords, maxBytes: maxBytes) }
+        return RecordBatch(records: records)
+    }
+
+    public func waitForRecords(in partition: TopicPartition, at offset: Int64, timeout: Duration) async throws {
+        if try await watermarks(partition).high > offset { return }
+        let reader = try reader(partition)
+        let milliseconds = Int32(clamping: timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000)
+        // A fetch that waits at the broker: it answers when a record arrives (no polling here).
+        try await run { try reader.wait(at: offset, milliseconds: milliseconds) }
+    }
+}
+
+/// A handle librdkafka makes safe to share between threads.
+struct UncheckedHandle: @unchecked Sendable {
+    let pointer: OpaquePointer
+    init(_ pointer: OpaquePointer) { self.pointer = pointer }
+}
+
+final class StopFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = false
+    var isSet: Bool { lock.withLock { value } }
+    func set() { lock.withLock { value = true } }
+}
+
+/// The records of one append, until librdkafka has reported each delivered or failed.
+final class DeliveryBatch: @unchecked Sendable {
+    private let lock = NSLock()
+    private var remaining: Int
+    private var first: Int64 = .max
+    private var error: Error?
+    var continuation: CheckedContinuation<Int64, Error>?
+
+    init(count: Int) { remaining = count }
+
+    func delivered(offset: Int64) { finish(count: 1) { first = min(first, offset) } }
+
+    func failed(count: Int, error: Error) { finish(count: count) { self.error = self.error ?? error } }
+
+    private func finish(count: Int, _ update: () -> Void) {
+        let done: CheckedContinuation<Int64, Error>? = lock.withLock {
+            update()
+            remaining -= count
+            guard remaining == 0 else { return nil }
+            defer { continuation = nil }
+            return continuation
+        }
+        guard let done else { return }
+        if let error { done.resume(throwing: error) } else { done.resume(returning: first) }
+        // The reference each message's report held.
+        Unmanaged.passUnretained(self).release()
+    }
+}
+
+/// librdkafka's delivery report, on the poller thread: one per record.
+private let deliveryReported: @convention(c) (OpaquePointer?, UnsafePointer<rd_kafka_message_t>?, UnsafeMutableRawPointer?) -> Void = {
+    _, message, _ in
+    guard let message, let opaque = message.pointee._private else { return }
+    let batch = Unmanaged<DeliveryBatch>.fromOpaque(opaque).takeUnretainedValue()
+    let code = message.pointee.err
+    if code == RD_KAFKA_RESP_ERR_NO_ERROR {
+        batch.delivered(offset: message.pointee.offset)
+    } else {
+        batch.failed(count: 1, error: KafkaEventLog.error(code, TopicPartition(topic: String(cString: rd_kafka_topic_name(message.pointee.rkt)),
+                                                                               partition: Int(message.pointee.partition))))
+    }
+}
+
+/// The text librdkafka wrote into an error buffer.
+func errorText(_ buffer: [CChar]) -> String {
+    String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+}

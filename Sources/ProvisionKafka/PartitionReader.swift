@@ -1,0 +1,144 @@
+import CRdKafka
+import Foundation
+import ProvisionLog
+import ProvisionModel
+
+/// Reads one partition with a consumer of its own, assigned (not subscribed: no group, no
+/// committed offsets; the product's checkpoint is the position) at the offset asked for. A
+/// read that continues where the last ended reuses what the consumer has fetched ahead.
+/// Its calls block; the log runs them off the concurrency pool, one at a time.
+final class PartitionReader: @unchecked Sendable {
+    let partition: TopicPartition
+    private let consumer: OpaquePointer
+    private let lock = NSLock()
+    /// The offset the consumer delivers next, once assigned.
+    private var position: Int64?
+    /// A record a wait received, not yet read.
+    private var pending: [StoredRecord] = []
+
+    init(partition: TopicPartition, bootstrapServers: String, options: [String: String]) throws {
+        self.partition = partition
+        let configuration = try KafkaEventLog.configuration(bootstrapServers, options.merging([
+            "group.id": "provision-reader",
+            "enable.auto.commit": "false",
+            "enable.auto.offset.store": "false",
+            "enable.partition.eof": "true",
+            "auto.offset.reset": "earliest",
+            "fetch.wait.max.ms": "100",
+        ]) { given, _ in given })
+        var error = [CChar](repeating: 0, count: 512)
+        guard let consumer = rd_kafka_new(RD_KAFKA_CONSUMER, configuration, &error, error.count) else {
+            rd_kafka_conf_destroy(configuration)
+            throw EventLogError(.io, "Kafka consumer: \(errorText(error))")
+        }
+        self.consumer = consumer
+    }
+
+    func close() {
+        lock.withLock {
+            rd_kafka_consumer_close(consumer)
+            rd_kafka_destroy(consumer)
+        }
+    }
+
+    private func assign(at offset: Int64) throws {
+        let list = rd_kafka_topic_partition_list_new(1)!
+        defer { rd_kafka_topic_partition_list_destroy(list) }
+        rd_kafka_topic_partition_list_add(list, partition.topic, Int32(partition.partition)).pointee.offset = offset
+        let code = rd_kafka_assign(consumer, list)
+        guard code == RD_KAFKA_RESP_ERR_NO_ERROR else { throw KafkaEventLog.error(code, partition) }
+        position = offset
+        pending.removeAll()
+    }
+
+    private enum Polled {
+        case record(StoredRecord)
+        /// The consumer reached the end of the partition.
+        case end
+        case timedOut
+    }
+
+    private func poll(_ milliseconds: Int32) throws -> Polled {
+        guard let message = rd_kafka_consumer_poll(consumer, Int32(milliseconds)) else { return .timedOut }
+        defer { rd_kafka_message_destroy(message) }
+        let code = message.pointee.err
+        if code == RD_KAFKA_RESP_ERR__PARTITION_EOF { return .end }
+        guard code == RD_KAFKA_RESP_ERR_NO_ERROR else { throw KafkaEventLog.error(code, partition) }
+        return .record(Self.record(message))
+    }
+
+    static func record(_ message: UnsafeMutablePointer<rd_kafka_message_t>) -> StoredRecord {
+        let key = message.pointee.key.map { Array(UnsafeRawBufferPointer(start: $0, count: message.pointee.key_len)) }
+        let value = message.pointee.payload.map { Array(UnsafeRawBufferPointer(start: $0, count: message.pointee.len)) }
+        var kind = RD_KAFKA_TIMESTAMP_NOT_AVAILABLE
+        let timestamp = rd_kafka_message_timestamp(message, &kind)
+        var headers: [LogHeader] = []
+        var list: OpaquePointer?
+        if rd_kafka_message_headers(message, &list) == RD_KAFKA_RESP_ERR_NO_ERROR, let list {
+            var index = 0
+            var name: UnsafePointer<CChar>?
+            var bytes: UnsafeRawPointer?
+            var size = 0
+            while rd_kafka_header_get_all(list, index, &name, &bytes, &size) == RD_KAFKA_RESP_ERR_NO_ERROR {
+                headers.append(LogHeader(name: String(cString: name!),
+                                            value: bytes.map { Array(UnsafeRawBufferPointer(start: $0, count: size)) } ?? []))
+                index += 1
+            }
+        }
+        return StoredRecord(offset: message.pointee.offset,
+                            record: LogRecord(key: key, value: value, timestamp: max(0, timestamp), headers: headers))
+    }
+
+    /// Records from `offset` on, before `end` (the high watermark just read), up to the limits
+    /// (at least one when there is one). Compaction may leave gaps: offsets are the records'.
+    func read(from offset: Int64, until end: Int64, maxRecords: Int, maxBytes: Int) throws -> [StoredRecord] {
+        try lock.withLock {
+            if position != offset { try assign(at: offset) }
+            var records: [StoredRecord] = []
+            var bytes = 0
+            func take(_ record: StoredRecord) -> Bool {
+                records.append(record)
+                position = record.offset + 1
+                bytes += (record.record.value?.count ?? 0) + (record.record.key?.count ?? 0)
+                return records.count < maxRecords && bytes < maxBytes && record.offset + 1 < end
+            }
+            while !pending.isEmpty {
+                let record = pending.removeFirst()
+                guard take(record) else { return records }
+            }
+            // The first record may need a fetch; after it, what is fetched already, until the
+            // end seen at the start of the read or a limit.
+            let deadline = ContinuousClock.now + .seconds(30)
+            polling: while ContinuousClock.now < deadline {
+                switch try poll(records.isEmpty ? 1_000 : 100) {
+                case .record(let record):
+                    guard take(record) else { break polling }
+                case .end:
+                    // Nothing more before the end (what is left below it was compacted away,
+                    // or is a transaction's marker).
+                    break polling
+                case .timedOut:
+                    if !records.isEmpty { break polling }
+                }
+            }
+            return records
+        }
+    }
+
+    /// Returns when a record at or after `offset` arrives, or after `milliseconds`; the record
+    /// is kept for the next read.
+    func wait(at offset: Int64, milliseconds: Int32) throws {
+        try lock.withLock {
+            if !pending.isEmpty && position == offset { return }
+            if position != offset { try assign(at: offset) }
+            let deadline = ContinuousClock.now + .milliseconds(Int(milliseconds))
+            while ContinuousClock.now < deadline {
+                let left = Int32(max(1, min(Int64(milliseconds), (deadline - ContinuousClock.now).components.seconds * 1000 + 1)))
+                if case .record(let record) = try poll(min(left, 500)) {
+                    pending.append(record)
+                    return
+                }
+            }
+        }
+    }
+}
