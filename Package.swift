@@ -108,7 +108,7 @@ let package = Package(
         .target(
             name: "ProvisionRuntime",
             dependencies: [
-                "ProvisionModel", "ProvisionLog", "ProvisionPipeline", "ProvisionSinks", "ProvisionControl", "ProvisionServer",
+                "ProvisionModel", "ProvisionLog", "ProvisionKafka", "ProvisionPipeline", "ProvisionSinks", "ProvisionControl", "ProvisionServer",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),

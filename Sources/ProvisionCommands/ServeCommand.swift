@@ -59,6 +59,11 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Keep in sync with this git repository: URL, URL#REF or URL#REF:PATH (a path, file://, git:// or http(s)://).")
     var gitops: String?
 
+    @Option(name: .long, help: ArgumentHelp(
+        "The event store: 'embedded' (the log in the data directory) or kafka://HOST:PORT[,HOST:PORT...][?PROPERTY=VALUE&...].",
+        discussion: "With Kafka, topics, partitions, offsets and retention are the cluster's; properties are librdkafka's (security.protocol=SSL, ...)."))
+    var store = "embedded"
+
     @Option(name: .long, help: "How often the git source is fetched (e.g. 30s).")
     var gitopsInterval = "60s"
 
@@ -71,6 +76,9 @@ struct ServeCommand: AsyncParsableCommand {
 
     func validate() throws {
         guard parsedListen != nil else { throw ValidationError("--listen must be HOST:PORT") }
+        if store != "embedded" && KafkaStoreAddress(store) == nil {
+            throw ValidationError("--store must be 'embedded' or kafka://HOST:PORT[,HOST:PORT...][?PROPERTY=VALUE&...]")
+        }
         if let retention, DurationText.parseMilliseconds(retention) == nil {
             throw ValidationError("--retention must be a duration such as 30d")
         }
@@ -138,6 +146,7 @@ struct ServeCommand: AsyncParsableCommand {
         options.secretKey = ProcessInfo.processInfo.environment["PROVISION_SECRET_KEY"].flatMap { $0.isEmpty ? nil : $0 }
         let destinations = try SinkDestinationPolicy.parseEntries(destinationEntries)
         options.allowedDestinations = destinations.isEmpty ? nil : destinations
+        options.kafka = KafkaStoreAddress(store)
         options.gitSource = gitops.flatMap {
             GitSource.shorthand($0, name: gitopsName, intervalMilliseconds: DurationText.parseMilliseconds(gitopsInterval)!)
         }

@@ -4,6 +4,7 @@ import HummingbirdCore
 import NIOCore
 import Logging
 import ProvisionControl
+import ProvisionKafka
 import ProvisionLog
 import ProvisionModel
 import ProvisionPipeline
@@ -43,6 +44,9 @@ public struct ProvisionServerRuntime: Sendable {
         public var secretKeyPath: String { "\(dataDirectory)/secret-key" }
         /// A git source applied at start (`serve --gitops`), beside those applied as specs.
         public var gitSource: GitSource?
+        /// The event store: nil for the embedded log in the data directory, else Kafka's
+        /// brokers (`serve --store kafka://HOST:PORT[,HOST:PORT…][?PROPERTY=VALUE&…]`).
+        public var kafka: KafkaStoreAddress?
 
         public init(dataDirectory: String, host: String, port: Int, fileRoot: String?,
                     logConfiguration: EmbeddedLogConfiguration = .init())
@@ -56,14 +60,23 @@ public struct ProvisionServerRuntime: Sendable {
     }
 
     public let options: Options
-    public let log: EmbeddedEventLog
+    public let log: any EventLog
+    /// The embedded log, when it is the store: retention applies to it.
+    let embeddedLog: EmbeddedEventLog?
     public let reconciler: Reconciler
     public let logger: Logger
 
     public init(options: Options, logger: Logger) async throws {
         self.options = options
         self.logger = logger
-        log = try EmbeddedEventLog(directory: "\(options.dataDirectory)/log", configuration: options.logConfiguration, logger: logger)
+        if let kafka = options.kafka {
+            log = try KafkaEventLog(bootstrapServers: kafka.bootstrapServers, options: kafka.properties, logger: logger)
+            embeddedLog = nil
+        } else {
+            let embedded = try EmbeddedEventLog(directory: "\(options.dataDirectory)/log", configuration: options.logConfiguration, logger: logger)
+            log = embedded
+            embeddedLog = embedded
+        }
         let checkpoints = try FileCheckpointStore(directory: "\(options.dataDirectory)/checkpoints")
         let store = try Reconciler.openEmbeddedStore(directory: "\(options.dataDirectory)/control", logger: logger)
         try FileManager.default.createDirectory(atPath: options.fileRoot, withIntermediateDirectories: true)
@@ -122,11 +135,9 @@ public struct ProvisionServerRuntime: Sendable {
             configuration: .init(address: .hostname(options.host, port: options.port), serverName: "provision"),
             onServerRunning: { _ in await onReady() },
             logger: logger)
-        let retention = RetentionService(log: log, reconciler: reconciler, logger: logger)
-        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
-            .init(service: reconciler),
-            .init(service: retention),
-        ]
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: reconciler)]
+        // Kafka applies its topics' own retention.
+        if let embeddedLog { services.append(.init(service: RetentionService(log: embeddedLog, reconciler: reconciler, logger: logger))) }
         services.append(.init(service: gitOps))
         services += extraServices.map { .init(service: $0) }
         services.append(.init(service: application))
@@ -159,4 +170,32 @@ struct RetentionService: Service {
 
 extension Task where Success == Never, Failure == Never {
     static var isCancelledOrShuttingDown: Bool { Task.isCancelled || Task.isShuttingDownGracefully }
+}
+
+/// Where Kafka is: `kafka://HOST:PORT[,HOST:PORT…][?PROPERTY=VALUE&…]`, the properties
+/// librdkafka's (`security.protocol=SSL`, …) for every client the log makes.
+public struct KafkaStoreAddress: Sendable, Equatable {
+    public var bootstrapServers: String
+    public var properties: [String: String]
+
+    public init?(_ url: String) {
+        guard url.hasPrefix("kafka://") else { return nil }
+        let rest = url.dropFirst("kafka://".count)
+        let parts = rest.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
+        let servers = parts[0].split(separator: ",").map { String($0) }
+        guard !servers.isEmpty, servers.allSatisfy({ server in
+            guard let colon = server.lastIndex(of: ":"), let port = Int(server[server.index(after: colon)...]) else { return false }
+            return colon > server.startIndex && (1...65535).contains(port)
+        }) else { return nil }
+        bootstrapServers = servers.joined(separator: ",")
+        properties = [:]
+        if parts.count == 2 {
+            for pair in parts[1].split(separator: "&") {
+                let nameAndValue = pair.split(separator: "=", maxSplits: 1)
+                guard nameAndValue.count == 2 else { return nil }
+                properties[String(nameAndValue[0]).removingPercentEncoding ?? String(nameAndValue[0])] =
+                    String(nameAndValue[1]).removingPercentEncoding ?? String(nameAndValue[1])
+            }
+        }
+    }
 }

@@ -50,7 +50,7 @@ struct LogStore: CustomTestStringConvertible, Sendable {
 /// The topics the conformance tests use, with their partitions: what `scripts/test` creates
 /// on the mock cluster.
 let conformanceTopics = ["conformance-order": 1, "conformance-time": 1, "conformance-partitions": 3, "conformance-wait": 1,
-                         "conformance-kcat": 3]
+                         "conformance-kcat": 3, "e2e-trades": 6]
 
 /// One suite for every `EventLog`, so the embedded log and Kafka cannot drift: ordering and
 /// offsets, keys, values, tombstones, headers and timestamps, time lookup, partitions,
