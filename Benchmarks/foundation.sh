@@ -13,25 +13,13 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 source Benchmarks/common.sh
 peak_rss_mb() { awk '/VmHWM/ {printf "%.0f", $2 / 1024}' "/proc/$1/status"; }
 
-cat >"$work/specs.yaml" <<'YAML'
-apiVersion: provision/v1
-kind: DataProduct
-metadata: {name: eu-large-orders}
-spec:
-  from: orders
-  backfill: all
-  where: amount > 1000 and region == "EU"
-  select: {order_id: order_id, customer_id: customer_id, amount: amount, placed_at: placed_at}
-  sink: {file: {path: eu-large-orders.jsonl}}
-YAML
-
 # backfill_run DATA-DIR RECORDS: restarts the server on a filled log, so its peak RSS
 # covers the backfill only; prints "seconds peak-rss-mb".
 backfill_run() {
   start_server "$1"
   local begin end
   begin=$(now_seconds)
-  "$bin" apply -f Benchmarks/orders-dataset.yaml -f "$work/specs.yaml" --server "$server" >/dev/null
+  "$bin" apply -f Benchmarks/orders-dataset.yaml -f Benchmarks/eu-large-orders.yaml --server "$server" >/dev/null
   wait_live eu-large-orders "$2"
   end=$(now_seconds)
   local rss

@@ -13,18 +13,6 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
 source Benchmarks/common.sh
 
-cat >"$work/product.yaml" <<'YAML'
-apiVersion: provision/v1
-kind: DataProduct
-metadata: {name: eu-large-orders}
-spec:
-  from: orders
-  backfill: all
-  where: amount > 1000 and region == "EU"
-  select: {order_id: order_id, customer_id: customer_id, amount: amount, placed_at: placed_at}
-  sink: {file: {path: eu-large-orders.jsonl}}
-YAML
-
 # Until the product is Live with its checkpoint over every partition summing to RECORDS.
 wait_all_read() {
   until curl -s "$server/v1/products/$1" | jq -e "([.status.checkpoint[]] | add) == $2 and .status.phase == \"Live\"" >/dev/null; do
@@ -48,7 +36,7 @@ for partitions in 1 6; do
   # A restarted server, so the backfill reads from disk as after any restart.
   start_server "$data"
   begin=$(now_seconds)
-  "$bin" apply -f "$work/product.yaml" --server "$server" >/dev/null
+  "$bin" apply -f Benchmarks/eu-large-orders.yaml --server "$server" >/dev/null
   wait_all_read eu-large-orders "$records"
   backfill_seconds[$partitions]=$(elapsed "$begin" "$(now_seconds)")
   stop_server
