@@ -34,19 +34,13 @@ public final class KafkaEventLog: EventLog, @unchecked Sendable {
     public init(bootstrapServers: String, options: [String: String] = [:], logger: Logger = Logger(label: "provision.kafka")) throws {
         self.bootstrapServers = bootstrapServers
         self.logger = logger
-        let configuration = try Self.configuration(bootstrapServers, options.merging([
+        let handle = try Self.client(RD_KAFKA_PRODUCER, bootstrapServers, options.merging([
             "acks": "all",
             "enable.idempotence": "true",
             "linger.ms": "2",
             // Provision's own producer never creates a topic by writing to it.
             "allow.auto.create.topics": "false",
-        ]) { given, _ in given })
-        rd_kafka_conf_set_dr_msg_cb(configuration, deliveryReported)
-        var error = [CChar](repeating: 0, count: 512)
-        guard let handle = rd_kafka_new(RD_KAFKA_PRODUCER, configuration, &error, error.count) else {
-            rd_kafka_conf_destroy(configuration)
-            throw EventLogError(.io, "Kafka producer: \(errorText(error))")
-        }
+        ]) { given, _ in given }) { rd_kafka_conf_set_dr_msg_cb($0, deliveryReported) }
         producer = handle
         self.options = options
         // Delivery reports arrive through rd_kafka_poll: a thread of its own serves them.
@@ -70,7 +64,10 @@ public final class KafkaEventLog: EventLog, @unchecked Sendable {
         rd_kafka_destroy(producer)
     }
 
-    static func configuration(_ bootstrapServers: String, _ properties: [String: String]) throws -> OpaquePointer {
+    /// A librdkafka client (producer or consumer) of the brokers, with these properties.
+    static func client(_ type: rd_kafka_type_t, _ bootstrapServers: String, _ properties: [String: String],
+                       configure: (OpaquePointer) -> Void = { _ in }) throws -> OpaquePointer
+    {
         let configuration = rd_kafka_conf_new()!
         var error = [CChar](repeating: 0, count: 512)
         for (name, value) in [("bootstrap.servers", bootstrapServers), ("client.id", "provision")] + properties.sorted(by: { $0.key < $1.key }) {
@@ -79,7 +76,13 @@ public final class KafkaEventLog: EventLog, @unchecked Sendable {
                 throw EventLogError(.io, "Kafka setting \(name): \(errorText(error))")
             }
         }
-        return configuration
+        configure(configuration)
+        // On success the client owns the configuration.
+        guard let client = rd_kafka_new(type, configuration, &error, error.count) else {
+            rd_kafka_conf_destroy(configuration)
+            throw EventLogError(.io, "Kafka client: \(errorText(error))")
+        }
+        return client
     }
 
     /// Runs a blocking librdkafka call off the concurrency pool.

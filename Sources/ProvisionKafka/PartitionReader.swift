@@ -18,7 +18,7 @@ final class PartitionReader: @unchecked Sendable {
 
     init(partition: TopicPartition, bootstrapServers: String, options: [String: String]) throws {
         self.partition = partition
-        let configuration = try KafkaEventLog.configuration(bootstrapServers, options.merging([
+        consumer = try KafkaEventLog.client(RD_KAFKA_CONSUMER, bootstrapServers, options.merging([
             "group.id": "provision-reader",
             "enable.auto.commit": "false",
             "enable.auto.offset.store": "false",
@@ -26,12 +26,6 @@ final class PartitionReader: @unchecked Sendable {
             "auto.offset.reset": "earliest",
             "fetch.wait.max.ms": "100",
         ]) { given, _ in given })
-        var error = [CChar](repeating: 0, count: 512)
-        guard let consumer = rd_kafka_new(RD_KAFKA_CONSUMER, configuration, &error, error.count) else {
-            rd_kafka_conf_destroy(configuration)
-            throw EventLogError(.io, "Kafka consumer: \(errorText(error))")
-        }
-        self.consumer = consumer
     }
 
     func close() {

@@ -113,6 +113,20 @@ struct PaymentWorld {
     }
 }
 
+extension ServerProcess {
+    /// Orders, then payments, through `provisionctl produce`.
+    func produce(orders: [JoinWorld.Order] = [], payments: [PaymentWorld.Payment] = []) throws {
+        if !orders.isEmpty {
+            let result = try ctl(["produce", "orders", "--file", "-"], input: Data(JoinWorld.orderLines(orders).utf8))
+            guard result.status == 0 else { throw Failure("produce orders: \(result.errorOutput)") }
+        }
+        if !payments.isEmpty {
+            let result = try ctl(["produce", "payments", "--file", "-"], input: Data(PaymentWorld.paymentLines(payments).utf8))
+            guard result.status == 0 else { throw Failure("produce payments: \(result.errorOutput)") }
+        }
+    }
+}
+
 let paymentsCatalogSpec = joinOrdersDatasetSpec + """
 
     ---
@@ -190,22 +204,12 @@ func paidOrdersSpec(type: String, idleTimeout: String? = nil) -> String {
             #expect(product?.status["lateRecords"] as? Int ?? 0 == 0)
             return FileManager.default.contents(atPath: server.fileRoot + "/paid-orders.jsonl") ?? Data()
         }
-        func produce(_ server: ServerProcess, orders: [JoinWorld.Order] = [], payments: [PaymentWorld.Payment] = []) throws {
-            if !orders.isEmpty {
-                let result = try server.ctl(["produce", "orders", "--file", "-"], input: Data(JoinWorld.orderLines(orders).utf8))
-                #expect(result.status == 0, "\(result.errorOutput)")
-            }
-            if !payments.isEmpty {
-                let result = try server.ctl(["produce", "payments", "--file", "-"], input: Data(PaymentWorld.paymentLines(payments).utf8))
-                #expect(result.status == 0, "\(result.errorOutput)")
-            }
-        }
 
         let backfill = try await run(nil)
         #expect(try parsedRows(backfill) == expected)
         let ordersFirst = try await run { server in
-            try produce(server, orders: world.orders)
-            try produce(server, payments: world.payments)
+            try server.produce(orders: world.orders)
+            try server.produce(payments: world.payments)
         }
         #expect(ordersFirst == backfill, "orders entirely before their payments")
         let interleaved = try await run { server in
@@ -214,8 +218,8 @@ func paidOrdersSpec(type: String, idleTimeout: String? = nil) -> String {
             for slice in 0..<10 {
                 let from = world.orders.first!.time + span * Int64(slice) / 10
                 let until = slice == 9 ? Int64.max : world.orders.first!.time + span * Int64(slice + 1) / 10
-                try produce(server, orders: world.orders.filter { $0.time >= from && $0.time < until })
-                try produce(server, payments: world.payments.filter { ($0.time >= from || slice == 0) && $0.time < until })
+                try server.produce(orders: world.orders.filter { $0.time >= from && $0.time < until })
+                try server.produce(payments: world.payments.filter { ($0.time >= from || slice == 0) && $0.time < until })
             }
         }
         #expect(interleaved == backfill, "interleaved slices")
@@ -257,16 +261,6 @@ func paidOrdersSpec(type: String, idleTimeout: String? = nil) -> String {
         let catalog = paymentsCatalogSpec.replacingOccurrences(of: "key: order_id", with: "key: order_id\n  partitions: 6")
             .replacingOccurrences(of: "key: payment_id", with: "key: payment_id\n  partitions: 4")
         let product = paidOrdersSpec(type: "left", idleTimeout: "10s")
-        func produce(_ server: ServerProcess, orders: [JoinWorld.Order], payments: [PaymentWorld.Payment]) throws {
-            if !orders.isEmpty {
-                let result = try server.ctl(["produce", "orders", "--file", "-"], input: Data(JoinWorld.orderLines(orders).utf8))
-                #expect(result.status == 0, "\(result.errorOutput)")
-            }
-            if !payments.isEmpty {
-                let result = try server.ctl(["produce", "payments", "--file", "-"], input: Data(PaymentWorld.paymentLines(payments).utf8))
-                #expect(result.status == 0, "\(result.errorOutput)")
-            }
-        }
         var files: [Data] = []
         for arrival in ["at once", "in slices", "killed"] {
             let server = ServerProcess()
@@ -284,11 +278,11 @@ func paidOrdersSpec(type: String, idleTimeout: String? = nil) -> String {
                 for slice in 0..<10 {
                     let from = world.orders.first!.time + span * Int64(slice) / 10
                     let until = slice == 9 ? Int64.max : world.orders.first!.time + span * Int64(slice + 1) / 10
-                    try produce(server, orders: world.orders.filter { $0.time >= from && $0.time < until },
+                    try server.produce(orders: world.orders.filter { $0.time >= from && $0.time < until },
                                 payments: world.payments.filter { ($0.time >= from || slice == 0) && $0.time < until })
                 }
             } else {
-                try produce(server, orders: world.orders, payments: world.payments)
+                try server.produce(orders: world.orders, payments: world.payments)
                 #expect(try server.ctl(["apply", "-f", productFile]).status == 0)
             }
             if arrival == "killed" {
