@@ -108,6 +108,14 @@ public final class KafkaEventLog: EventLog, @unchecked Sendable {
                 throw EventLogError(.invalidPartition, "topic '\(topic)': \(errorText(error))")
             }
             defer { rd_kafka_NewTopic_destroy(newTopic) }
+            // A dataset is the company's ledger, kept like the embedded log keeps it: forever.
+            // Kafka's default (retention.ms of 7 days, measured from the records' timestamps)
+            // would delete history imported with its real, older times within minutes.
+            for (name, value) in [("retention.ms", "-1"), ("retention.bytes", "-1")] {
+                guard rd_kafka_NewTopic_set_config(newTopic, name, value) == RD_KAFKA_RESP_ERR_NO_ERROR else {
+                    throw EventLogError(.io, "Kafka: topic '\(topic)': cannot set \(name)")
+                }
+            }
             let queue = rd_kafka_queue_new(producer.pointer)
             defer { rd_kafka_queue_destroy(queue) }
             var topics: [OpaquePointer?] = [newTopic]
