@@ -47,10 +47,7 @@ let package = Package(
         // The `EventLog` over Apache Kafka, through librdkafka.
         .target(
             name: "ProvisionKafka",
-            dependencies: [
-                "ProvisionModel", "ProvisionLog", "CRdKafka",
-                .product(name: "Logging", package: "swift-log"),
-            ]
+            dependencies: ["ProvisionModel", "ProvisionLog", "CRdKafka"]
         ),
         // Reader, processor (filter and projection), checkpoints, the sink protocol.
         .target(

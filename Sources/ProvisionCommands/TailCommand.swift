@@ -43,7 +43,7 @@ struct TailCommand: AsyncParsableCommand {
             for number in partitions {
                 newest += try await client.recordsPage("\(path)?partition=\(number)&from=\(from[number]!)&limit=\(min(10_000, remaining))").records
             }
-            newest.sort { ($0.time, $0.partition, $0.offset) < ($1.time, $1.partition, $1.offset) }
+            newest.sort(by: Self.inTimeOrder)
             for record in newest.suffix(remaining) { print(JSONWriter.string(record.json)) }
             return
         }
@@ -60,11 +60,18 @@ struct TailCommand: AsyncParsableCommand {
                 round += page.records
                 from[number] = page.nextOffset
             }
-            if partitions.count > 1 { round.sort { ($0.time, $0.partition, $0.offset) < ($1.time, $1.partition, $1.offset) } }
+            if partitions.count > 1 { round.sort(by: Self.inTimeOrder) }
             for record in round { print(JSONWriter.string(record.json)) }
             remaining -= round.count
             idleRounds = round.isEmpty ? idleRounds + 1 : 0
             if round.isEmpty && !follow { break }
         }
+    }
+
+    /// Records of several partitions in time order, a partition's in offset order. By the
+    /// parsed time: the text drops a whole second's ".000", so as text 10:00:00.500 would
+    /// come before 10:00:00.
+    static func inTimeOrder(_ a: RecordView, _ b: RecordView) -> Bool {
+        (Timestamp.parse(a.time) ?? .min, a.partition, a.offset) < (Timestamp.parse(b.time) ?? .min, b.partition, b.offset)
     }
 }

@@ -26,8 +26,13 @@ public struct Topics: Sendable {
     /// partitions is several appends, made side by side: a failure may leave some of them
     /// done (each whole), and the request fails.
     public func append(_ records: [LogRecord], to topic: String, partitions: Int = 1) async throws -> [PartitionAppend] {
-        try await log.createTopic(topic, partitions: partitions)
-        let count = try await log.partitionCount(of: topic) ?? 1
+        // One look-up when the topic exists (a metadata request on Kafka), every request.
+        var existing = try await log.partitionCount(of: topic)
+        if existing == nil {
+            try await log.createTopic(topic, partitions: partitions)
+            existing = try await log.partitionCount(of: topic)
+        }
+        let count = existing ?? 1
         guard !records.isEmpty else { return [] }
         var byPartition: [Int: [LogRecord]] = [:]
         if count == 1 {

@@ -1,7 +1,6 @@
 import CRdKafka
 import Dispatch
 import Foundation
-import Logging
 import ProvisionLog
 import ProvisionModel
 
@@ -16,7 +15,6 @@ import ProvisionModel
 public final class KafkaEventLog: EventLog, @unchecked Sendable {
     public let bootstrapServers: String
     private let producer: OpaquePointer
-    private let logger: Logger
     private let blocking = DispatchQueue(label: "provision.kafka", attributes: .concurrent)
     private let timeoutMilliseconds: Int32 = 30_000
     private let lock = NSLock()
@@ -26,14 +24,13 @@ public final class KafkaEventLog: EventLog, @unchecked Sendable {
     /// partition exists here first (a miss refreshes), as asking a broker for a topic it does
     /// not have may create it.
     private var knownTopics: [String: Int] = [:]
-    private var closed = false
-    private let poller: Thread
+    private let options: [String: String]
+    private let poller: Poller
 
     /// Connects to the brokers of `bootstrapServers` (`host:port,host:port`); `options` are
     /// librdkafka properties for every client it makes (`security.protocol`, …).
-    public init(bootstrapServers: String, options: [String: String] = [:], logger: Logger = Logger(label: "provision.kafka")) throws {
+    public init(bootstrapServers: String, options: [String: String] = [:]) throws {
         self.bootstrapServers = bootstrapServers
-        self.logger = logger
         let handle = try Self.client(RD_KAFKA_PRODUCER, bootstrapServers, options.merging([
             "acks": "all",
             "enable.idempotence": "true",
@@ -43,23 +40,13 @@ public final class KafkaEventLog: EventLog, @unchecked Sendable {
         ]) { given, _ in given }) { rd_kafka_conf_set_dr_msg_cb($0, deliveryReported) }
         producer = handle
         self.options = options
-        // Delivery reports arrive through rd_kafka_poll: a thread of its own serves them.
-        let pollee = UncheckedHandle(handle)
-        let stop = StopFlag()
-        stopPolling = stop
-        poller = Thread {
-            while !stop.isSet { rd_kafka_poll(pollee.pointer, 100) }
-        }
-        poller.name = "provision.kafka.poll"
-        poller.start()
+        poller = Poller(UncheckedHandle(handle))
     }
 
-    private let options: [String: String]
-    private let stopPolling: StopFlag
-
     deinit {
-        stopPolling.set()
         rd_kafka_flush(producer, 5_000)
+        // The poller must be out of rd_kafka_poll before the handle goes.
+        poller.stop()
         for reader in readers.values { reader.close() }
         rd_kafka_destroy(producer)
     }
@@ -324,7 +311,6 @@ public final class KafkaEventLog: EventLog, @unchecked Sendable {
 
     private func reader(_ partition: TopicPartition) throws -> PartitionReader {
         try lock.withLock {
-            if closed { throw EventLogError(.io, "the Kafka log is closed") }
             if let reader = readers[partition] { return reader }
             let reader = try PartitionReader(partition: partition, bootstrapServers: bootstrapServers, options: options)
             readers[partition] = reader
@@ -356,11 +342,27 @@ struct UncheckedHandle: @unchecked Sendable {
     init(_ pointer: OpaquePointer) { self.pointer = pointer }
 }
 
-final class StopFlag: @unchecked Sendable {
+/// Serves the producer's delivery reports, which arrive through rd_kafka_poll, on a thread of
+/// its own until stopped.
+final class Poller: @unchecked Sendable {
     private let lock = NSLock()
-    private var value = false
-    var isSet: Bool { lock.withLock { value } }
-    func set() { lock.withLock { value = true } }
+    private var stopping = false
+    private let stopped = DispatchSemaphore(value: 0)
+
+    init(_ producer: UncheckedHandle) {
+        let thread = Thread { [self] in
+            while !lock.withLock({ stopping }) { rd_kafka_poll(producer.pointer, 100) }
+            stopped.signal()
+        }
+        thread.name = "provision.kafka.poll"
+        thread.start()
+    }
+
+    /// Returns once the thread has left rd_kafka_poll for good.
+    func stop() {
+        lock.withLock { stopping = true }
+        stopped.wait()
+    }
 }
 
 /// The records of one append, until librdkafka has reported each delivered or failed.
@@ -387,7 +389,7 @@ final class DeliveryBatch: @unchecked Sendable {
         }
         guard let done else { return }
         if let error { done.resume(throwing: error) } else { done.resume(returning: first) }
-        // The reference each message's report held.
+        // The one reference the append gave librdkafka's reports to share.
         Unmanaged.passUnretained(self).release()
     }
 }

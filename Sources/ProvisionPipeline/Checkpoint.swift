@@ -37,7 +37,8 @@ public struct Checkpoint: Sendable, Equatable, Codable {
 public struct JoinPosition: Sendable, Equatable, Codable {
     /// Join name (`as`) → partition → the next offset to read.
     public var inputs: [String: [Int: Int64]]
-    /// The newest source event time processed, over every partition.
+    /// The newest source event time processed, in checkpoints written before partitions had
+    /// watermarks of their own: read (as partition 0's), no longer written.
     public var watermark: TimestampMilliseconds?
     /// Per source partition, the newest event time processed: an event's lookups follow its
     /// partition's, and the prune horizon the slowest partition's.

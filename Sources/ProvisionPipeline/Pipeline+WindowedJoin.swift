@@ -470,10 +470,11 @@ extension Pipeline {
         position.streamTime = state.join.streamTime
         state.rows.removeAll()
         state.deadLetters.removeAll()
-        var processed = ProcessedBatch(source: TopicPartition(topic: sourceTopic, partition: 0), batch: RecordBatch(records: []),
-                                       outputs: outputs, deadLetters: deadLetters, lastOffset: -1, joinPosition: position)
-        processed.positions = Dictionary(uniqueKeysWithValues: state.left.indices.map { ($0, state.left[$0].done) })
-        processed.records = sources
+        let processed = ProcessedBatch(outputs: outputs, deadLetters: deadLetters,
+                                       positions: Dictionary(uniqueKeysWithValues: state.left.indices.map { ($0, state.left[$0].done) }),
+                                       joinPosition: position) { [sources] partition, offset in
+            sources[EventPosition(partition: partition, offset: offset)]
+        }
         try await commit(processed, checkpoint: &checkpoint)
     }
 }

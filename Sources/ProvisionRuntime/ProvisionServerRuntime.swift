@@ -70,7 +70,7 @@ public struct ProvisionServerRuntime: Sendable {
         self.options = options
         self.logger = logger
         if let kafka = options.kafka {
-            log = try KafkaEventLog(bootstrapServers: kafka.bootstrapServers, options: kafka.properties, logger: logger)
+            log = try KafkaEventLog(bootstrapServers: kafka.bootstrapServers, options: kafka.properties)
             embeddedLog = nil
         } else {
             let embedded = try EmbeddedEventLog(directory: "\(options.dataDirectory)/log", configuration: options.logConfiguration, logger: logger)

@@ -78,6 +78,11 @@ struct PartitionTests {
         kind: Dataset
         metadata: {name: clicks, owner: web}
         spec: {topic: clicks, partitions: 4, schema: {page: string}}
+        ---
+        apiVersion: provision/v1
+        kind: Dataset
+        metadata: {name: ticks, owner: markets}
+        spec: {topic: ticks, key: id, time: at, partitions: 3, schema: {id: string, at: timestamp}}
         """
 
     static let product = """
@@ -181,5 +186,18 @@ struct PartitionTests {
         #expect(refused.errorOutput.contains("spec.partitions: topic 'trades' has 6 partitions; its count cannot change"), "\(refused.errorOutput)")
         let missing = try await httpRequest(.GET, "\(server.url)/v1/topics/trades/records?partition=6", token: testAdminToken)
         #expect(missing.status == 404)
+
+        // tail merges partitions in time order, a whole second before the half second after it.
+        let ticks = ["00.500", "00", "01.500", "01", "02", "00.250"].enumerated().map { index, seconds in
+            #"{"id":"tick-\#(index)","at":"2026-01-01T00:00:\#(seconds)Z"}"#
+        }
+        #expect(try server.ctl(["produce", "ticks", "--file", "-"], input: Data((ticks.joined(separator: "\n") + "\n").utf8)).status == 0)
+        let tailed = try server.ctl(["tail", "ticks", "--from-beginning"])
+        #expect(tailed.status == 0, "\(tailed.errorOutput)")
+        let order = tailed.output.split(separator: "\n").compactMap { line in
+            ((try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any])?["key"] as? String
+        }
+        #expect(order == ["tick-1", "tick-5", "tick-0", "tick-3", "tick-2", "tick-4"])
+        #expect(try await recordsByPartition(server, topic: "ticks").values.filter { !$0.isEmpty }.count >= 2, "the ticks are in one partition")
     }
 }

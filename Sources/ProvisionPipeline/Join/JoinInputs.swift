@@ -218,7 +218,7 @@ public actor JoinInputs {
 
     public var position: JoinPosition {
         JoinPosition(inputs: Dictionary(uniqueKeysWithValues: inputs.map { ($0.plan.spec.alias, $0.positions) }),
-                     watermark: watermarks.values.max(), late: late, watermarks: watermarks)
+                     late: late, watermarks: watermarks)
     }
 
     private func restore(startTime: TimestampMilliseconds?, position: JoinPosition?) async throws {
