@@ -487,7 +487,7 @@ public actor Reconciler: Service {
         } catch let error as SinkError where error.reason == "InvalidOutputPath" {
             logger.warning("output left in place: it cannot be removed safely", metadata: ["product": "\(product)", "error": "\(error)"])
         }
-        try? sinks.checkpoints.remove(product)
+        try? await sinks.checkpoints.remove(product)
     }
 
     /// Starts the product's pipeline; returns why not when the spec cannot run (terminal).

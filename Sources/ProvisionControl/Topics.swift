@@ -13,7 +13,7 @@ public struct Topics: Sendable {
     }
 
     public func describe() async throws -> [TopicDescription] {
-        try await log.describeTopics()
+        try await log.describeTopics().filter { !TopicName.isInternal($0.name) }
     }
 
     /// Appends `records` to the topic, creating it first with `partitions` (an existing topic
@@ -26,6 +26,7 @@ public struct Topics: Sendable {
     /// partitions is several appends, made side by side: a failure may leave some of them
     /// done (each whole), and the request fails.
     public func append(_ records: [LogRecord], to topic: String, partitions: Int = 1) async throws -> [PartitionAppend] {
+        guard !TopicName.isInternal(topic) else { throw EventLogError(.invalidTopicName, "'\(topic)' is the server's own topic") }
         // One look-up when the topic exists (a metadata request on Kafka), every request.
         var existing = try await log.partitionCount(of: topic)
         if existing == nil {
@@ -69,7 +70,8 @@ public struct Topics: Sendable {
     ///   key too when `maskingKey`), for a caller whose team does not own the dataset.
     public func page(of topic: String, partition number: Int = 0, from requested: Int64?, limit: Int, wait: Duration?,
                      masking: Schema? = nil, maskingKey: Bool = false) async throws -> RecordsPage? {
-        guard let partitions = try await log.partitionCount(of: topic), (0..<partitions).contains(number) else { return nil }
+        guard !TopicName.isInternal(topic), let partitions = try await log.partitionCount(of: topic), (0..<partitions).contains(number)
+        else { return nil }
         let partition = TopicPartition(topic: topic, partition: number)
         let end = try await log.endOffset(of: partition)
         var from = requested ?? max(0, end - Int64(limit))

@@ -81,7 +81,7 @@ public final class KafkaEventLog: EventLog, @unchecked Sendable {
 
     // MARK: Topics
 
-    public func createTopic(_ topic: String, partitions: Int) async throws {
+    public func createTopic(_ topic: String, partitions: Int, compacted: Bool) async throws {
         guard TopicName.isValid(topic) else {
             throw EventLogError(.invalidTopicName, "'\(topic)' is not a valid topic name (letters, digits, '.', '_', '-')")
         }
@@ -97,8 +97,10 @@ public final class KafkaEventLog: EventLog, @unchecked Sendable {
             defer { rd_kafka_NewTopic_destroy(newTopic) }
             // A dataset is the company's ledger, kept like the embedded log keeps it: forever.
             // Kafka's default (retention.ms of 7 days, measured from the records' timestamps)
-            // would delete history imported with its real, older times within minutes.
-            for (name, value) in [("retention.ms", "-1"), ("retention.bytes", "-1")] {
+            // would delete history imported with its real, older times within minutes. State
+            // kept by key is compacted instead, as Kafka Connect keeps its configs and offsets.
+            let settings = compacted ? [("cleanup.policy", "compact")] : [("retention.ms", "-1"), ("retention.bytes", "-1")]
+            for (name, value) in settings {
                 guard rd_kafka_NewTopic_set_config(newTopic, name, value) == RD_KAFKA_RESP_ERR_NO_ERROR else {
                     throw EventLogError(.io, "Kafka: topic '\(topic)': cannot set \(name)")
                 }

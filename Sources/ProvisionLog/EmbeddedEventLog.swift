@@ -45,7 +45,7 @@ public final class EmbeddedEventLog: EventLog, @unchecked Sendable {
         return logs[partition.partition]
     }
 
-    public func createTopic(_ topic: String, partitions count: Int) async throws {
+    public func createTopic(_ topic: String, partitions count: Int, compacted: Bool) async throws {
         guard Self.isValidTopicName(topic) else {
             throw EventLogError(.invalidTopicName, "'\(topic)' is not a valid topic name (letters, digits, '.', '_', '-')")
         }

@@ -21,8 +21,11 @@ public struct EventLogError: Error, Sendable, CustomStringConvertible {
 /// The embedded segmented log implements it today; a Kafka-backed log implements the same
 /// protocol, so nothing above this line knows which store it runs on.
 public protocol EventLog: Sendable {
-    /// Creates the topic if it does not exist. An existing topic keeps its partition count.
-    func createTopic(_ topic: String, partitions: Int) async throws
+    /// Creates the topic if it does not exist. An existing topic keeps its partition count
+    /// and its settings. A `compacted` topic may keep only the latest record of each key, and
+    /// drops a key whose latest record is a tombstone (Kafka's `cleanup.policy=compact`): for
+    /// state kept by key. The embedded log keeps every record of every topic.
+    func createTopic(_ topic: String, partitions: Int, compacted: Bool) async throws
 
     func describeTopics() async throws -> [TopicDescription]
 
@@ -54,6 +57,11 @@ public protocol EventLog: Sendable {
 }
 
 extension EventLog {
+    /// Creates a topic that keeps every record.
+    public func createTopic(_ topic: String, partitions: Int) async throws {
+        try await createTopic(topic, partitions: partitions, compacted: false)
+    }
+
     /// Returns when any of the partitions has a record at its position, or after
     /// `timeout`: a reader of several partitions waits for whichever gets one first.
     public func waitForRecords(in positions: [TopicPartition: Int64], timeout: Duration) async throws {

@@ -62,11 +62,12 @@ public struct JoinPosition: Sendable, Equatable, Codable {
 }
 
 /// Keeps checkpoints for sinks that cannot store them beside their output (files,
-/// webhooks). Sinks with transactions (PostgreSQL) keep theirs in the destination instead.
+/// Elasticsearch, webhooks). Sinks with transactions (PostgreSQL) keep theirs in the
+/// destination instead. A save is durable when it returns.
 public protocol CheckpointStore: Sendable {
-    func load(_ product: String) throws -> Checkpoint?
-    func save(_ checkpoint: Checkpoint, for product: String) throws
-    func remove(_ product: String) throws
+    func load(_ product: String) async throws -> Checkpoint?
+    func save(_ checkpoint: Checkpoint, for product: String) async throws
+    func remove(_ product: String) async throws
 }
 
 /// One small JSON file per product, replaced atomically (write, fsync, rename, fsync the
@@ -137,7 +138,7 @@ public struct SuffixedCheckpointStore: CheckpointStore {
         self.suffix = suffix
     }
 
-    public func load(_ product: String) throws -> Checkpoint? { try base.load(product + suffix) }
-    public func save(_ checkpoint: Checkpoint, for product: String) throws { try base.save(checkpoint, for: product + suffix) }
-    public func remove(_ product: String) throws { try base.remove(product + suffix) }
+    public func load(_ product: String) async throws -> Checkpoint? { try await base.load(product + suffix) }
+    public func save(_ checkpoint: Checkpoint, for product: String) async throws { try await base.save(checkpoint, for: product + suffix) }
+    public func remove(_ product: String) async throws { try await base.remove(product + suffix) }
 }

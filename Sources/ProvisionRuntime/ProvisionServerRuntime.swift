@@ -77,8 +77,17 @@ public struct ProvisionServerRuntime: Sendable {
             log = embedded
             embeddedLog = embedded
         }
-        let checkpoints = try FileCheckpointStore(directory: "\(options.dataDirectory)/checkpoints")
-        let store = try Reconciler.openEmbeddedStore(directory: "\(options.dataDirectory)/control", logger: logger)
+        // On Kafka the control objects and the sinks' checkpoints live in compacted topics
+        // beside the datasets, so a server on an empty data directory resumes from the brokers.
+        let checkpoints: any CheckpointStore
+        let store: any ControlStore
+        if embeddedLog == nil {
+            store = try await LogControlStore(log: log)
+            checkpoints = try await LogCheckpointStore(log: log)
+        } else {
+            store = try Reconciler.openEmbeddedStore(directory: "\(options.dataDirectory)/control", logger: logger)
+            checkpoints = try FileCheckpointStore(directory: "\(options.dataDirectory)/checkpoints")
+        }
         try FileManager.default.createDirectory(atPath: options.fileRoot, withIntermediateDirectories: true)
         let sealer: SecretSealer
         if let key = options.secretKey {

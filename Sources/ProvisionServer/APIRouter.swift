@@ -415,6 +415,9 @@ public struct APIRouter: Sendable {
         guard TopicName.isValid(topic) else {
             return Self.error(.badRequest, code: .invalidTopic, message: "'\(topic)' is not a valid topic name")
         }
+        guard !TopicName.isInternal(topic) else {
+            return Self.error(.badRequest, code: .invalidTopic, message: "'\(topic)' is the server's own topic: records cannot be produced into it")
+        }
         // Produced into before its dataset exists, a topic gets the one partition of a default.
         let appended = try await reconciler.topics.append(records, to: topic, partitions: dataset?.partitions ?? 1)
         return Self.json(ProduceResponse(topic: topic, count: records.count, partitions: appended))

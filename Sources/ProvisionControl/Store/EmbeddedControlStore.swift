@@ -29,18 +29,10 @@ public final class EmbeddedControlStore: ControlStore {
 
     private struct State {
         var descriptor: Int32
-        var records: [ObjectKey: VersionedRecord] = [:]
-        var resourceVersion: ResourceVersion = 0
+        var memory = ControlStoreMemory()
         var fileBytes = 0
         /// What the live records would take in a compacted file.
         var liveBytes = 0
-        /// The latest changes, oldest first; a watch from before the first one has expired.
-        var history: [StoreEvent] = []
-        var historyStart = 0
-        /// Changes before this version are not in `history`.
-        var oldestWatchable: ResourceVersion = 0
-        var watchers: [Int: AsyncThrowingStream<StoreEvent, Error>.Continuation] = [:]
-        var nextWatcher = 0
     }
 
     public let path: String
@@ -68,7 +60,7 @@ public final class EmbeddedControlStore: ControlStore {
                 guard ftruncate(descriptor, off_t(position)) == 0, fsync(descriptor) == 0 else { throw POSIXError.current }
             }
             loaded.fileBytes = position
-            loaded.oldestWatchable = loaded.resourceVersion
+            loaded.memory.finishLoading()
         } catch {
             close(descriptor)
             throw error
@@ -78,7 +70,7 @@ public final class EmbeddedControlStore: ControlStore {
 
     deinit {
         state.withLock { state in
-            for continuation in state.watchers.values { continuation.finish() }
+            state.memory.finishWatchers()
             close(state.descriptor)
         }
     }
@@ -89,7 +81,7 @@ public final class EmbeddedControlStore: ControlStore {
 
     /// `snapshot` without suspending.
     public func snapshotNow() -> StoreSnapshot {
-        state.withLock { StoreSnapshot(records: $0.records, resourceVersion: $0.resourceVersion) }
+        state.withLock { $0.memory.snapshot }
     }
 
     public func commit(_ writes: [RecordWrite], durable: Bool) async throws -> ResourceVersion {
@@ -98,19 +90,11 @@ public final class EmbeddedControlStore: ControlStore {
 
     /// `commit` without suspending, for callers that are not async (migration, tests).
     public func commitNow(_ writes: [RecordWrite], durable: Bool) throws -> ResourceVersion {
-        var expired: [AsyncThrowingStream<StoreEvent, Error>.Continuation] = []
+        var expired: [ControlStoreMemory.Watcher] = []
         let version = try state.withLock { state throws -> ResourceVersion in
-            for write in writes {
-                let found = state.records[write.key]?.resourceVersion
-                switch write.precondition {
-                case .none: continue
-                case .absent where found == nil: continue
-                case .version(let version) where found == version: continue
-                default: throw StoreConflict(key: write.key, expected: write.precondition, found: found)
-                }
-            }
-            guard !writes.isEmpty else { return state.resourceVersion }
-            let version = state.resourceVersion + 1
+            try state.memory.checkPreconditions(writes)
+            guard !writes.isEmpty else { return state.memory.resourceVersion }
+            let version = state.memory.resourceVersion + 1
             let events = writes.map { StoreEvent(resourceVersion: version, key: $0.key, value: $0.value) }
             let frame = Self.encodeFrame(events)
             let position = state.fileBytes
@@ -128,48 +112,22 @@ public final class EmbeddedControlStore: ControlStore {
             }
             Failpoint.reached(.storeCommitSynced)
             state.fileBytes += frame.count
-            state.resourceVersion = version
-            for event in events {
-                Self.applyLoaded(event, to: &state)
-                Self.remember(event, in: &state, limit: configuration.historyLimit)
-                for (id, watcher) in state.watchers {
-                    if case .dropped = watcher.yield(event) {
-                        state.watchers[id] = nil
-                        expired.append(watcher)
-                    }
-                }
-            }
+            for event in events { Self.countLiveBytes(event, in: &state) }
+            expired = state.memory.publish(events, historyLimit: configuration.historyLimit)
             if state.fileBytes > max(configuration.compactionMinimumBytes, 2 * state.liveBytes) {
                 do { try compact(&state) } catch { /* the log stays as it is, whole; compaction is tried again on the next commit */ }
             }
             return version
         }
-        // Outside the lock: finishing a stream runs its termination handler, which takes it.
-        for watcher in expired {
-            watcher.finish(throwing: WatchExpired(requested: version, oldestAvailable: version))
-        }
+        ControlStoreMemory.expire(expired, at: version)
         return version
     }
 
     public func watch(from version: ResourceVersion) async throws -> AsyncThrowingStream<StoreEvent, Error> {
-        let (stream, continuation) = AsyncThrowingStream.makeStream(of: StoreEvent.self, throwing: Error.self,
-                                                                    bufferingPolicy: .bufferingOldest(configuration.watchBuffer))
-        let id = try state.withLock { state throws -> Int in
-            guard version >= state.oldestWatchable || version >= state.resourceVersion else {
-                throw WatchExpired(requested: version, oldestAvailable: state.oldestWatchable)
-            }
-            let missed = state.history[state.historyStart...].filter { $0.resourceVersion > version }
-            guard missed.count <= configuration.watchBuffer else {
-                throw WatchExpired(requested: version, oldestAvailable: state.oldestWatchable)
-            }
-            for event in missed { continuation.yield(event) }
-            let id = state.nextWatcher
-            state.nextWatcher += 1
-            state.watchers[id] = continuation
-            return id
-        }
+        let (stream, continuation) = ControlStoreMemory.makeWatch(buffer: configuration.watchBuffer)
+        let id = try state.withLock { try $0.memory.addWatcher(continuation, from: version, buffer: configuration.watchBuffer) }
         continuation.onTermination = { [weak self] _ in
-            self?.state.withLock { _ = $0.watchers.removeValue(forKey: id) }
+            self?.state.withLock { $0.memory.removeWatcher(id) }
         }
         return stream
     }
@@ -180,27 +138,14 @@ public final class EmbeddedControlStore: ControlStore {
     // MARK: State
 
     private static func applyLoaded(_ event: StoreEvent, to state: inout State) {
-        if let old = state.records[event.key] { state.liveBytes -= recordBytes(event.key, old.value) }
-        if let value = event.value {
-            state.records[event.key] = VersionedRecord(resourceVersion: event.resourceVersion, value: value)
-            state.liveBytes += recordBytes(event.key, value)
-        } else {
-            state.records[event.key] = nil
-        }
-        state.resourceVersion = max(state.resourceVersion, event.resourceVersion)
+        countLiveBytes(event, in: &state)
+        state.memory.load(event)
     }
 
-    private static func remember(_ event: StoreEvent, in state: inout State, limit: Int) {
-        state.history.append(event)
-        if state.history.count - state.historyStart > limit {
-            // A watch from this version on needs none of what is dropped.
-            state.oldestWatchable = state.history[state.historyStart].resourceVersion
-            state.historyStart += 1
-            if state.historyStart > limit {
-                state.history.removeFirst(state.historyStart)
-                state.historyStart = 0
-            }
-        }
+    /// Keeps `liveBytes` in step with a change about to be applied.
+    private static func countLiveBytes(_ event: StoreEvent, in state: inout State) {
+        if let old = state.memory.records[event.key] { state.liveBytes -= recordBytes(event.key, old.value) }
+        if let value = event.value { state.liveBytes += recordBytes(event.key, value) }
     }
 
     /// Writes the live records to a new file and renames it over the log.
@@ -210,7 +155,7 @@ public final class EmbeddedControlStore: ControlStore {
         guard descriptor >= 0 else { throw POSIXError.current }
         var written = 0
         do {
-            let live = state.records.sorted { $0.key < $1.key }
+            let live = state.memory.records.sorted { $0.key < $1.key }
             for chunk in stride(from: 0, to: live.count, by: 1024) {
                 let events = live[chunk..<min(chunk + 1024, live.count)].map {
                     StoreEvent(resourceVersion: $0.value.resourceVersion, key: $0.key, value: $0.value.value)

@@ -93,6 +93,10 @@ public enum TopicName {
         topic.hasPrefix("_deadletter.") ? String(topic.dropFirst("_deadletter.".count)) : nil
     }
 
+    /// The server's own state (control objects, checkpoints) when the store is Kafka: never
+    /// listed, read or written through the API.
+    public static func isInternal(_ name: String) -> Bool { name.hasPrefix("_provision.") }
+
     /// Letters, digits, `.`, `_` and `-`, at most 200 (a name is a directory of the embedded
     /// log, and Kafka allows no more).
     public static func isValid(_ name: String) -> Bool {

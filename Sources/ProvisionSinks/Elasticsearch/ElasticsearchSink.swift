@@ -116,7 +116,7 @@ public final class ElasticsearchSink: Sink, @unchecked Sendable {
         }
         // The checkpoint is kept beside the server (an index has no transactions); it is this
         // build's only if it names the build, and only while its index still exists.
-        guard resumable, let checkpoint = try checkpoints.load(product), checkpoint.sinkPosition == Int64(build.number) else {
+        guard resumable, let checkpoint = try await checkpoints.load(product), checkpoint.sinkPosition == Int64(build.number) else {
             return nil
         }
         return checkpoint
@@ -151,7 +151,7 @@ public final class ElasticsearchSink: Sink, @unchecked Sendable {
         Failpoint.reached(.elasticsearchBulkIndexed)
         var committed = batch.checkpoint(rejecting: rejections.count)
         committed.sinkPosition = Int64(build.number)
-        try checkpoints.save(committed, for: product)
+        try await checkpoints.save(committed, for: product)
         return committed
     }
 
@@ -197,11 +197,11 @@ public final class ElasticsearchSink: Sink, @unchecked Sendable {
         for (index, owner) in try await ownedIndices().sorted(by: { $0.index < $1.index }) where owner.product == product {
             try await call(.DELETE, "/\(index)", doing: "delete the index \(index)")
         }
-        try checkpoints.remove(product)
+        try await checkpoints.remove(product)
     }
 
     public func detach() async throws {
-        try checkpoints.remove(product)
+        try await checkpoints.remove(product)
     }
 
     // MARK: Writes

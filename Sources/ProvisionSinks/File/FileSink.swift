@@ -55,11 +55,11 @@ public final class FileSink: Sink, @unchecked Sendable {
         descriptor = try RootedFile.open(root: root, relativePath: relativePath)
         var info = stat()
         guard fstat(descriptor, &info) == 0 else { throw posixFailure("cannot stat \(path)") }
-        var checkpoint = try checkpoints.load(product)
+        var checkpoint = try await checkpoints.load(product)
         if let committed = checkpoint, Int(info.st_size) < Int(committed.sinkPosition) {
             // The file is shorter than what was committed: it was removed or cut outside
             // Provision. Padding it would write garbage, so the output is rebuilt instead.
-            try checkpoints.remove(product)
+            try await checkpoints.remove(product)
             checkpoint = nil
         }
         let committedBytes = Int(checkpoint?.sinkPosition ?? 0)
@@ -81,7 +81,7 @@ public final class FileSink: Sink, @unchecked Sendable {
             // The header is part of the committed output from now on.
             var initial = checkpoint ?? Checkpoint(offsets: [:])
             initial.sinkPosition = Int64(sizeBytes)
-            if checkpoint != nil { try checkpoints.save(initial, for: product) }
+            if checkpoint != nil { try await checkpoints.save(initial, for: product) }
         }
         return checkpoint
     }
@@ -100,7 +100,7 @@ public final class FileSink: Sink, @unchecked Sendable {
         Failpoint.reached(.fileBatchSynced)
         var committed = batch.checkpoint
         committed.sinkPosition = Int64(sizeBytes)
-        try checkpoints.save(committed, for: product)
+        try await checkpoints.save(committed, for: product)
         return committed
     }
 
@@ -114,7 +114,7 @@ public final class FileSink: Sink, @unchecked Sendable {
     public func destroy() async throws {
         await close()
         try RootedFile.remove(root: root, relativePath: relativePath)
-        try checkpoints.remove(product)
+        try await checkpoints.remove(product)
     }
 
     // MARK: Encoding

@@ -65,7 +65,7 @@ public final class WebhookSink: Sink, @unchecked Sendable {
     public func open() async throws -> Checkpoint? {
         _ = try resolve()
         lastSuccess.withLockedValue { $0 = .now }
-        return try checkpoints.load(product)
+        return try await checkpoints.load(product)
     }
 
     public func write(_ batch: SinkBatch) async throws -> Checkpoint {
@@ -91,14 +91,14 @@ public final class WebhookSink: Sink, @unchecked Sendable {
         }
         Failpoint.reached(.webhookBatchDelivered)
         let committed = batch.checkpoint(rejecting: rejections.count)
-        try checkpoints.save(committed, for: product)
+        try await checkpoints.save(committed, for: product)
         return committed
     }
 
     public func close() async {}
 
     public func destroy() async throws {
-        try checkpoints.remove(product)
+        try await checkpoints.remove(product)
     }
 
     // MARK: Requests
