@@ -146,6 +146,7 @@ let package = Package(
             name: "ProvisionIntegrationTests",
             dependencies: [
                 "ProvisionModel", "ProvisionLog", "ProvisionKafka", "ProvisionPipeline", "ProvisionSinks", "ProvisionFailpoints",
+                "ProvisionControl",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),

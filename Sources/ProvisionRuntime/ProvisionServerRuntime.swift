@@ -69,6 +69,8 @@ public struct ProvisionServerRuntime: Sendable {
     public init(options: Options, logger: Logger) async throws {
         self.options = options
         self.logger = logger
+        // On Kafka nothing else makes it, and the secret key and admin token are written here.
+        try FileManager.default.createDirectory(atPath: options.dataDirectory, withIntermediateDirectories: true)
         if let kafka = options.kafka {
             log = try KafkaEventLog(bootstrapServers: kafka.bootstrapServers, options: kafka.properties)
             embeddedLog = nil
@@ -81,9 +83,9 @@ public struct ProvisionServerRuntime: Sendable {
         // beside the datasets, so a server on an empty data directory resumes from the brokers.
         let checkpoints: any CheckpointStore
         let store: any ControlStore
-        if embeddedLog == nil {
-            store = try await LogControlStore(log: log)
-            checkpoints = try await LogCheckpointStore(log: log)
+        if let kafka = options.kafka {
+            store = try await LogControlStore(log: log, topic: kafka.controlTopic)
+            checkpoints = try await LogCheckpointStore(log: log, topic: kafka.checkpointTopic)
         } else {
             store = try Reconciler.openEmbeddedStore(directory: "\(options.dataDirectory)/control", logger: logger)
             checkpoints = try FileCheckpointStore(directory: "\(options.dataDirectory)/checkpoints")
@@ -183,9 +185,20 @@ extension Task where Success == Never, Failure == Never {
 
 /// Where Kafka is: `kafka://HOST:PORT[,HOST:PORT…][?PROPERTY=VALUE&…]`, the properties
 /// librdkafka's (`security.protocol=SSL`, …) for every client the log makes.
+///
+/// One property is Provision's own: `provision.cluster=NAME` names the group of servers whose
+/// control objects and checkpoints live in `_provision.NAME.control` and
+/// `_provision.NAME.checkpoints` (without it, `_provision.control` and
+/// `_provision.checkpoints`), as Kafka Connect's group names its storage topics: servers of
+/// different groups share the datasets and keep their products apart.
 public struct KafkaStoreAddress: Sendable, Equatable {
     public var bootstrapServers: String
+    /// librdkafka's.
     public var properties: [String: String]
+    public var cluster: String?
+
+    public var controlTopic: String { cluster.map { "_provision.\($0).control" } ?? LogControlStore.defaultTopic }
+    public var checkpointTopic: String { cluster.map { "_provision.\($0).checkpoints" } ?? LogCheckpointStore.defaultTopic }
 
     public init?(_ url: String) {
         guard url.hasPrefix("kafka://") else { return nil }
@@ -205,6 +218,10 @@ public struct KafkaStoreAddress: Sendable, Equatable {
                 properties[String(nameAndValue[0]).removingPercentEncoding ?? String(nameAndValue[0])] =
                     String(nameAndValue[1]).removingPercentEncoding ?? String(nameAndValue[1])
             }
+        }
+        if let cluster = properties.removeValue(forKey: "provision.cluster") {
+            guard TopicName.isValid("_provision.\(cluster).checkpoints"), !cluster.contains(".") else { return nil }
+            self.cluster = cluster
         }
     }
 }

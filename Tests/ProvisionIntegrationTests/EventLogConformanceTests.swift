@@ -3,6 +3,8 @@ import Testing
 import ProvisionKafka
 import ProvisionLog
 import ProvisionModel
+import ProvisionPipeline
+@testable import ProvisionControl
 
 /// A store an `EventLog` runs on: the embedded log, or the Kafka brokers `scripts/test` starts
 /// (`PROVISION_TEST_KAFKA_BROKERS`: `name=host:port,host:port;name=…`).
@@ -50,7 +52,9 @@ struct LogStore: CustomTestStringConvertible, Sendable {
 /// The topics the conformance tests use, with their partitions: what `scripts/test` creates
 /// on the mock cluster.
 let conformanceTopics = ["conformance-order": 1, "conformance-time": 1, "conformance-partitions": 3, "conformance-wait": 1,
-                         "conformance-kcat": 3, "e2e-trades": 6]
+                         "conformance-kcat": 3, "conformance-control": 1, "conformance-checkpoints": 1, "e2e-trades": 6,
+                         "e2e-resume": 6, "_provision.kcat.control": 1, "_provision.kcat.checkpoints": 1,
+                         "_provision.resume.control": 1, "_provision.resume.checkpoints": 1]
 
 /// One suite for every `EventLog`, so the embedded log and Kafka cannot drift: ordering and
 /// offsets, keys, values, tombstones, headers and timestamps, time lookup, partitions,
@@ -188,6 +192,36 @@ struct EventLogConformanceTests {
         #expect(read.map { String(decoding: $0.record.value ?? [], as: UTF8.self) } == (0..<9).map { "{\"from\":\"kcat\",\"n\":\($0)}" })
         #expect(read.allSatisfy { $0.record.headers == [LogHeader(name: "origin", value: Array("kcat".utf8))] })
         #expect(read.allSatisfy { $0.record.timestamp > 1_700_000_000_000 }, "kcat's records carry their create time")
+    }
+}
+
+/// The control store and the checkpoints kept in compacted topics, on each Kafka-API server:
+/// what one client commits, another (the next server) reads back whole, with its versions.
+@Suite(.serialized, .timeLimit(.minutes(2)))
+struct KafkaControlStateTests {
+    @Test(arguments: LogStore.kafka)
+    func controlObjectsAndCheckpointsAreReadBackByAnotherClient(_ store: LogStore) async throws {
+        func bytes(_ text: String) -> [UInt8] { Array(text.utf8) }
+        let controlTopic = store.topic("conformance-control"), checkpointTopic = store.topic("conformance-checkpoints")
+        let control = try await LogControlStore(log: try store.open(), topic: controlTopic)
+        let created = try await control.commit([RecordWrite(key: .dataset("orders"), value: bytes("d"), precondition: .absent),
+                                                RecordWrite(key: .product("a"), value: bytes("p1"), precondition: .absent)], durable: true)
+        let updated = try await control.commit([RecordWrite(key: .product("a"), value: bytes("p2"), precondition: .version(created))], durable: true)
+        _ = try await control.commit([RecordWrite(key: .productStatus("a"), value: bytes("s"), precondition: .none)], durable: false)
+        let deleted = try await control.commit([RecordWrite(key: .productStatus("a"), value: nil, precondition: .none),
+                                                RecordWrite(key: .token("t"), value: bytes("hash"), precondition: .absent)], durable: true)
+        let checkpoints = try await LogCheckpointStore(log: try store.open(), topic: checkpointTopic)
+        try await checkpoints.save(Checkpoint(offsets: [0: 5, 3: 9], recordsWritten: 14, sinkPosition: 700), for: "a")
+        try await checkpoints.save(Checkpoint(offsets: [0: 6, 3: 9], recordsWritten: 15, sinkPosition: 750), for: "a")
+
+        let next = try await LogControlStore(log: try store.open(), topic: controlTopic)
+        let snapshot = try await next.snapshot()
+        #expect(snapshot.records == [.dataset("orders"): VersionedRecord(resourceVersion: created, value: bytes("d")),
+                                     .product("a"): VersionedRecord(resourceVersion: updated, value: bytes("p2")),
+                                     .token("t"): VersionedRecord(resourceVersion: deleted, value: bytes("hash"))])
+        #expect(snapshot.resourceVersion == deleted)
+        #expect(try await LogCheckpointStore(log: try store.open(), topic: checkpointTopic).load("a")
+                == Checkpoint(offsets: [0: 6, 3: 9], recordsWritten: 15, sinkPosition: 750))
     }
 }
 
