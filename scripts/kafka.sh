@@ -49,6 +49,10 @@ start_test_kafka() {
   kcat -b "127.0.0.1:$noida_port" -L -m 5 >/dev/null || { echo "noida-db's Kafka API did not answer" >&2; return 1; }
   [ -n "$mock" ] || { echo "librdkafka's mock cluster did not start" >&2; return 1; }
   export PROVISION_TEST_KAFKA_BROKERS="noida-db=127.0.0.1:$noida_port;librdkafka-mock=$mock"
+  # For the test that stops a broker of its own: the server itself, not the pip launcher that
+  # runs it as a child (a signal to the launcher would not reach it).
+  PROVISION_TEST_NOIDA_DB=$(python3 -c 'from importlib.resources import files; print(files("noida_db").joinpath("noida-db"))')
+  export PROVISION_TEST_NOIDA_DB
   echo "Kafka APIs for the tests at $PROVISION_TEST_KAFKA_BROKERS" >&2
 }
 

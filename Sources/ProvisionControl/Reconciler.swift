@@ -613,7 +613,9 @@ public actor Reconciler: Service {
     private func pipelineFailed(_ name: String, build: Int, _ error: Error) async -> Duration? {
         let now = clock()
         let lost = error as? RecordsLostToRetention
-        let reason = lost != nil ? "RecordsLostToRetention" : (error as? SinkError)?.reason ?? "PipelineFailed"
+        let reason = lost != nil ? "RecordsLostToRetention"
+            : (error as? EventLogError)?.code == .unavailable ? "SourceUnavailable"
+            : (error as? SinkError)?.reason ?? "PipelineFailed"
         sinkErrorReasons[name, default: []].insert(reason)
         Counter(label: "provision_sink_errors_total", dimensions: [("product", name), ("reason", reason)]).increment()
         guard var run = runs[name], run.build == build else { return lost != nil ? nil : configuration.backoff.cap }

@@ -17,6 +17,9 @@ public final class KafkaEventLog: EventLog, @unchecked Sendable {
     private let producer: OpaquePointer
     private let blocking = DispatchQueue(label: "provision.kafka", attributes: .concurrent)
     private let timeoutMilliseconds: Int32 = 30_000
+    /// How long an offset query waits for the partition's leader: past it, the store is
+    /// unavailable (a product says `SourceUnavailable` and retries).
+    private let offsetTimeoutMilliseconds: Int32 = 10_000
     private let lock = NSLock()
     // Guarded by lock.
     private var readers: [TopicPartition: PartitionReader] = [:]
@@ -216,13 +219,24 @@ public final class KafkaEventLog: EventLog, @unchecked Sendable {
 
     /// The partition's log start and end (high watermark), from its leader.
     private func watermarks(_ partition: TopicPartition) async throws -> (low: Int64, high: Int64) {
+        (try await listOffset(partition, Int64(RD_KAFKA_OFFSET_BEGINNING)), try await listOffset(partition, Int64(RD_KAFKA_OFFSET_END)))
+    }
+
+    /// One of a partition's offsets from its leader (ListOffsets): the start, the end, or
+    /// the first at or after a time. `offsets_for_times` keeps to its timeout when the leader
+    /// is down; `query_watermark_offsets` waits for the leader without end (librdkafka 2.0).
+    private func listOffset(_ partition: TopicPartition, _ query: Int64) async throws -> Int64 {
         try await checkExists(partition)
-        let producer = UncheckedHandle(self.producer), timeout = timeoutMilliseconds
+        let producer = UncheckedHandle(self.producer), timeout = offsetTimeoutMilliseconds
         return try await run {
-            var low: Int64 = 0, high: Int64 = 0
-            let code = rd_kafka_query_watermark_offsets(producer.pointer, partition.topic, Int32(partition.partition), &low, &high, timeout)
+            let list = rd_kafka_topic_partition_list_new(1)!
+            defer { rd_kafka_topic_partition_list_destroy(list) }
+            rd_kafka_topic_partition_list_add(list, partition.topic, Int32(partition.partition)).pointee.offset = query
+            let code = rd_kafka_offsets_for_times(producer.pointer, list, timeout)
             guard code == RD_KAFKA_RESP_ERR_NO_ERROR else { throw Self.error(code, partition) }
-            return (low, high)
+            let element = list.pointee.elems[0]
+            guard element.err == RD_KAFKA_RESP_ERR_NO_ERROR else { throw Self.error(element.err, partition) }
+            return element.offset
         }
     }
 
@@ -232,6 +246,10 @@ public final class KafkaEventLog: EventLog, @unchecked Sendable {
             return EventLogError(.unknownTopic, "topic '\(partition.topic)' (or its partition \(partition.partition)) does not exist")
         case RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION:
             return EventLogError(.invalidPartition, "topic '\(partition.topic)' has no partition \(partition.partition)")
+        case RD_KAFKA_RESP_ERR__TRANSPORT, RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN, RD_KAFKA_RESP_ERR__TIMED_OUT,
+             RD_KAFKA_RESP_ERR__RESOLVE, RD_KAFKA_RESP_ERR__MSG_TIMED_OUT, RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE,
+             RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION, RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT:
+            return EventLogError(.unavailable, "Kafka, \(partition.topic) partition \(partition.partition): \(String(cString: rd_kafka_err2str(code)))")
         case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE, RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE:
             return EventLogError(.recordTooLarge, "a record is larger than the broker accepts for '\(partition.topic)'")
         default:
@@ -239,24 +257,13 @@ public final class KafkaEventLog: EventLog, @unchecked Sendable {
         }
     }
 
-    public func startOffset(of partition: TopicPartition) async throws -> Int64 { try await watermarks(partition).low }
+    public func startOffset(of partition: TopicPartition) async throws -> Int64 { try await listOffset(partition, Int64(RD_KAFKA_OFFSET_BEGINNING)) }
 
-    public func endOffset(of partition: TopicPartition) async throws -> Int64 { try await watermarks(partition).high }
+    public func endOffset(of partition: TopicPartition) async throws -> Int64 { try await listOffset(partition, Int64(RD_KAFKA_OFFSET_END)) }
 
     /// Kafka's `offsetsForTimes` (ListOffsets by timestamp).
     public func offset(forTimestamp timestamp: TimestampMilliseconds, in partition: TopicPartition) async throws -> Int64 {
-        try await checkExists(partition)
-        let producer = UncheckedHandle(self.producer), timeout = timeoutMilliseconds
-        let found: Int64 = try await run {
-            let list = rd_kafka_topic_partition_list_new(1)!
-            defer { rd_kafka_topic_partition_list_destroy(list) }
-            rd_kafka_topic_partition_list_add(list, partition.topic, Int32(partition.partition)).pointee.offset = max(0, timestamp)
-            let code = rd_kafka_offsets_for_times(producer.pointer, list, timeout)
-            guard code == RD_KAFKA_RESP_ERR_NO_ERROR else { throw Self.error(code, partition) }
-            let element = list.pointee.elems[0]
-            guard element.err == RD_KAFKA_RESP_ERR_NO_ERROR else { throw Self.error(element.err, partition) }
-            return element.offset
-        }
+        let found = try await listOffset(partition, max(0, timestamp))
         // -1: no record at or after the time; the reader starts at the end.
         return found >= 0 ? found : try await endOffset(of: partition)
     }
@@ -321,16 +328,17 @@ public final class KafkaEventLog: EventLog, @unchecked Sendable {
     }
 
     public func readBatch(_ partition: TopicPartition, from offset: Int64, maxRecords: Int, maxBytes: Int) async throws -> RecordBatch {
-        let (low, high) = try await watermarks(partition)
-        let start = max(offset, low)
-        guard start < high, maxRecords > 0 else { return RecordBatch(records: []) }
+        try await checkExists(partition)
+        guard maxRecords > 0 else { return RecordBatch(records: []) }
+        // No offset query first: the consumer says where the partition ends (an offset below
+        // the start reads from the start: `auto.offset.reset=earliest`).
         let reader = try reader(partition)
-        let records = try await run { try reader.read(from: start, until: high, maxRecords: maxRecords, maxBytes: maxBytes) }
+        let records = try await run { try reader.read(from: offset, maxRecords: maxRecords, maxBytes: maxBytes) }
         return RecordBatch(records: records)
     }
 
     public func waitForRecords(in partition: TopicPartition, at offset: Int64, timeout: Duration) async throws {
-        if try await watermarks(partition).high > offset { return }
+        try await checkExists(partition)
         let reader = try reader(partition)
         let milliseconds = Int32(clamping: timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000)
         // A fetch that waits at the broker: it answers when a record arrives (no polling here).

@@ -15,6 +15,12 @@ final class PartitionReader: @unchecked Sendable {
     private var position: Int64?
     /// A record a wait received, not yet read.
     private var pending: [StoredRecord] = []
+    /// The consumer said the partition ends at `position` and has delivered nothing since:
+    /// librdkafka says so once, so a read there takes what has arrived meanwhile and returns.
+    private var atEnd = false
+    /// How long a read waits for the partition's first answer before the leader is taken to
+    /// be unreachable.
+    private static let answerTimeout = Duration.seconds(10)
 
     init(partition: TopicPartition, bootstrapServers: String, options: [String: String]) throws {
         self.partition = partition
@@ -43,6 +49,7 @@ final class PartitionReader: @unchecked Sendable {
         guard code == RD_KAFKA_RESP_ERR_NO_ERROR else { throw KafkaEventLog.error(code, partition) }
         position = offset
         pending.removeAll()
+        atEnd = false
     }
 
     private enum Polled {
@@ -83,9 +90,10 @@ final class PartitionReader: @unchecked Sendable {
                             record: LogRecord(key: key, value: value, timestamp: max(0, timestamp), headers: headers))
     }
 
-    /// Records from `offset` on, before `end` (the high watermark just read), up to the limits
-    /// (at least one when there is one). Compaction may leave gaps: offsets are the records'.
-    func read(from offset: Int64, until end: Int64, maxRecords: Int, maxBytes: Int) throws -> [StoredRecord] {
+    /// Records from `offset` on, up to the limits, or none when the partition ends there;
+    /// at least one when there is one. Compaction may leave gaps: offsets are the records'.
+    /// Throws `unavailable` when the leader gives no answer at all.
+    func read(from offset: Int64, maxRecords: Int, maxBytes: Int) throws -> [StoredRecord] {
         try lock.withLock {
             if position != offset { try assign(at: offset) }
             var records: [StoredRecord] = []
@@ -93,26 +101,38 @@ final class PartitionReader: @unchecked Sendable {
             func take(_ record: StoredRecord) -> Bool {
                 records.append(record)
                 position = record.offset + 1
+                atEnd = false
                 bytes += (record.record.value?.count ?? 0) + (record.record.key?.count ?? 0)
-                return records.count < maxRecords && bytes < maxBytes && record.offset + 1 < end
+                return records.count < maxRecords && bytes < maxBytes
             }
             while !pending.isEmpty {
                 let record = pending.removeFirst()
                 guard take(record) else { return records }
             }
+            // At the end already: only what has arrived since.
+            if atEnd {
+                while case .record(let record) = try poll(0) {
+                    guard take(record) else { break }
+                }
+                return records
+            }
             // The first record may need a fetch; after it, what is fetched already, until the
-            // end seen at the start of the read or a limit.
-            let deadline = ContinuousClock.now + .seconds(30)
-            polling: while ContinuousClock.now < deadline {
-                switch try poll(records.isEmpty ? 1_000 : 100) {
+            // partition's end or a limit.
+            let deadline = ContinuousClock.now + Self.answerTimeout
+            polling: while true {
+                switch try poll(records.isEmpty ? 500 : 100) {
                 case .record(let record):
                     guard take(record) else { break polling }
                 case .end:
-                    // Nothing more before the end (what is left below it was compacted away,
-                    // or is a transaction's marker).
+                    // Nothing more (what is left below the end was compacted away, or is a
+                    // transaction's marker).
+                    atEnd = true
                     break polling
                 case .timedOut:
                     if !records.isEmpty { break polling }
+                    guard ContinuousClock.now < deadline else {
+                        throw EventLogError(.unavailable, "Kafka, \(partition.topic) partition \(partition.partition): no answer from its leader in \(Self.answerTimeout)")
+                    }
                 }
             }
             return records
@@ -128,9 +148,15 @@ final class PartitionReader: @unchecked Sendable {
             let deadline = ContinuousClock.now + .milliseconds(Int(milliseconds))
             while ContinuousClock.now < deadline {
                 let left = Int32(max(1, min(Int64(milliseconds), (deadline - ContinuousClock.now).components.seconds * 1000 + 1)))
-                if case .record(let record) = try poll(min(left, 500)) {
+                switch try poll(min(left, 500)) {
+                case .record(let record):
                     pending.append(record)
+                    atEnd = false
                     return
+                case .end:
+                    atEnd = true
+                case .timedOut:
+                    continue
                 }
             }
         }

@@ -4,6 +4,9 @@ import ProvisionModel
 public struct EventLogError: Error, Sendable, CustomStringConvertible {
     public enum Code: String, Sendable {
         case unknownTopic, invalidTopicName, invalidPartition, recordTooLarge, io
+        /// The store could not be reached (Kafka's brokers down or unanswering): the same
+        /// call may work later.
+        case unavailable
     }
 
     public var code: Code
