@@ -47,7 +47,7 @@ let package = Package(
         // The `EventLog` over Apache Kafka, through librdkafka.
         .target(
             name: "ProvisionKafka",
-            dependencies: ["ProvisionModel", "ProvisionLog", "CRdKafka"]
+            dependencies: ["ProvisionModel", "ProvisionLog", "CRdKafka", .product(name: "Logging", package: "swift-log")]
         ),
         // Reader, processor (filter and projection), checkpoints, the sink protocol.
         .target(
@@ -152,7 +152,7 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
-            exclude: ["flaky_proxy.py", "webhook_receiver.py", "portal_test.py", "git_http_server.py", "kafka_partitions.py"]
+            exclude: ["flaky_proxy.py", "webhook_receiver.py", "function_receiver.py", "portal_test.py", "git_http_server.py", "kafka_partitions.py"]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -17,9 +17,10 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
 source Benchmarks/common.sh
 
-# The mock cluster has no CreateTopics: both topics are made with it, 6 partitions each.
+# The mock cluster has no CreateTopics: both topics are made with it, 6 partitions each, and
+# the server's own control and checkpoint topics.
 cc -O1 -o "$work/mock_cluster" scripts/kafka-mock/mock_cluster.c -lrdkafka
-"$work/mock_cluster" orders:6 kcat-orders:6 >"$work/mock.out" 2>"$work/mock.log" &
+"$work/mock_cluster" orders:6 kcat-orders:6 _provision.control:1 _provision.checkpoints:1 >"$work/mock.out" 2>"$work/mock.log" &
 until [ -s "$work/mock.out" ]; do sleep 0.1; done
 broker=$(head -1 "$work/mock.out")
 

@@ -1,6 +1,7 @@
 import CRdKafka
 import Dispatch
 import Foundation
+import Logging
 import ProvisionLog
 import ProvisionModel
 
@@ -66,6 +67,7 @@ public final class KafkaEventLog: EventLog, @unchecked Sendable {
                 throw EventLogError(.io, "Kafka setting \(name): \(errorText(error))")
             }
         }
+        rd_kafka_conf_set_log_cb(configuration, logFromLibrdkafka)
         configure(configuration)
         // On success the client owns the configuration.
         guard let client = rd_kafka_new(type, configuration, &error, error.count) else {
@@ -421,4 +423,21 @@ private let deliveryReported: @convention(c) (OpaquePointer?, UnsafePointer<rd_k
 /// The text librdkafka wrote into an error buffer.
 func errorText(_ buffer: [CChar]) -> String {
     String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+}
+
+/// librdkafka's log lines (a broker refusing connections, a leader moving) in the server's
+/// log, with its syslog levels, instead of on standard error.
+private let librdkafkaLogger = Logger(label: "provision.kafka")
+
+private func logFromLibrdkafka(_ client: OpaquePointer?, _ level: Int32, _ facility: UnsafePointer<CChar>?, _ message: UnsafePointer<CChar>?) {
+    let severity: Logger.Level = switch level {
+    case ...3: .error
+    case 4: .warning
+    case 5: .notice
+    case 6: .info
+    default: .debug
+    }
+    librdkafkaLogger.log(level: severity, "\(message.map { String(cString: $0) } ?? "")",
+                         metadata: ["facility": "\(facility.map { String(cString: $0) } ?? "")",
+                                    "client": "\(client.map { String(cString: rd_kafka_name($0)) } ?? "")"])
 }

@@ -41,6 +41,17 @@ final class PartitionReader: @unchecked Sendable {
         }
     }
 
+    /// The position is at the end the last fetch response gave (its high watermark): the
+    /// read stops there instead of waiting for an empty fetch to say so (up to
+    /// `fetch.wait.max.ms` per partition read to its end).
+    private var reachedFetchedEnd: Bool {
+        guard let position else { return false }
+        var low: Int64 = 0, high: Int64 = 0
+        guard rd_kafka_get_watermark_offsets(consumer, partition.topic, Int32(partition.partition), &low, &high) == RD_KAFKA_RESP_ERR_NO_ERROR,
+              high >= 0 else { return false }
+        return position >= high
+    }
+
     private func assign(at offset: Int64) throws {
         let list = rd_kafka_topic_partition_list_new(1)!
         defer { rd_kafka_topic_partition_list_destroy(list) }
@@ -103,14 +114,14 @@ final class PartitionReader: @unchecked Sendable {
                 position = record.offset + 1
                 atEnd = false
                 bytes += (record.record.value?.count ?? 0) + (record.record.key?.count ?? 0)
-                return records.count < maxRecords && bytes < maxBytes
+                return records.count < maxRecords && bytes < maxBytes && !reachedFetchedEnd
             }
             while !pending.isEmpty {
                 let record = pending.removeFirst()
                 guard take(record) else { return records }
             }
             // At the end already: only what has arrived since.
-            if atEnd {
+            if atEnd || reachedFetchedEnd {
                 while case .record(let record) = try poll(0) {
                     guard take(record) else { break }
                 }

@@ -182,6 +182,8 @@ public struct Pipeline: Sendable {
         }
 
         var readPositions = checkpoint.offsets
+        var endOffsets = liveBoundary
+        var endOffsetsAsked = ContinuousClock.now
         var nextPartition = 0
         var prefetch: Task<ProcessedBatch?, Error>?
         defer { prefetch?.cancel() }
@@ -208,9 +210,13 @@ public struct Pipeline: Sendable {
                 }
                 try await commit(processed, checkpoint: &checkpoint)
             }
-            var endOffsets: [Int: Int64] = [:]
-            for partition in 0..<partitionCount {
-                endOffsets[partition] = try await log.endOffset(of: TopicPartition(topic: sourceTopic, partition: partition))
+            // The ends are for the lag reported: asked at most once a second while batches
+            // flow (on Kafka each is a request to a partition's leader), and on every idle turn.
+            if processed == nil || ContinuousClock.now - endOffsetsAsked >= .seconds(1) {
+                for partition in 0..<partitionCount {
+                    endOffsets[partition] = try await log.endOffset(of: TopicPartition(topic: sourceTopic, partition: partition))
+                }
+                endOffsetsAsked = .now
             }
             if !caughtUp {
                 caughtUp = liveBoundary.allSatisfy { checkpoint.offsets[$0.key]! >= $0.value }
