@@ -79,6 +79,19 @@ public struct ApplyPlanner: Sendable {
     /// the source keeps the object, and the next sync reverts it (or, with `driftPolicy:
     /// detect`, reports it). A git source itself never takes over another writer's object:
     /// that document is left out and reported as a conflict, and the rest of its revision applies.
+    /// A webhook spec that does not say how to sign: a new product signs the Standard
+    /// Webhooks way; an existing one keeps the signing its receivers verify.
+    static func defaultWebhookSigning(of product: inout DataProduct, existing: DataProduct?) {
+        guard case .webhook(var webhook) = product.spec.sink, webhook.signing == nil else { return }
+        if let existing {
+            guard case .webhook(let stored) = existing.spec.sink else { webhook.signing = .standard; product.spec.sink = .webhook(webhook); return }
+            webhook.signing = stored.signing
+        } else {
+            webhook.signing = .standard
+        }
+        product.spec.sink = .webhook(webhook)
+    }
+
     public func plan(current: ControlState, documents: [SpecDocument], writer: Writer, prune: Bool = false,
                      force: Bool = false, now: TimestampMilliseconds) throws(ApplyRejected) -> ApplyPlan
     {
@@ -204,6 +217,7 @@ public struct ApplyPlanner: Sendable {
                     ownershipConflicts += 1
                     continue
                 }
+                Self.defaultWebhookSigning(of: &product, existing: live?.product)
                 if var existing = live {
                     if existing.product == product {
                         plan.changes.append(PlannedChange(kind: .dataProduct, name: product.name, action: .unchanged))

@@ -126,6 +126,32 @@ private func withVersion(_ yaml: String, _ version: String) -> String {
         #expect(labels.changes.first?.rebuilds == false)
         #expect(labels.changes.first?.fields == [FieldChange(path: "metadata.labels", from: nil, to: "{\"tier\":\"gold\"}")])
     }
+    /// A new function product signs the Standard Webhooks way unless its spec says; one
+    /// stored before signing could be chosen keeps `Provision-Signature` when applied again
+    /// from the same YAML, and one that chose keeps its choice.
+    @Test func aWebhookWithoutSigningIsStandardWhenNewAndKeepsItsSigningOtherwise() throws {
+        let hook = product("fn", sink: "{webhook: {url: \"http://hooks/x\", secret: \"${secret:key}\"}}")
+        func signing(_ state: ControlState) -> WebhookSigning?? {
+            guard case .webhook(let webhook) = state.products["fn"]?.product.spec.sink else { return nil }
+            return .some(webhook.signing)
+        }
+        let created = try planner.plan(current: ControlState(), documents: documents(dataset, hook), writer: risk, now: 5).next
+        #expect(signing(created) == .some(.standard))
+        let again = try planner.plan(current: created, documents: documents(hook), writer: risk, now: 6)
+        #expect(again.changes.map(\.action) == [.unchanged])
+
+        var legacy = created
+        guard case .webhook(var stored) = legacy.products["fn"]!.product.spec.sink else { return }
+        stored.signing = nil
+        legacy.products["fn"]!.product.spec.sink = .webhook(stored)
+        let reapplied = try planner.plan(current: legacy, documents: documents(hook), writer: risk, now: 6)
+        #expect(reapplied.changes.map(\.action) == [.unchanged])
+        #expect(signing(reapplied.next) == .some(nil), "a product made before signing keeps Provision-Signature")
+        let chosen = try planner.plan(current: legacy, documents: documents(hook.replacingOccurrences(of: "secret: ", with: "signing: standard, secret: ")),
+                                      writer: risk, now: 6)
+        #expect(signing(chosen.next) == .some(.standard))
+    }
+
     @Test func whatAWriterCreatesItManages() throws {
         let plan = try planner.plan(current: ControlState(), documents: documents(dataset, product("eu")), writer: risk, now: 5)
         #expect(plan.changes.map(\.action) == [.create, .create])

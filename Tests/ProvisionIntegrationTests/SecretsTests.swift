@@ -87,6 +87,7 @@ private func produceOrders(_ server: ServerProcess, count: Int, from start: Int)
 
         let product = hookProduct("fraud-hook", team: "fraud", extra: """
                   secret: "${secret:hook-key}"
+                  signing: provision
                   headers: {X-Api-Key: "${secret:api-key}"}
             """)
         let applied = try await applyDocuments(server, [product], token: editor)

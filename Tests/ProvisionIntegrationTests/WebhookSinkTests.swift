@@ -112,7 +112,8 @@ struct WebhookSinkTests {
         try await seedLog(server, orders)
         try await server.start()
         defer { server.stop() }
-        let spec = webhookSpec(url: receiver.url, extra: "      secret: \"${env:PROVISION_TEST_WEBHOOK_SECRET}\"")
+        // The Provision-Signature this receiver checks (Standard Webhooks: FunctionFormatTests).
+        let spec = webhookSpec(url: receiver.url, extra: "      secret: \"${env:PROVISION_TEST_WEBHOOK_SECRET}\"\n      signing: provision")
         let applied = try server.ctl(["apply", "-f", try writeSpecs(catalogSpec, spec, to: server.dataDirectory + "-specs")])
         #expect(applied.status == 0, "\(applied.errorOutput)")
         let product = try await server.waitForProduct("confirmations", timeout: .seconds(300)) {

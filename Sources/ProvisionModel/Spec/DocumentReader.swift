@@ -790,7 +790,7 @@ struct DocumentReader {
             return .elasticsearch(ElasticsearchSinkSpec(url: url, index: index, auth: auth, text: text))
         case "webhook":
             let path = "spec.sink.webhook"
-            guard let hookFields = self.fields(of: sinkNode, at: path, allowed: ["url", "batch", "timeout", "retry", "secret", "headers"]),
+            guard let hookFields = self.fields(of: sinkNode, at: path, allowed: ["url", "batch", "timeout", "retry", "secret", "headers", "signing", "format"]),
                 let urlNode = required(hookFields, "url", in: sinkNode, at: path),
                 let url = string(urlNode, at: "\(path).url")
             else { return nil }
@@ -846,12 +846,42 @@ struct DocumentReader {
                 }
             }
             if let secretNode = hookFields["secret"] {
-                guard let secret = string(secretNode, at: "\(path).secret") else { return nil }
-                guard ValueReference.parse(secret) != nil else {
-                    fail(secretNode, "\(path).secret", "a secret does not belong in a spec; use '${secret:NAME}'")
+                // One secret, or two while receivers move from the second to the first.
+                var nodes = [secretNode]
+                if case .sequence(let items) = secretNode {
+                    guard (1...2).contains(items.count) else {
+                        fail(secretNode, "\(path).secret", "expected one secret, or two while receivers move to the first: [NEW, OLD]")
+                        return nil
+                    }
+                    nodes = Array(items)
+                }
+                var secrets: [String] = []
+                for node in nodes {
+                    guard let secret = string(node, at: "\(path).secret") else { return nil }
+                    guard ValueReference.parse(secret) != nil else {
+                        fail(node, "\(path).secret", "a secret does not belong in a spec; use '${secret:NAME}'")
+                        return nil
+                    }
+                    secrets.append(secret)
+                }
+                spec.secret = secrets.first
+                spec.previousSecret = secrets.count > 1 ? secrets[1] : nil
+            }
+            if let node = hookFields["signing"] {
+                guard let text = string(node, at: "\(path).signing") else { return nil }
+                guard let signing = WebhookSigning(rawValue: text) else {
+                    fail(node, "\(path).signing", "expected 'standard' (Standard Webhooks) or 'provision' (Provision-Signature)")
                     return nil
                 }
-                spec.secret = secret
+                spec.signing = signing
+            }
+            if let node = hookFields["format"] {
+                guard let text = string(node, at: "\(path).format") else { return nil }
+                guard let format = WebhookFormat(rawValue: text) else {
+                    fail(node, "\(path).format", "expected 'provision', 'cloudevents' or 'cloudevents-binary'")
+                    return nil
+                }
+                spec.format = format
             }
             if let headersNode = hookFields["headers"] {
                 guard case .mapping(let mapping) = headersNode else {

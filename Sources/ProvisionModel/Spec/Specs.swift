@@ -426,6 +426,26 @@ public struct ElasticsearchSinkSpec: Sendable, Equatable, Codable {
 }
 
 /// A function behind an HTTP endpoint: records are POSTed to it in signed batches.
+/// How a webhook's requests are signed.
+public enum WebhookSigning: String, Sendable, Equatable, Codable, CaseIterable {
+    /// Standard Webhooks: `webhook-id`, `webhook-timestamp` and `webhook-signature:
+    /// v1,<base64 HMAC-SHA256 of "id.timestamp.body">`, with a `whsec_<base64>` secret.
+    case standard
+    /// `Provision-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "t.body">`, as before.
+    case provision
+}
+
+/// What a webhook request's body is.
+public enum WebhookFormat: String, Sendable, Equatable, Codable, CaseIterable {
+    /// `{"product", "records": [{"id", "key", "partition", "offset", "time", "value"}]}`.
+    case provision
+    /// A CloudEvents 1.0 batch (`application/cloudevents-batch+json`): an event per record.
+    case cloudevents
+    /// One record per request as a CloudEvents binary-mode event (`ce-*` headers, the value
+    /// as the body), for runtimes that take single events only.
+    case cloudeventsBinary = "cloudevents-binary"
+}
+
 public struct WebhookSinkSpec: Sendable, Equatable, Codable {
     public struct Batch: Sendable, Equatable, Codable {
         public var maxRecords: Int
@@ -465,8 +485,19 @@ public struct WebhookSinkSpec: Sendable, Equatable, Codable {
     public var retry: Retry
     /// a `ValueReference` holding the key batches are signed with (HMAC-SHA256).
     public var secret: String?
+    /// While receivers move to a new `secret`, the one being retired (written as the second
+    /// of `secret: [NEW, OLD]`): every request carries a signature with each.
+    public var previousSecret: String?
+    /// How requests are signed. Nil in a product stored before signing could be chosen:
+    /// those keep `provision`; a new product without `signing:` gets `standard`.
+    public var signing: WebhookSigning?
+    /// What a request's body is; nil is `provision`.
+    public var format: WebhookFormat?
     /// Extra request headers; values may be a `ValueReference` references.
     public var headers: [String: String]
+
+    public var effectiveSigning: WebhookSigning { signing ?? .provision }
+    public var effectiveFormat: WebhookFormat { format ?? .provision }
 
     public init(url: String, batch: Batch = .init(), timeoutMilliseconds: Int64 = 10_000, retry: Retry = .init(),
                 secret: String? = nil, headers: [String: String] = [:])

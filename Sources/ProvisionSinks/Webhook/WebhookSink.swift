@@ -71,7 +71,8 @@ public final class WebhookSink: Sink, @unchecked Sendable {
     public func write(_ batch: SinkBatch) async throws -> Checkpoint {
         let server = try resolve()
         let requests = Self.lanes(of: batch.records, count: limits.lanes).map { lane in
-            Self.requests(lane, product: product, schema: outputSchema, maxRecords: spec.batch.maxRecords, maxBytes: spec.batch.maxBytes)
+            Self.requests(lane, product: product, schema: outputSchema, format: spec.effectiveFormat, maxRecords: spec.batch.maxRecords,
+                          maxBytes: spec.batch.maxBytes)
         }
         var rejections: [SinkRejection] = []
         try await withThrowingTaskGroup(of: [SinkRejection].self) { group in
@@ -107,7 +108,25 @@ public final class WebhookSink: Sink, @unchecked Sendable {
     struct Request: Sendable {
         var body: [UInt8]
         var records: [(partition: Int, offset: Int64)]
+        /// The same on every retry: the `Idempotency-Key`, and Standard Webhooks' `webhook-id`.
         var idempotencyKey: String
+        var contentType: String? = "application/json"
+        /// A binary-mode CloudEvent's attributes (`ce-*`).
+        var headers: [(String, String)] = []
+    }
+
+    /// The requests for one lane's records, in the spec's format.
+    static func requests(_ records: [OutputRecord], product: String, schema: Schema, format: WebhookFormat,
+                         maxRecords: Int, maxBytes: Int) -> [Request]
+    {
+        switch format {
+        case .provision:
+            return requests(records, product: product, schema: schema, maxRecords: maxRecords, maxBytes: maxBytes)
+        case .cloudevents:
+            return CloudEvents.batches(records, product: product, schema: schema, maxRecords: maxRecords, maxBytes: maxBytes)
+        case .cloudeventsBinary:
+            return records.map { CloudEvents.binary($0, product: product, schema: schema) }
+        }
     }
 
     /// Splits records into lanes by key, keeping source order within each lane.
@@ -180,6 +199,37 @@ public final class WebhookSink: Sink, @unchecked Sendable {
         return "t=\(unixSeconds),v1=" + mac.map { String(format: "%02x", $0) }.joined()
     }
 
+    /// The signing headers of a request, one signature per secret (two while a secret is
+    /// rotated), the way the spec's signing says.
+    static func signingHeaders(_ request: Request, signing: WebhookSigning, secrets: [SigningSecret], unixSeconds: Int64) -> [(String, String)] {
+        guard !secrets.isEmpty else { return [] }
+        switch signing {
+        case .provision:
+            // Several `v1=` in one header, as Stripe sends during a rotation.
+            let signatures = secrets.map { signature(body: request.body, secret: $0.text, unixSeconds: unixSeconds) }
+            let parts = signatures.enumerated().map { $0.offset == 0 ? $0.element : String($0.element.split(separator: ",", maxSplits: 1)[1]) }
+            return [(signatureHeader, parts.joined(separator: ","))]
+        case .standard:
+            return [("webhook-id", request.idempotencyKey), ("webhook-timestamp", String(unixSeconds)),
+                    ("webhook-signature", secrets.map { StandardWebhooks.signature(id: request.idempotencyKey, unixSeconds: unixSeconds,
+                                                                                   body: request.body, key: $0.standardKey) }
+                        .joined(separator: " "))]
+        }
+    }
+
+    /// A secret as resolved, with its Standard Webhooks key when it is one.
+    struct SigningSecret: Sendable {
+        var text: String
+        /// The bytes of `whsec_<base64>` (or of bare base64), as the Standard Webhooks
+        /// libraries read a secret; nil when it is neither.
+        var standardKey: [UInt8]?
+
+        init(_ text: String) {
+            self.text = text
+            standardKey = StandardWebhooks.key(fromSecret: text)
+        }
+    }
+
     // MARK: Delivery
 
     private func deliver(_ request: Request, to server: Server) async throws -> [SinkRejection] {
@@ -207,12 +257,14 @@ public final class WebhookSink: Sink, @unchecked Sendable {
     private func send(_ request: Request, to server: Server) async -> WebhookResponse {
         var http = HTTPClientRequest(url: server.url)
         http.method = .POST
-        http.headers.add(name: "Content-Type", value: "application/json")
+        if let contentType = request.contentType { http.headers.add(name: "Content-Type", value: contentType) }
         http.headers.add(name: "Idempotency-Key", value: request.idempotencyKey)
+        for (name, value) in request.headers { http.headers.add(name: name, value: value) }
         for (name, value) in server.headers { http.headers.add(name: name, value: value) }
-        if let secret = server.secret {
-            let now = Int64(Date().timeIntervalSince1970)
-            http.headers.add(name: Self.signatureHeader, value: Self.signature(body: request.body, secret: secret, unixSeconds: now))
+        // Signed at each attempt: the receiver checks the timestamp is recent.
+        let now = Int64(Date().timeIntervalSince1970)
+        for (name, value) in Self.signingHeaders(request, signing: spec.effectiveSigning, secrets: server.secrets, unixSeconds: now) {
+            http.headers.add(name: name, value: value)
         }
         http.body = .bytes(ByteBuffer(bytes: request.body))
         do {
@@ -235,7 +287,8 @@ public final class WebhookSink: Sink, @unchecked Sendable {
 
     private struct Server {
         var url: String
-        var secret: String?
+        /// The current secret first, then one being retired.
+        var secrets: [SigningSecret]
         var headers: [(String, String)]
     }
 
@@ -246,7 +299,13 @@ public final class WebhookSink: Sink, @unchecked Sendable {
             throw SinkError(reason: "SinkUnavailable", message: "\(spec.redactedURL) is not an http:// or https:// URL")
         }
         try resolver.checkDestination(url: url, written: spec.url)
-        return Server(url: url, secret: try spec.secret.map(lookup),
+        let secrets = try [spec.secret, spec.previousSecret].compactMap { $0 }.map { SigningSecret(try lookup($0)) }
+        if spec.effectiveSigning == .standard, let unreadable = secrets.firstIndex(where: { $0.standardKey == nil }) {
+            let written = unreadable == 0 ? spec.secret! : spec.previousSecret!
+            throw SinkError(reason: "InvalidSecret",
+                            message: "\(written) is not a Standard Webhooks secret (whsec_ and base64 of 24 to 64 bytes); make one with: echo whsec_$(head -c 32 /dev/urandom | base64)")
+        }
+        return Server(url: url, secrets: secrets,
                       headers: try spec.headers.sorted { $0.key < $1.key }.map { ($0.key, try lookup($0.value)) })
     }
 }
