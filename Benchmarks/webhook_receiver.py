@@ -37,12 +37,20 @@ class Receiver(BaseHTTPRequestHandler):
         global received_records
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         received = time.time() * 1000
+        # Provision's body, a CloudEvents batch, or one binary-mode event (its time a header).
+        binary_time = self.headers.get("ce-time")
+        batch = self.headers.get("Content-Type") == "application/cloudevents-batch+json"
         with lock:
-            received_records += body.count(b'{"id":')
+            received_records += 1 if binary_time else body.count(b'"specversion"') if batch else body.count(b'{"id":')
         if latency:
+            if binary_time:
+                times = [binary_time]
+            else:
+                parsed = json.loads(body)
+                times = [event["time"] for event in (parsed if batch else parsed["records"])]
             lines = []
-            for record in json.loads(body)["records"]:
-                sent = datetime.fromisoformat(record["time"].replace("Z", "+00:00")).timestamp() * 1000
+            for stamp in times:
+                sent = datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() * 1000
                 lines.append(f"{received - sent:.1f}\n")
             latency.write("".join(lines))
         self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")

@@ -86,6 +86,9 @@ private func webhookSpec(url: String, extra: String = "") -> String {
     """
 }
 
+/// The request bodies a function product can send (`webhook.format`).
+private let bodyFormats = ["provision", "cloudevents", "cloudevents-binary"]
+
 /// For each key, the offsets delivered, in arrival order.
 private func offsetsByKey(_ delivered: [(id: String, key: String, offset: Int)]) -> [String: [Int]] {
     var byKey: [String: [Int]] = [:]
@@ -95,12 +98,14 @@ private func offsetsByKey(_ delivered: [(id: String, key: String, offset: Int)])
 
 @Suite(.serialized, .timeLimit(.minutes(8)))
 struct WebhookSinkTests {
-    @Test func failuresAreRetriedInOrderSignedAndRefusalsDeadLettered() async throws {
+    /// In both batch formats (a request per record would make 12,000 requests of this).
+    @Test(arguments: ["provision", "cloudevents"])
+    func failuresAreRetriedInOrderSignedAndRefusalsDeadLettered(_ format: String) async throws {
         let secret = "whsec-\(UUID().uuidString)"
         setenv("PROVISION_TEST_WEBHOOK_SECRET", secret, 1)
         TestSecrets.register(secret)
         let receiver = try WebhookReceiver(["--fail-first", "1", "--throttle-every", "9", "--hang-every", "13",
-                                            "--hang-seconds", "1.5", "--reject-marker", "REFUSE-ME", "--secret", secret])
+                                            "--hang-seconds", "1.5", "--reject-marker", "REFUSE-ME", "--secret", secret, "--format", format])
         defer { receiver.stop() }
         let server = ServerProcess()
         var orders = TestOrder.generate(count: 12_000, end: Date(), days: 20, seed: 121)
@@ -113,7 +118,7 @@ struct WebhookSinkTests {
         try await server.start()
         defer { server.stop() }
         // The Provision-Signature this receiver checks (Standard Webhooks: FunctionFormatTests).
-        let spec = webhookSpec(url: receiver.url, extra: "      secret: \"${env:PROVISION_TEST_WEBHOOK_SECRET}\"\n      signing: provision")
+        let spec = webhookSpec(url: receiver.url, extra: "      secret: \"${env:PROVISION_TEST_WEBHOOK_SECRET}\"\n      signing: provision\n      format: \(format)")
         let applied = try server.ctl(["apply", "-f", try writeSpecs(catalogSpec, spec, to: server.dataDirectory + "-specs")])
         #expect(applied.status == 0, "\(applied.errorOutput)")
         let product = try await server.waitForProduct("confirmations", timeout: .seconds(300)) {
@@ -163,16 +168,22 @@ struct WebhookSinkTests {
         #expect(!(try server.ctl(["get", "product", "confirmations", "-o", "json"]).output.contains(secret)))
     }
 
-    @Test func killedMidStreamNothingIsLost() async throws {
-        let receiver = try WebhookReceiver([])
+    /// In each format: today's with 200,000 records, the CloudEvents ones (whose delivery
+    /// path is the same past the body) with 4,000 in smaller batches: the receiver reads each
+    /// event with the `cloudevents` package, which takes it milliseconds an event.
+    @Test(arguments: bodyFormats)
+    func killedMidStreamNothingIsLost(_ format: String) async throws {
+        let receiver = try WebhookReceiver(["--format", format])
         defer { receiver.stop() }
         let server = ServerProcess()
-        let orders = TestOrder.generate(count: 200_000, end: Date(), days: 20, seed: 131)
+        let fewer = format != "provision"
+        let orders = TestOrder.generate(count: fewer ? 4_000 : 200_000, end: Date(), days: 20, seed: 131)
         try await seedLog(server, orders)
+        if fewer { server.arguments += ["--batch-records", "1000"] }
         // Killed at a chosen moment: after the second batch is committed.
         server.environment["PROVISION_FAILPOINTS"] = "pipeline.batch.committed=kill@2"
         try await server.start()
-        #expect(try server.ctl(["apply", "-f", try writeSpecs(catalogSpec, webhookSpec(url: receiver.url),
+        #expect(try server.ctl(["apply", "-f", try writeSpecs(catalogSpec, webhookSpec(url: receiver.url, extra: "      format: \(format)"),
                                                             to: server.dataDirectory + "-specs")]).status == 0)
         try server.waitForFailpoint("pipeline.batch.committed")
         server.environment["PROVISION_FAILPOINTS"] = ""
@@ -188,15 +199,16 @@ struct WebhookSinkTests {
         #expect(Set(receiver.delivered.map(\.id)) == Set(orders.indices.map { "confirmations:0:\($0)" }))
     }
 
-    @Test func deadLettersAreRedeliveredWithTheirOriginalIDsOnce() async throws {
-        let refusing = try WebhookReceiver(["--reject-marker", "REFUSE-ME"])
+    @Test(arguments: bodyFormats)
+    func deadLettersAreRedeliveredWithTheirOriginalIDsOnce(_ format: String) async throws {
+        let refusing = try WebhookReceiver(["--reject-marker", "REFUSE-ME", "--format", format])
         let server = ServerProcess()
         var orders = TestOrder.generate(count: 3_000, end: Date(), days: 5, seed: 141)
         for index in stride(from: 0, to: orders.count, by: 250) { orders[index].customer += "-REFUSE-ME" }
         try await seedLog(server, orders)
         try await server.start()
         defer { server.stop() }
-        #expect(try server.ctl(["apply", "-f", try writeSpecs(catalogSpec, webhookSpec(url: refusing.url),
+        #expect(try server.ctl(["apply", "-f", try writeSpecs(catalogSpec, webhookSpec(url: refusing.url, extra: "      format: \(format)"),
                                                             to: server.dataDirectory + "-specs")]).status == 0)
         _ = try await server.waitForProduct("confirmations", timeout: .seconds(120)) {
             $0.phase == "Live" && ($0.status["checkpoint"] as? [String: Any])?["0"] as? Int == orders.count
@@ -206,7 +218,7 @@ struct WebhookSinkTests {
         refusing.stop()
 
         // The endpoint is fixed: the same address now takes everything.
-        let fixed = try WebhookReceiver([], port: refusing.port)
+        let fixed = try WebhookReceiver(["--format", format], port: refusing.port)
         defer { fixed.stop() }
         let redelivery = try server.ctl(["redeliver", "confirmations"])
         #expect(redelivery.status == 0, "\(redelivery.errorOutput)")
@@ -221,14 +233,15 @@ struct WebhookSinkTests {
         #expect(other.status != 0)
     }
 
-    @Test func anEndpointThatIsDownStallsTheProductAndNothingIsDeadLettered() async throws {
+    @Test(arguments: bodyFormats)
+    func anEndpointThatIsDownStallsTheProductAndNothingIsDeadLettered(_ format: String) async throws {
         let port = freePort()
         let server = ServerProcess()
         let orders = TestOrder.generate(count: 2_000, end: Date(), days: 5, seed: 151)
         try await seedLog(server, orders)
         try await server.start()
         defer { server.stop() }
-        let spec = webhookSpec(url: "http://127.0.0.1:\(port)/hook").replacingOccurrences(
+        let spec = webhookSpec(url: "http://127.0.0.1:\(port)/hook", extra: "      format: \(format)").replacingOccurrences(
             of: "retry: {maxAttempts: 6, initialBackoff: 100ms, maxBackoff: 2s}",
             with: "retry: {maxAttempts: 2, initialBackoff: 100ms, maxBackoff: 500ms, unavailableAfter: 2s}")
         #expect(try server.ctl(["apply", "-f", try writeSpecs(catalogSpec, spec, to: server.dataDirectory + "-specs")]).status == 0)
@@ -239,7 +252,7 @@ struct WebhookSinkTests {
         #expect((stalled.status["deadLettered"] as? NSNumber)?.intValue == 0)
 
         // The endpoint comes up: the product recovers and everything arrives.
-        let receiver = try WebhookReceiver([], port: port)
+        let receiver = try WebhookReceiver(["--format", format], port: port)
         defer { receiver.stop() }
         let live = try await server.waitForProduct("confirmations", timeout: .seconds(120)) {
             $0.phase == "Live" && ($0.status["checkpoint"] as? [String: Any])?["0"] as? Int == orders.count

@@ -12,6 +12,8 @@ JSON line to LOG_PATH: {"idempotencyKey", "attempt", "status", "verified", "reco
 --secret S           check the Provision-Signature header (HMAC-SHA256 of "<t>.<body>")
 --body-log PATH      also append every request body, as received, one a line
 --header NAME        log the value of this request header as "header"
+--format F           the body's format: provision (default), cloudevents (a batch) or
+                     cloudevents-binary, whose events are read with the cloudevents package
 """
 import argparse
 import hashlib
@@ -32,6 +34,7 @@ parser.add_argument("--reject-marker", default=None)
 parser.add_argument("--secret", default=None)
 parser.add_argument("--body-log", default=None)
 parser.add_argument("--header", default=None)
+parser.add_argument("--format", default="provision")
 options = parser.parse_args()
 
 lock = threading.Lock()
@@ -50,6 +53,19 @@ def verify(headers, body):
         return False
     expected = hmac.new(options.secret.encode(), parts["t"].encode() + b"." + body, hashlib.sha256).hexdigest()
     return hmac.compare_digest(expected, parts["v1"]) and abs(time.time() - int(parts["t"])) < 300
+
+
+def records_of(headers, body):
+    """[id, key, offset] of each record in the body, as the format gives them."""
+    if options.format == "provision":
+        return [[r["id"], r["key"], r["offset"]] for r in json.loads(body)["records"]]
+    from cloudevents.core.bindings.http import HTTPMessage, from_binary_event
+    from cloudevents.core.formats.json import JSONFormat
+    if options.format == "cloudevents":
+        events = [JSONFormat().read(None, json.dumps(item)) for item in json.loads(body)]
+    else:
+        events = [from_binary_event(HTTPMessage(headers={k.lower(): v for k, v in headers.items()}, body=body))]
+    return [[e.get_id(), e.get_subject(), int(e.get_extension("offset"))] for e in events]
 
 
 class Receiver(BaseHTTPRequestHandler):
@@ -77,7 +93,7 @@ class Receiver(BaseHTTPRequestHandler):
         if body_log:
             with lock:
                 body_log.write(body.replace(b"\n", b" ") + b"\n")
-        records = [[r["id"], r["key"], r["offset"]] for r in json.loads(body)["records"]]
+        records = records_of(self.headers, body)
         verified = verify(self.headers, body)
         status, headers, payload = 200, (), b'{"ok":true}'
         if options.reject_marker and options.reject_marker.encode() in body:
