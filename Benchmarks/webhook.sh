@@ -7,7 +7,7 @@
 # Webhooks, a CloudEvents batch, and CloudEvents binary mode (a request per record, so it
 # delivers the 3% of orders `amount > 1000 and region == "EU"` selects).
 #
-#   Benchmarks/webhook.sh [RECORDS]      (default 200000)
+#   Benchmarks/webhook.sh [RECORDS]      (default 200000; needs curl, wrk and bc)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 records=${1:-200000}
@@ -39,11 +39,12 @@ spec:
 ${3:+  where: '$3'
 }  select: {order_id: order_id, customer_id: customer_id, amount: amount, placed_at: placed_at}
   key: customer_id
-  sink: {webhook: {url: "$4", batch: {maxRecords: 500, maxBytes: 4MiB, linger: 5ms}, $2}}
+  sink: {webhook: {url: "$4/$1", batch: {maxRecords: 500, maxBytes: 4MiB, linger: 5ms}, $2}}
 YAML
 }
 
-python3 Benchmarks/webhook_receiver.py "$receiver_port" &
+# Its stderr would fill with wrk's connections reset at the end of its run.
+python3 Benchmarks/webhook_receiver.py "$receiver_port" 2>/dev/null &
 start_server "$work/data"
 until curl -s -o /dev/null -XPOST "$receiver" -d '{"records":[]}'; do sleep 0.05; done
 
@@ -92,6 +93,16 @@ ls "$work"/bodies/*.json | xargs -P 4 -I{} curl -s -o /dev/null -XPOST "$receive
 curl_seconds=$(elapsed "$begin" "$(now_seconds)")
 curl_received=$(( $(curl -s "$receiver") - provision_received ))
 [ "$curl_received" = "$records" ] || { echo "curl's records received: $curl_received, expected $records" >&2; exit 1; }
+# Binary mode's peer: wrk sending one record per request, as binary mode does, on 16
+# kept-alive connections for 3 s (the sink's 16 lanes).
+cat >"$work/binary.lua" <<'LUA'
+wrk.method = "POST"
+wrk.body = '{"order_id":"o-1","customer_id":"c-1","amount":1234.5,"placed_at":"2026-12-07T10:00:00Z"}'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["ce-specversion"] = "1.0"
+wrk.headers["ce-id"] = "hook:0:1"
+LUA
+wrk_rate=$(wrk -t2 -c16 -d3s -s "$work/binary.lua" "$receiver" 2>/dev/null | awk '/Requests\/sec/ {printf "%.0f", $2}')
 stop_server
 kill %1 2>/dev/null || true
 
@@ -144,7 +155,9 @@ for variant in "${variants[@]}"; do
     "$(rate "${delivered[$name]}" "${seconds[$name]}")" "${seconds[$name]}" "${p50[$name]} / ${p99[$name]}"
 done
 printf '%-52s %10s %10s %9.2f\n' "curl -P 4 of the same bodies (unsigned)" "$records" "$(rate "$records" "$curl_seconds")" "$curl_seconds"
+printf '%-52s %10s %10s\n' "wrk -c 16, a record per request (binary mode's peer)" "" "$wrk_rate"
 printf 'ratio provision (unsigned) / curl: %.2fx\n' "$(echo "$curl_seconds / ${seconds[unsigned]}" | bc -l)"
+printf 'ratio provision cloudevents-binary / wrk: %.2fx\n' "$(echo "(${delivered[cloudevents-binary]} / ${seconds[cloudevents-binary]}) / $wrk_rate" | bc -l)"
 for name in provision-signed standard cloudevents cloudevents-binary; do
   printf 'ratio %s / unsigned (records/s): %.2fx\n' "$name" \
     "$(echo "(${delivered[$name]} / ${seconds[$name]}) / (${delivered[unsigned]} / ${seconds[unsigned]})" | bc -l)"

@@ -70,7 +70,10 @@ public final class WebhookSink: Sink, @unchecked Sendable {
 
     public func write(_ batch: SinkBatch) async throws -> Checkpoint {
         let server = try resolve()
-        let requests = Self.lanes(of: batch.records, count: limits.lanes).map { lane in
+        // A request per record keeps a lane's connection busy with round trips: more lanes
+        // (as many as the client keeps connections to a host) carry the same per-key order.
+        let laneCount = spec.effectiveFormat == .cloudeventsBinary ? max(limits.lanes, 16) : limits.lanes
+        let requests = Self.lanes(of: batch.records, count: laneCount).map { lane in
             Self.requests(lane, product: product, schema: outputSchema, format: spec.effectiveFormat, maxRecords: spec.batch.maxRecords,
                           maxBytes: spec.batch.maxBytes)
         }
