@@ -1,4 +1,6 @@
 import Foundation
+import ProvisionLog
+import ProvisionModel
 import Testing
 #if canImport(Glibc)
 import Glibc
@@ -62,6 +64,11 @@ struct FunctionFormatTests {
         let server = ServerProcess()
         let orders = TestOrder.generate(count: 300, end: Date(), days: 5, seed: 181)
         try await seedLog(server, orders)
+        // Then three deletions (tombstones of the first three orders' keys), at offsets 300–302.
+        let deleted = Array(orders.prefix(3))
+        let log = try EmbeddedEventLog(directory: server.dataDirectory + "/log")
+        try await log.append(deleted.map { LogRecord(key: Array($0.id.utf8), value: nil, timestamp: Int64(Date().timeIntervalSince1970 * 1000)) },
+                             to: TopicPartition(topic: "orders", partition: 0))
         try await server.start()
         defer { server.stop() }
         let name = "fn-\(format)"
@@ -85,7 +92,7 @@ struct FunctionFormatTests {
         let applied = try server.ctl(["apply", "-f", try writeSpecs(catalogSpec, spec, to: server.dataDirectory + "-specs")])
         #expect(applied.status == 0, "\(applied.errorOutput)")
         _ = try await server.waitForProduct(name, timeout: .seconds(120)) {
-            $0.phase == "Live" && ($0.status["checkpoint"] as? [String: Any])?["0"] as? Int == orders.count
+            $0.phase == "Live" && ($0.status["checkpoint"] as? [String: Any])?["0"] as? Int == orders.count + deleted.count
         }
         let requests = receiver.requests
         #expect(!requests.isEmpty)
@@ -100,10 +107,17 @@ struct FunctionFormatTests {
         #expect(attemptsByID.values.allSatisfy { $0.count == 2 }, "every message id twice: a retry keeps its id")
         let accepted = requests.filter { ($0["attempt"] as? Int) == 2 }
         let events = accepted.flatMap { $0["events"] as? [[String: Any]] ?? [] }
-        #expect(events.map { $0["id"] as? String ?? "" }.sorted() == orders.indices.map { "\(name):0:\($0)" }.sorted())
+        #expect(events.map { $0["id"] as? String ?? "" }.sorted() == (0..<orders.count + deleted.count).map { "\(name):0:\($0)" }.sorted())
         if format == "cloudevents-binary" { #expect(accepted.allSatisfy { ($0["events"] as? [Any])?.count == 1 }) }
         for event in events {
             let offset = (event["offset"] as? NSNumber)?.intValue ?? -1
+            if offset >= orders.count, deleted.indices.contains(offset - orders.count) {
+                // A deletion: its key, and no data (a CloudEvents delete; `value: null` in today's body).
+                #expect(event["subject"] as? String == deleted[offset - orders.count].id, "\(event)")
+                #expect(event["data"] == nil || event["data"] is NSNull, "\(event)")
+                if format != "provision" { #expect(event["type"] as? String == "provision.record.delete", "\(event)") }
+                continue
+            }
             guard orders.indices.contains(offset) else {
                 Issue.record("an event for no record: \(event)")
                 continue
