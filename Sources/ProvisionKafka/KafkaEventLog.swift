@@ -16,14 +16,21 @@ import ProvisionModel
 public final class KafkaEventLog: EventLog, @unchecked Sendable {
     public let bootstrapServers: String
     private let producer: OpaquePointer
-    private let blocking = DispatchQueue(label: "provision.kafka", attributes: .concurrent)
     private let timeoutMilliseconds: Int32 = 30_000
     /// How long an offset query waits for the partition's leader: past it, the store is
     /// unavailable (a product says `SourceUnavailable` and retries).
     private let offsetTimeoutMilliseconds: Int32 = 10_000
     private let lock = NSLock()
     // Guarded by lock.
-    private var readers: [TopicPartition: PartitionReader] = [:]
+    /// Each partition's idle readers, the least recently used first. A read or a wait takes
+    /// one out while it works, so products reading the same partition at different offsets
+    /// (one backfilling, one waiting at the end) never wait for each other's consumer, and a
+    /// reader that stopped where a read starts keeps what it fetched ahead.
+    private var idleReaders: [TopicPartition: [PartitionReader]] = [:]
+    private var readerCounts: [TopicPartition: Int] = [:]
+    /// Consumers per partition, at most: past it a read takes the least recently used idle
+    /// one and moves it (each buffers up to librdkafka's `queued.max.messages.kbytes`).
+    private static let readersPerPartitionMax = 4
     /// Topics seen in the cluster's metadata, with their partition counts: a read checks its
     /// partition exists here first (a miss refreshes), as asking a broker for a topic it does
     /// not have may create it.
@@ -51,7 +58,7 @@ public final class KafkaEventLog: EventLog, @unchecked Sendable {
         rd_kafka_flush(producer, 5_000)
         // The poller must be out of rd_kafka_poll before the handle goes.
         poller.stop()
-        for reader in readers.values { reader.close() }
+        for reader in idleReaders.values.joined() { reader.close() }
         rd_kafka_destroy(producer)
     }
 
@@ -77,10 +84,15 @@ public final class KafkaEventLog: EventLog, @unchecked Sendable {
         return client
     }
 
-    /// Runs a blocking librdkafka call off the concurrency pool.
+    /// Runs a blocking librdkafka call off the concurrency pool, on a thread of its own. Not
+    /// on a dispatch queue: a concurrent queue runs about as many blocks at once as there are
+    /// cores, so on two cores two waits for records (a second each) held up every read
+    /// behind them — a quarter of a second per partition of a backfill.
     private func run<Result: Sendable>(_ body: @escaping @Sendable () throws -> Result) async throws -> Result {
         try await withCheckedThrowingContinuation { continuation in
-            blocking.async { continuation.resume(with: Swift.Result { try body() }) }
+            let thread = Thread { continuation.resume(with: Swift.Result { try body() }) }
+            thread.stackSize = 512 * 1024
+            thread.start()
         }
     }
 
@@ -192,12 +204,16 @@ public final class KafkaEventLog: EventLog, @unchecked Sendable {
         let producer = UncheckedHandle(self.producer), timeout = timeoutMilliseconds
         let removed = lock.withLock {
             knownTopics[topic] = nil
-            return readers.filter { $0.key.topic == topic }
+            let partitions = idleReaders.keys.filter { $0.topic == topic }
+            defer {
+                for partition in partitions {
+                    idleReaders[partition] = nil
+                    readerCounts[partition] = nil
+                }
+            }
+            return partitions.flatMap { idleReaders[$0] ?? [] }
         }
-        for (partition, reader) in removed {
-            lock.withLock { readers[partition] = nil }
-            reader.close()
-        }
+        for reader in removed { reader.close() }
         try await run {
             let deletion = rd_kafka_DeleteTopic_new(topic)
             defer { rd_kafka_DeleteTopic_destroy(deletion) }
@@ -320,13 +336,39 @@ public final class KafkaEventLog: EventLog, @unchecked Sendable {
 
     // MARK: Reading
 
-    private func reader(_ partition: TopicPartition) throws -> PartitionReader {
+    /// A reader of `partition` for a read at `offset`, taken out of the pool until `checkIn`:
+    /// the idle one positioned there, or a new one, or (at the limit) the least recently used.
+    /// Nil when every reader of the partition is busy and none may be added.
+    private func checkOutReader(_ partition: TopicPartition, at offset: Int64) throws -> PartitionReader? {
         try lock.withLock {
-            if let reader = readers[partition] { return reader }
-            let reader = try PartitionReader(partition: partition, bootstrapServers: bootstrapServers, options: options)
-            readers[partition] = reader
-            return reader
+            var idle = idleReaders[partition] ?? []
+            defer { idleReaders[partition] = idle }
+            if let index = idle.firstIndex(where: { $0.nextOffset == offset }) { return idle.remove(at: index) }
+            if readerCounts[partition, default: 0] < Self.readersPerPartitionMax {
+                let reader = try PartitionReader(partition: partition, bootstrapServers: bootstrapServers, options: options)
+                readerCounts[partition, default: 0] += 1
+                return reader
+            }
+            return idle.isEmpty ? nil : idle.removeFirst()
         }
+    }
+
+    private func checkIn(_ reader: PartitionReader) {
+        lock.withLock { idleReaders[reader.partition, default: []].append(reader) }
+    }
+
+    /// Runs `body` with a reader of the partition at `offset`, waiting for one while all are busy.
+    private func withReader<Result: Sendable>(_ partition: TopicPartition, at offset: Int64,
+                                              _ body: @escaping @Sendable (PartitionReader) throws -> Result) async throws -> Result
+    {
+        var reader = try checkOutReader(partition, at: offset)
+        while reader == nil {
+            try await Task.sleep(for: .milliseconds(5))
+            reader = try checkOutReader(partition, at: offset)
+        }
+        let taken = reader!
+        defer { checkIn(taken) }
+        return try await run { try body(taken) }
     }
 
     public func readBatch(_ partition: TopicPartition, from offset: Int64, maxRecords: Int, maxBytes: Int) async throws -> RecordBatch {
@@ -334,17 +376,15 @@ public final class KafkaEventLog: EventLog, @unchecked Sendable {
         guard maxRecords > 0 else { return RecordBatch(records: []) }
         // No offset query first: the consumer says where the partition ends (an offset below
         // the start reads from the start: `auto.offset.reset=earliest`).
-        let reader = try reader(partition)
-        let records = try await run { try reader.read(from: offset, maxRecords: maxRecords, maxBytes: maxBytes) }
+        let records = try await withReader(partition, at: offset) { try $0.read(from: offset, maxRecords: maxRecords, maxBytes: maxBytes) }
         return RecordBatch(records: records)
     }
 
     public func waitForRecords(in partition: TopicPartition, at offset: Int64, timeout: Duration) async throws {
         try await checkExists(partition)
-        let reader = try reader(partition)
         let milliseconds = Int32(clamping: timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000)
         // A fetch that waits at the broker: it answers when a record arrives (no polling here).
-        try await run { try reader.wait(at: offset, milliseconds: milliseconds) }
+        try await withReader(partition, at: offset) { try $0.wait(at: offset, milliseconds: milliseconds) }
     }
 }
 

@@ -34,6 +34,9 @@ final class PartitionReader: @unchecked Sendable {
         ]) { given, _ in given })
     }
 
+    /// The offset the next read continues from without reassigning, if assigned.
+    var nextOffset: Int64? { lock.withLock { position } }
+
     func close() {
         lock.withLock {
             rd_kafka_consumer_close(consumer)
