@@ -83,8 +83,7 @@ public struct ApplyPlanner: Sendable {
     /// Webhooks way; an existing one keeps the signing its receivers verify.
     static func defaultWebhookSigning(of product: inout DataProduct, existing: DataProduct?) {
         guard case .webhook(var webhook) = product.spec.sink, webhook.signing == nil else { return }
-        if let existing {
-            guard case .webhook(let stored) = existing.spec.sink else { webhook.signing = .standard; product.spec.sink = .webhook(webhook); return }
+        if let existing, case .webhook(let stored) = existing.spec.sink {
             webhook.signing = stored.signing
         } else {
             webhook.signing = .standard
