@@ -41,16 +41,8 @@ enum CloudEvents {
         let keys = JSONRowKeys(schema)
         var source: [UInt8] = []
         JSONWriter.writeString("provision/\(product)", into: &source)
-        var requests: [WebhookSink.Request] = []
-        var body: [UInt8] = [UInt8(ascii: "[")], positions: [(partition: Int, offset: Int64)] = [], ids: [UInt8] = []
-        func finish() {
-            guard !positions.isEmpty else { return }
-            body.append(UInt8(ascii: "]"))
-            requests.append(WebhookSink.Request(body: body, records: positions, idempotencyKey: idempotencyKey(ids), contentType: batchContentType))
-            body = [UInt8(ascii: "[")]
-            positions = []
-            ids = []
-        }
+        var batcher = WebhookSink.RequestBatcher(opening: [UInt8(ascii: "[")], closing: [UInt8(ascii: "]")], contentType: batchContentType,
+                                                 maxRecords: maxRecords, maxBytes: maxBytes)
         for record in records {
             let id = WebhookSink.recordID(product: product, partition: record.partition, offset: record.offset)
             var event: [UInt8] = Array(#"{"specversion":"1.0","id":"#.utf8)
@@ -74,15 +66,9 @@ enum CloudEvents {
                 if !record.writeJSONValue(keys: keys, into: &event) { event.append(contentsOf: "null".utf8) }
             }
             event.append(UInt8(ascii: "}"))
-            if !positions.isEmpty, positions.count >= maxRecords || body.count + event.count + 1 > maxBytes { finish() }
-            if !positions.isEmpty { body.append(UInt8(ascii: ",")) }
-            body.append(contentsOf: event)
-            positions.append((record.partition, record.offset))
-            ids.append(contentsOf: id.utf8)
-            ids.append(0)
+            batcher.add(event, id: id, partition: record.partition, offset: record.offset)
         }
-        finish()
-        return requests
+        return batcher.finish()
     }
 
     /// A binary-mode event: its attributes as `ce-*` headers, the value as the body.
@@ -115,9 +101,5 @@ enum CloudEvents {
             }
         }
         return encoded
-    }
-
-    private static func idempotencyKey(_ ids: [UInt8]) -> String {
-        SHA256.hash(data: ids).prefix(16).map { String(format: "%02x", $0) }.joined()
     }
 }

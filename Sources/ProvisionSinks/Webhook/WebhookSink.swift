@@ -152,18 +152,8 @@ public final class WebhookSink: Sink, @unchecked Sendable {
         var prefix: [UInt8] = Array(#"{"product":"#.utf8)
         JSONWriter.writeString(product, into: &prefix)
         prefix.append(contentsOf: #","records":["#.utf8)
-        var requests: [Request] = []
-        var body = prefix, positions: [(partition: Int, offset: Int64)] = [], ids: [UInt8] = []
-        func finish() {
-            guard !positions.isEmpty else { return }
-            body.append(contentsOf: "]}".utf8)
-            let digest = SHA256.hash(data: ids)
-            requests.append(Request(body: body, records: positions,
-                                    idempotencyKey: digest.prefix(16).map { String(format: "%02x", $0) }.joined()))
-            body = prefix
-            positions = []
-            ids = []
-        }
+        var batcher = RequestBatcher(opening: prefix, closing: Array("]}".utf8), contentType: "application/json",
+                                     maxRecords: maxRecords, maxBytes: maxBytes)
         for record in records {
             var entry: [UInt8] = []
             let id = recordID(product: product, partition: record.partition, offset: record.offset)
@@ -180,15 +170,50 @@ public final class WebhookSink: Sink, @unchecked Sendable {
             entry.append(contentsOf: #","value":"#.utf8)
             if !record.writeJSONValue(keys: keys, into: &entry) { entry.append(contentsOf: "null".utf8) }
             entry.append(UInt8(ascii: "}"))
-            if !positions.isEmpty, positions.count >= maxRecords || body.count + entry.count + 2 > maxBytes { finish() }
+            batcher.add(entry, id: id, partition: record.partition, offset: record.offset)
+        }
+        return batcher.finish()
+    }
+
+    /// Gathers records' JSON into request bodies — `opening`, the entries separated by commas,
+    /// `closing` — of at most `maxRecords` entries and (unless one entry alone is larger)
+    /// `maxBytes` bytes; each request's idempotency key is derived from its records' ids.
+    struct RequestBatcher {
+        let opening: [UInt8], closing: [UInt8], contentType: String
+        let maxRecords: Int, maxBytes: Int
+        private var requests: [Request] = []
+        private var body: [UInt8]
+        private var positions: [(partition: Int, offset: Int64)] = []
+        private var ids: [UInt8] = []
+
+        init(opening: [UInt8], closing: [UInt8], contentType: String, maxRecords: Int, maxBytes: Int) {
+            (self.opening, self.closing, self.contentType, self.maxRecords, self.maxBytes) = (opening, closing, contentType, maxRecords, maxBytes)
+            body = opening
+        }
+
+        mutating func add(_ entry: [UInt8], id: String, partition: Int, offset: Int64) {
+            if !positions.isEmpty, positions.count >= maxRecords || body.count + entry.count + closing.count > maxBytes { close() }
             if !positions.isEmpty { body.append(UInt8(ascii: ",")) }
             body.append(contentsOf: entry)
-            positions.append((record.partition, record.offset))
+            positions.append((partition, offset))
             ids.append(contentsOf: id.utf8)
             ids.append(0)
         }
-        finish()
-        return requests
+
+        mutating func finish() -> [Request] {
+            close()
+            return requests
+        }
+
+        private mutating func close() {
+            guard !positions.isEmpty else { return }
+            body.append(contentsOf: closing)
+            let key = SHA256.hash(data: ids).prefix(16).map { String(format: "%02x", $0) }.joined()
+            requests.append(Request(body: body, records: positions, idempotencyKey: key, contentType: contentType))
+            body = opening
+            positions = []
+            ids = []
+        }
     }
 
     /// Stable across replays: where the record sits in the source.
