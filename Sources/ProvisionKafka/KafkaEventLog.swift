@@ -22,10 +22,12 @@ public final class KafkaEventLog: EventLog, @unchecked Sendable {
     private let offsetTimeoutMilliseconds: Int32 = 10_000
     private let lock = NSLock()
     // Guarded by lock.
-    /// Each partition's idle readers, the least recently used first. A read or a wait takes
-    /// one out while it works, so products reading the same partition at different offsets
-    /// (one backfilling, one waiting at the end) never wait for each other's consumer, and a
-    /// reader that stopped where a read starts keeps what it fetched ahead.
+    /// Each partition's idle readers, the least recently used first. A read takes one out
+    /// while it works, so products reading the same partition at different offsets (two
+    /// backfills) never wait for each other's consumer, and a reader that stopped where a
+    /// read starts keeps what it fetched ahead. Waits hold none (`ArrivalWatcher`): when they
+    /// did, four products idle at a partition's end kept its four readers busy, and a new
+    /// product's backfill waited up to a second for one at each of its partitions.
     private var idleReaders: [TopicPartition: [PartitionReader]] = [:]
     private var readerCounts: [TopicPartition: Int] = [:]
     /// Consumers per partition, at most: past it a read takes the least recently used idle
@@ -37,6 +39,8 @@ public final class KafkaEventLog: EventLog, @unchecked Sendable {
     private var knownTopics: [String: Int] = [:]
     private let options: [String: String]
     private let poller: Poller
+    /// Waits of products idle at partitions' ends, all on one consumer.
+    private let arrivals: ArrivalWatcher
 
     /// Connects to the brokers of `bootstrapServers` (`host:port,host:port`); `options` are
     /// librdkafka properties for every client it makes (`security.protocol`, …).
@@ -52,12 +56,20 @@ public final class KafkaEventLog: EventLog, @unchecked Sendable {
         producer = handle
         self.options = options
         poller = Poller(UncheckedHandle(handle))
+        do {
+            arrivals = try ArrivalWatcher(bootstrapServers: bootstrapServers, options: options)
+        } catch {
+            poller.stop()
+            rd_kafka_destroy(handle)
+            throw error
+        }
     }
 
     deinit {
         rd_kafka_flush(producer, 5_000)
         // The poller must be out of rd_kafka_poll before the handle goes.
         poller.stop()
+        arrivals.stop()
         for reader in idleReaders.values.joined() { reader.close() }
         rd_kafka_destroy(producer)
     }
@@ -84,10 +96,22 @@ public final class KafkaEventLog: EventLog, @unchecked Sendable {
         return client
     }
 
+    /// Asks the brokers for a topic's partitions and leaders for a client that was just
+    /// assigned one of them. Without it, a consumer learns them on librdkafka's scan of its
+    /// topics, once a second: a new reader's first fetch waited up to a second for it.
+    static func learnLeaders(of topic: String, with client: OpaquePointer) {
+        guard let handle = rd_kafka_topic_new(client, topic, nil) else { return }
+        defer { rd_kafka_topic_destroy(handle) }
+        var metadata: UnsafePointer<rd_kafka_metadata>?
+        // On failure (the brokers are away) the scan finds them later; the read says so then.
+        if rd_kafka_metadata(client, 0, handle, &metadata, 5_000) == RD_KAFKA_RESP_ERR_NO_ERROR, let metadata {
+            rd_kafka_metadata_destroy(metadata)
+        }
+    }
+
     /// Runs a blocking librdkafka call off the concurrency pool, on a thread of its own. Not
     /// on a dispatch queue: a concurrent queue runs about as many blocks at once as there are
-    /// cores, so on two cores two waits for records (a second each) held up every read
-    /// behind them — a quarter of a second per partition of a backfill.
+    /// cores, so on two cores two blocking calls of a second held up every read behind them.
     private func run<Result: Sendable>(_ body: @escaping @Sendable () throws -> Result) async throws -> Result {
         try await withCheckedThrowingContinuation { continuation in
             let thread = Thread { continuation.resume(with: Swift.Result { try body() }) }
@@ -376,15 +400,29 @@ public final class KafkaEventLog: EventLog, @unchecked Sendable {
         guard maxRecords > 0 else { return RecordBatch(records: []) }
         // No offset query first: the consumer says where the partition ends (an offset below
         // the start reads from the start: `auto.offset.reset=earliest`).
-        let records = try await withReader(partition, at: offset) { try $0.read(from: offset, maxRecords: maxRecords, maxBytes: maxBytes) }
-        return RecordBatch(records: records)
+        return try await withReader(partition, at: offset) { try $0.read(from: offset, maxRecords: maxRecords, maxBytes: maxBytes) }
+    }
+
+    /// A reader of each partition is positioned now, so librdkafka fetches them all at once
+    /// (it fetches ahead of the reads, `queued.min.messages`): a backfill reading its
+    /// partitions in turn then finds each one's records there when its turn comes.
+    public func prepareReads(from positions: [TopicPartition: Int64]) async {
+        await withTaskGroup(of: Void.self) { group in
+            for (partition, offset) in positions {
+                guard (try? await checkExists(partition)) != nil,
+                      let reader = try? checkOutReader(partition, at: offset) else { continue }
+                group.addTask {
+                    _ = try? await self.run { try reader.prepare(at: offset) }
+                    self.checkIn(reader)
+                }
+            }
+        }
     }
 
     public func waitForRecords(in partition: TopicPartition, at offset: Int64, timeout: Duration) async throws {
         try await checkExists(partition)
-        let milliseconds = Int32(clamping: timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000)
-        // A fetch that waits at the broker: it answers when a record arrives (no polling here).
-        try await withReader(partition, at: offset) { try $0.wait(at: offset, milliseconds: milliseconds) }
+        // No reader held while waiting: one consumer watches every partition someone waits at.
+        await arrivals.wait(for: partition, at: offset, timeout: timeout)
     }
 }
 

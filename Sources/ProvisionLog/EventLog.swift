@@ -57,9 +57,16 @@ public protocol EventLog: Sendable {
 
     /// Removes a topic and its records.
     func deleteTopic(_ topic: String) async throws
+
+    /// Says where a reader is about to read: a store that fetches ahead starts on every
+    /// partition now, rather than on each when its turn comes. A hint; it changes no result.
+    func prepareReads(from positions: [TopicPartition: Int64]) async
 }
 
 extension EventLog {
+    /// Reads from files need no warning.
+    public func prepareReads(from positions: [TopicPartition: Int64]) async {}
+
     /// Creates a topic that keeps every record.
     public func createTopic(_ topic: String, partitions: Int) async throws {
         try await createTopic(topic, partitions: partitions, compacted: false)

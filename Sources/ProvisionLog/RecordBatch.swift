@@ -29,6 +29,35 @@ public struct RecordBatch: Sendable {
         }
     }
 
+    /// Appends a record whose parts lie elsewhere (another client's buffers), copying each
+    /// once; nil is a null key or a tombstone. Records must come in offset order.
+    public mutating func append(offset: Int64, timestamp: TimestampMilliseconds, key: UnsafeRawBufferPointer?,
+                                value: UnsafeRawBufferPointer?, headers: [LogHeader] = [])
+    {
+        func copy(_ part: UnsafeRawBufferPointer?) -> Range<Int>? {
+            guard let part else { return nil }
+            let start = bytes.count
+            bytes.append(contentsOf: part)
+            return start..<bytes.count
+        }
+        let key = copy(key)
+        let value = copy(value)
+        let headerStart = bytes.count
+        if !headers.isEmpty {
+            // As a stored frame holds them, so `record(at:)` reads them back the same way.
+            func integer<T: FixedWidthInteger>(_ number: T) { withUnsafeBytes(of: number.littleEndian) { bytes.append(contentsOf: $0) } }
+            integer(UInt16(truncatingIfNeeded: headers.count))
+            for header in headers {
+                let name = Array(header.name.utf8)
+                integer(UInt16(truncatingIfNeeded: name.count))
+                bytes.append(contentsOf: name)
+                integer(Int32(header.value.count))
+                bytes.append(contentsOf: header.value)
+            }
+        }
+        entries.append(Entry(offset: offset, timestamp: timestamp, key: key, value: value, headers: headerStart..<bytes.count))
+    }
+
     public var count: Int { entries.count }
     public var isEmpty: Bool { entries.isEmpty }
 
@@ -58,7 +87,7 @@ public struct RecordBatch: Sendable {
         entries.append(Entry(offset: offset, timestamp: timestamp, key: key, value: value, headers: headers))
     }
 
-    mutating func reserveCapacity(bytes byteCount: Int, records: Int) {
+    public mutating func reserveCapacity(bytes byteCount: Int, records: Int) {
         bytes.reserveCapacity(byteCount)
         entries.reserveCapacity(records)
     }

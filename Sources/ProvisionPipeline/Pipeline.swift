@@ -163,6 +163,13 @@ public struct Pipeline: Sendable {
         }
         logger.info("pipeline started", metadata: ["product": "\(product)", "sink": "\(sink.location)",
                                                    "from": "\(checkpoint.offsets)", "liveBoundary": "\(liveBoundary)"])
+        // A backfill reads its partitions in turn; on Kafka each one's records are fetched
+        // from here on, side by side, instead of when its turn comes.
+        var backlog: [TopicPartition: Int64] = [:]
+        for (partition, offset) in checkpoint.offsets where offset < liveBoundary[partition]! {
+            backlog[TopicPartition(topic: sourceTopic, partition: partition)] = offset
+        }
+        await log.prepareReads(from: backlog)
         let joins = processor.plan.joins.isEmpty ? nil
             : try await JoinInputs.open(plan: processor.plan, log: log, startTime: processor.startTime,
                                         position: checkpoint.joins, sourcePartitions: partitionCount, clock: clock)

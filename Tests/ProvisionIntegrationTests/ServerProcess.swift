@@ -96,13 +96,34 @@ func waitForExit(_ process: Process, timeout: Duration, what: String) throws {
     let deadline = ContinuousClock.now + timeout
     while process.isRunning {
         if ContinuousClock.now >= deadline {
+            // Where it is stuck, before it is gone: a hang that shows once in many runs is
+            // not found again by reading its log.
+            let backtraces = threadBacktraces(of: process.processIdentifier)
             kill(process.processIdentifier, SIGKILL)
             process.waitUntilExit()
-            throw Failure("\(what) did not finish within \(timeout); it was killed")
+            throw Failure("\(what) did not finish within \(timeout); it was killed. Its threads:\n\(backtraces)")
         }
         usleep(5_000)
     }
     process.waitUntilExit()
+}
+
+/// Every thread's stack of a running process, by gdb, cut to the frames that say most.
+func threadBacktraces(of pid: Int32) -> String {
+    guard let gdb = ["/usr/bin/gdb", "/usr/local/bin/gdb"].first(where: FileManager.default.isExecutableFile(atPath:)) else {
+        return "(no gdb on this machine to show them)"
+    }
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/timeout")
+    process.arguments = ["60", gdb, "-p", String(pid), "-batch", "-ex", "thread apply all bt 25"]
+    let output = Pipe()
+    process.standardOutput = output
+    process.standardError = output
+    do { try process.run() } catch { return "(gdb did not start: \(error))" }
+    let data = output.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    let frames = String(decoding: data, as: UTF8.self).split(separator: "\n").filter { $0.hasPrefix("#") || $0.hasPrefix("Thread") }
+    return String(frames.joined(separator: "\n").prefix(60_000))
 }
 
 /// Waits until something accepts TCP connections on 127.0.0.1:`port`.
@@ -282,7 +303,7 @@ final class ServerProcess: @unchecked Sendable {
         do {
             try waitForExit(process, timeout: .seconds(60), what: "the server (signal \(signal))")
         } catch {
-            Issue.record("\(error)")
+            Issue.record("\(error)\nthe end of its log:\n\(logSinceStart.suffix(4000))")
         }
         self.process = nil
         let leaked = TestSecrets.found(in: logSinceStart)
