@@ -87,6 +87,20 @@ expected=$(jq -c 'select(.amount > 1000 and .region == "EU")' "$work/orders.json
 [ "$lines" = "$expected" ] || { echo "the product wrote $lines lines, jq finds $expected: the broker did not keep every record" >&2; exit 1; }
 stop_server
 
+# The same backfill on the embedded log, in the same run: what of the time is the Kafka
+# store's, and what is the control plane's fixed cost (apply, planning, status), which at
+# this size is a large share of either figure.
+start_server "$work/embedded"
+"$bin" apply -f "$work/datasets.yaml" --server "$server" >/dev/null
+"$bin" produce orders --file "$work/orders.jsonl" --server "$server" >/dev/null
+stop_server
+start_server "$work/embedded"
+begin=$(now_seconds)
+"$bin" apply -f Benchmarks/eu-large-orders.yaml --server "$server" >/dev/null
+wait_all_read eu-large-orders "$records"
+embedded_seconds=$(elapsed "$begin" "$(now_seconds)")
+stop_server
+
 begin=$(now_seconds)
 # -c N, not -e: against both emulators kcat's end-of-partition comes early at this size.
 consumed=$(kcat -C -b "$broker" -t orders -o beginning -c "$records" -q | wc -l)
@@ -100,5 +114,7 @@ printf '%-48s %12s %12.2f\n' "provisionctl produce (serve --store kafka)" "$(rat
 printf '%-48s %12s %12.2f\n' "kcat -P (acks=all, idempotent)" "$(rate "$records" "$kcat_produce_seconds")" "$kcat_produce_seconds"
 printf '%-48s %12s %12.2f\n' "provision backfill where+select -> file" "$(rate "$records" "$backfill_seconds")" "$backfill_seconds"
 printf '%-48s %12s %12.2f\n' "kcat -C -c N (consume every record)" "$(rate "$records" "$kcat_consume_seconds")" "$kcat_consume_seconds"
+printf '%-48s %12s %12.2f\n' "the same backfill on the embedded log" "$(rate "$records" "$embedded_seconds")" "$embedded_seconds"
 printf 'ratio produce / kcat -P:    %.2fx\n' "$(echo "$kcat_produce_seconds / $produce_seconds" | bc -l)"
 printf 'ratio backfill / kcat -C:   %.2fx\n' "$(echo "$kcat_consume_seconds / $backfill_seconds" | bc -l)"
+printf 'ratio backfill Kafka / embedded: %.2fx\n' "$(echo "$embedded_seconds / $backfill_seconds" | bc -l)"

@@ -54,7 +54,7 @@ struct ProduceCommand: AsyncParsableCommand {
         }
         // Check every line before sending any, so a bad line appends nothing.
         do {
-            _ = try RecordLines.parse(bytes, keyField: key, timeField: time, envelope: format == "envelope", now: 0)
+            _ = try RecordLines.validate(bytes, keyField: key, timeField: time, envelope: format == "envelope")
         } catch {
             printError("error: \(file == "-" ? "<stdin>" : file): \(error); nothing was appended")
             throw ExitCode(1)

@@ -38,6 +38,9 @@ public final class KafkaEventLog: EventLog, @unchecked Sendable {
     /// not have may create it.
     private var knownTopics: [String: Int] = [:]
     private let options: [String: String]
+    /// The producer's handle of each topic appended to: naming the topic on every record
+    /// made librdkafka look it up under a lock, and Swift copy the name, once per record.
+    private var producerTopics: [String: UncheckedHandle] = [:]
     private let poller: Poller
     /// Waits of products idle at partitions' ends, all on one consumer.
     private let arrivals: ArrivalWatcher
@@ -50,6 +53,9 @@ public final class KafkaEventLog: EventLog, @unchecked Sendable {
             "acks": "all",
             "enable.idempotence": "true",
             "linger.ms": "2",
+            // Appends of many requests at once are queued whole (the default is 100,000
+            // records, past which an append fails).
+            "queue.buffering.max.messages": "1000000",
             // Provision's own producer never creates a topic by writing to it.
             "allow.auto.create.topics": "false",
         ]) { given, _ in given }) { rd_kafka_conf_set_dr_msg_cb($0, deliveryReported) }
@@ -70,6 +76,7 @@ public final class KafkaEventLog: EventLog, @unchecked Sendable {
         // The poller must be out of rd_kafka_poll before the handle goes.
         poller.stop()
         arrivals.stop()
+        for topic in producerTopics.values { rd_kafka_topic_destroy(topic.pointer) }
         for reader in idleReaders.values.joined() { reader.close() }
         rd_kafka_destroy(producer)
     }
@@ -292,6 +299,9 @@ public final class KafkaEventLog: EventLog, @unchecked Sendable {
              RD_KAFKA_RESP_ERR__RESOLVE, RD_KAFKA_RESP_ERR__MSG_TIMED_OUT, RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE,
              RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION, RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT:
             return EventLogError(.unavailable, "Kafka, \(partition.topic) partition \(partition.partition): \(String(cString: rd_kafka_err2str(code)))")
+        case RD_KAFKA_RESP_ERR_INVALID_RECORD:
+            // The one documented cause for a topic Provision writes: a keyless record in a compacted topic.
+            return EventLogError(.invalidRecord, "Kafka, \(partition.topic) partition \(partition.partition): the broker refused a record (\(String(cString: rd_kafka_err2str(code)))); a compacted topic's records need a key")
         case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE, RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE:
             return EventLogError(.recordTooLarge, "a record is larger than the broker accepts for '\(partition.topic)'")
         default:
@@ -318,6 +328,7 @@ public final class KafkaEventLog: EventLog, @unchecked Sendable {
         try await checkExists(partition)
         let delivery = DeliveryBatch(count: records.count)
         let producer = self.producer
+        let topic = try producerTopic(partition.topic)
         let first: Int64 = try await withCheckedThrowingContinuation { continuation in
             delivery.continuation = continuation
             let opaque = Unmanaged.passRetained(delivery).toOpaque()
@@ -331,7 +342,7 @@ public final class KafkaEventLog: EventLog, @unchecked Sendable {
                         }
                     }
                 }
-                let code = Self.produce(producer, record, partition, headers, opaque)
+                let code = Self.produce(producer, record, topic.pointer, Int32(partition.partition), headers, opaque)
                 if code != RD_KAFKA_RESP_ERR_NO_ERROR {
                     if let headers { rd_kafka_headers_destroy(headers) }
                     // The ones not enqueued will never be reported: count them as failed.
@@ -343,8 +354,19 @@ public final class KafkaEventLog: EventLog, @unchecked Sendable {
         return first
     }
 
-    private static func produce(_ producer: OpaquePointer, _ record: LogRecord, _ partition: TopicPartition, _ headers: OpaquePointer?,
-                                _ opaque: UnsafeMutableRawPointer) -> rd_kafka_resp_err_t
+    private func producerTopic(_ name: String) throws -> UncheckedHandle {
+        try lock.withLock {
+            if let handle = producerTopics[name] { return handle }
+            guard let handle = rd_kafka_topic_new(producer, name, nil) else {
+                throw EventLogError(.io, "Kafka: no handle for topic '\(name)': \(String(cString: rd_kafka_err2str(rd_kafka_last_error())))")
+            }
+            producerTopics[name] = UncheckedHandle(handle)
+            return UncheckedHandle(handle)
+        }
+    }
+
+    private static func produce(_ producer: OpaquePointer, _ record: LogRecord, _ topic: OpaquePointer, _ partition: Int32,
+                                _ headers: OpaquePointer?, _ opaque: UnsafeMutableRawPointer) -> rd_kafka_resp_err_t
     {
         func withOptionalBytes<T>(_ bytes: [UInt8]?, _ body: (UnsafeRawPointer?, Int) -> T) -> T {
             guard let bytes else { return body(nil, 0) }
@@ -352,7 +374,7 @@ public final class KafkaEventLog: EventLog, @unchecked Sendable {
         }
         return withOptionalBytes(record.key) { key, keyLength in
             withOptionalBytes(record.value) { value, valueLength in
-                provision_rdkafka_produce(producer, partition.topic, Int32(partition.partition), key, keyLength, value, valueLength,
+                provision_rdkafka_produce(producer, topic, partition, key, keyLength, value, valueLength,
                                           record.timestamp, headers, opaque)
             }
         }

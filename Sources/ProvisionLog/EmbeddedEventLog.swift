@@ -11,6 +11,10 @@ public final class EmbeddedEventLog: EventLog, @unchecked Sendable {
     private let lock = NSLock()
     // Guarded by lock.
     private var partitions: [String: [PartitionLog]] = [:]
+    /// Topics created compacted: each has a marker file, `<topic>.compacted`. The embedded
+    /// log keeps every record (a reader of a compacted topic takes the latest of each key
+    /// either way) but refuses what Kafka refuses there: a record without a key.
+    private var compactedTopics: Set<String> = []
 
     public init(directory: String, configuration: EmbeddedLogConfiguration = .init(), logger: Logger = Logger(label: "provision.log")) throws {
         self.directory = directory
@@ -19,6 +23,10 @@ public final class EmbeddedEventLog: EventLog, @unchecked Sendable {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         var found: [String: [Int]] = [:]
         for entry in try FileManager.default.contentsOfDirectory(atPath: directory) {
+            if entry.hasSuffix(Self.compactedMarker) {
+                compactedTopics.insert(String(entry.dropLast(Self.compactedMarker.count)))
+                continue
+            }
             guard let dash = entry.lastIndex(of: "-"), let partition = Int(entry[entry.index(after: dash)...]) else { continue }
             found[String(entry[..<dash]), default: []].append(partition)
         }
@@ -32,6 +40,8 @@ public final class EmbeddedEventLog: EventLog, @unchecked Sendable {
     }
 
     public static func isValidTopicName(_ name: String) -> Bool { TopicName.isValid(name) }
+
+    private static let compactedMarker = ".compacted"
 
     private func partitionLog(_ partition: TopicPartition) throws -> PartitionLog {
         lock.lock()
@@ -52,6 +62,13 @@ public final class EmbeddedEventLog: EventLog, @unchecked Sendable {
         guard count >= 1 else { throw EventLogError(.invalidPartition, "a topic needs at least one partition") }
         try lock.withLock {
             if partitions[topic] != nil { return }
+            if compacted {
+                // Before the partitions: a topic found without its marker would take keyless records.
+                guard FileManager.default.createFile(atPath: "\(directory)/\(topic)\(Self.compactedMarker)", contents: nil) else {
+                    throw EventLogError(.io, "cannot mark topic '\(topic)' compacted in \(directory)")
+                }
+                compactedTopics.insert(topic)
+            }
             partitions[topic] = try (0..<count).map {
                 try PartitionLog(directory: "\(directory)/\(topic)-\($0)", configuration: configuration, logger: logger)
             }
@@ -73,7 +90,11 @@ public final class EmbeddedEventLog: EventLog, @unchecked Sendable {
 
     @discardableResult
     public func append(_ records: [LogRecord], to partition: TopicPartition) async throws -> Int64 {
-        try partitionLog(partition).append(records)
+        let log = try partitionLog(partition)
+        if lock.withLock({ compactedTopics.contains(partition.topic) }), let keyless = records.firstIndex(where: { $0.key == nil }) {
+            throw EventLogError(.invalidRecord, "topic '\(partition.topic)' is compacted: every record needs a key, and record \(keyless) of the append has none; nothing was appended")
+        }
+        return try log.append(records)
     }
 
     public func readBatch(_ partition: TopicPartition, from offset: Int64, maxRecords: Int, maxBytes: Int) async throws -> RecordBatch {
@@ -99,6 +120,9 @@ public final class EmbeddedEventLog: EventLog, @unchecked Sendable {
     public func deleteTopic(_ topic: String) async throws {
         let removed = lock.withLock { partitions.removeValue(forKey: topic) }
         for log in removed ?? [] { log.removeAllFiles() }
+        if lock.withLock({ compactedTopics.remove(topic) }) != nil {
+            try? FileManager.default.removeItem(atPath: "\(directory)/\(topic)\(Self.compactedMarker)")
+        }
     }
 
     /// Applies the retention limits to every partition; returns the number of segments deleted.

@@ -4,6 +4,9 @@ import ProvisionModel
 public struct EventLogError: Error, Sendable, CustomStringConvertible {
     public enum Code: String, Sendable {
         case unknownTopic, invalidTopicName, invalidPartition, recordTooLarge, io
+        /// The topic does not take the record: a compacted topic's records need a key
+        /// (Kafka's `INVALID_RECORD`).
+        case invalidRecord
         /// The store could not be reached (Kafka's brokers down or unanswering): the same
         /// call may work later.
         case unavailable

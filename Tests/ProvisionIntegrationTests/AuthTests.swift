@@ -209,6 +209,11 @@ private func errorCode(_ reply: HTTPReply) -> String? {
         // A flag still wins over the file.
         let flagged = try provisionctl(["get", "products", "--token", "pvn_wrong"], environment: environment)
         #expect(flagged.status != 0 && flagged.errorOutput.contains("[Unauthorized]"))
+        // Nothing listening: said at once (an HTTP client's default is to retry connecting
+        // until the request's timeout, two minutes), not after the time limit given here.
+        let nobody = try provisionctl(["get", "products", "--server", "http://127.0.0.1:\(freePort())"], environment: environment,
+                                      timeout: .seconds(30))
+        #expect(nobody.status != 0 && nobody.errorOutput.contains("cannot reach the Provision server"), "\(nobody.errorOutput)")
     }
 
     /// The catalog is searched by name, owner, description and field name, lists come in

@@ -34,6 +34,8 @@ struct LogStore: CustomTestStringConvertible, Sendable {
 
     static let all = [embedded] + kafka
     static let timeIndexed = all.filter { !$0.isMockCluster }
+    /// The stores that create a topic with settings (`cleanup.policy`) through the Admin API.
+    static let creatingTopics = all.filter { !$0.isMockCluster }
 
     /// This run's topics on a broker are named apart from any earlier run's; the mock
     /// cluster's are the ones `scripts/test` made.
@@ -41,10 +43,9 @@ struct LogStore: CustomTestStringConvertible, Sendable {
 
     func topic(_ base: String) -> String { bootstrap == nil || isMockCluster ? base : "\(base)-\(Self.runID)" }
 
-    func open() throws -> any EventLog {
-        guard let bootstrap else {
-            return try EmbeddedEventLog(directory: NSTemporaryDirectory() + "provision-conformance-\(UUID().uuidString)")
-        }
+    /// - Parameter directory: the embedded log's (a second open of the same one is a restart).
+    func open(directory: String = NSTemporaryDirectory() + "provision-conformance-\(UUID().uuidString)") throws -> any EventLog {
+        guard let bootstrap else { return try EmbeddedEventLog(directory: directory) }
         return try KafkaEventLog(bootstrapServers: bootstrap)
     }
 }
@@ -134,6 +135,48 @@ struct EventLogConformanceTests {
         await #expect(throws: EventLogError.self) {
             _ = try await log.readBatch(TopicPartition(topic: missing, partition: 0), from: 0, maxRecords: 1, maxBytes: 1)
         }
+    }
+
+    /// A compacted topic (`cleanup.policy=compact`: the server's own state on Kafka) refuses a
+    /// record without a key, as Kafka documents, keeping nothing of that append, also after a
+    /// restart; what it keeps reads back in order, so the latest value of each key is the last
+    /// one read (compaction, when the broker runs it, only drops earlier ones).
+    @Test(arguments: LogStore.creatingTopics)
+    func aCompactedTopicRefusesARecordWithoutAKey(_ store: LogStore) async throws {
+        let directory = NSTemporaryDirectory() + "provision-conformance-\(UUID().uuidString)"
+        let topic = store.topic("conformance-compacted")
+        let partition = TopicPartition(topic: topic, partition: 0)
+        func record(_ key: String?, _ value: String?) -> LogRecord {
+            LogRecord(key: key.map { Array($0.utf8) }, value: value.map { Array($0.utf8) }, timestamp: 1_767_225_600_000)
+        }
+        do {
+            let log = try store.open(directory: directory)
+            try await log.createTopic(topic, partitions: 1, compacted: true)
+            try await log.append([record("a", "1"), record("b", "1"), record("a", "2"), record("c", "1"), record("b", nil)], to: partition)
+        }
+        let log = try store.open(directory: directory)
+        do {
+            try await log.append([record("d", "1"), record(nil, "keyless")], to: partition)
+            Issue.record("a compacted topic took a record without a key")
+        } catch let error as EventLogError {
+            #expect(error.code == .invalidRecord, "\(error)")
+        }
+        // All or nothing on the embedded log; Kafka may keep a batch's records that came before
+        // the keyless one only if they went in another request — one append here is one request.
+        #expect(try await log.endOffset(of: partition) == 5)
+        let read = try await log.read(partition, from: 0, maxRecords: 100, maxBytes: 1 << 20)
+        #expect(read.map(\.offset) == read.map(\.offset).sorted() && Set(read.map(\.offset)).count == read.count)
+        // Each key's latest value, "-" for a tombstone.
+        var latest: [String: String] = [:]
+        for stored in read {
+            latest[String(decoding: stored.record.key ?? [], as: UTF8.self)] = stored.record.value.map { String(decoding: $0, as: UTF8.self) } ?? "-"
+        }
+        #expect(latest == ["a": "2", "b": "-", "c": "1"])
+        // An ordinary topic takes keyless records.
+        let plain = TopicPartition(topic: store.topic("conformance-order"), partition: 0)
+        try await log.createTopic(plain.topic, partitions: 1)
+        let end = try await log.endOffset(of: plain)
+        #expect(try await log.append([record(nil, "keyless")], to: plain) == end)
     }
 
     @Test(arguments: LogStore.all)

@@ -233,6 +233,21 @@ private let dataset = """
         } catch {
             #expect(error.description.hasPrefix(message), "\(error)")
         }
+        // The command line checks a file with `validate` before it sends any of it: the same verdict.
+        do {
+            _ = try RecordLines.validate(Array(input.utf8), keyField: "id", timeField: input.contains("at") ? "at" : nil, envelope: false)
+            Issue.record("validate accepted")
+        } catch {
+            #expect(error.description.hasPrefix(message), "\(error)")
+        }
+    }
+
+    @Test func validateCountsTheRecordsParseMakes() throws {
+        let lines = Array("{\"id\":\"o-1\",\"at\":5}\n  \n{\"id\":7,\"at\":6}\r\n{\"id\":8,\"at\":7}".utf8)
+        let records = try RecordLines.parse(lines, keyField: "id", timeField: "at", envelope: false, now: 0)
+        #expect(records.count == 3)
+        #expect(try RecordLines.validate(lines, keyField: "id", timeField: "at", envelope: false) == 3)
+        #expect(records.last?.value == Array("{\"id\":8,\"at\":7}".utf8))
     }
 
     @Test func envelopesCarryTombstonesAndHeaders() throws {

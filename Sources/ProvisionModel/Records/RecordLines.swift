@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// Turns JSON Lines into log records, all or nothing: the first bad line fails the whole
 /// input with its line number.
 public enum RecordLines {
@@ -17,51 +23,79 @@ public enum RecordLines {
                              now: TimestampMilliseconds) throws(LineError) -> [LogRecord]
     {
         var records: [LogRecord] = []
-        let names = JSONFieldNames([keyField ?? "", timeField ?? ""])
-        var lineNumber = 0
-        var lineStart = 0
-        let count = bytes.count
-        while lineStart < count {
-            lineNumber += 1
-            var lineEnd = lineStart
-            while lineEnd < count, bytes[lineEnd] != 0x0A { lineEnd += 1 }
-            var contentEnd = lineEnd
-            if contentEnd > lineStart, bytes[contentEnd - 1] == 0x0D { contentEnd -= 1 }
-            defer { lineStart = lineEnd + 1 }
-            let line = Array(bytes[lineStart..<contentEnd])
-            if line.allSatisfy({ $0 == 0x20 || $0 == 0x09 }) { continue }
-            if envelope {
-                let value: JSONValue
-                do {
-                    value = try JSONParser.parse(line)
-                } catch {
-                    throw LineError(line: lineNumber, message: "invalid JSON: \(error)")
-                }
-                guard case .object(let object) = value else {
-                    throw LineError(line: lineNumber, message: "expected a JSON object, found \(value.typeName)")
-                }
-                records.append(try envelopeRecord(object, line: lineNumber, now: now))
-            } else {
-                // The value is stored as sent: check it is one JSON object and read only the key
-                // and time fields, without building the rest.
-                var fields: [JSONValue?] = [nil, nil]
-                do {
-                    try line.withUnsafeBufferPointer { buffer throws(JSONParseError) in
-                        try JSONParser.scanObject(buffer, names: names, into: &fields)
-                    }
-                } catch {
-                    let first = line.first { $0 != 0x20 && $0 != 0x09 }
-                    throw LineError(line: lineNumber, message: first == UInt8(ascii: "{") || first == nil
-                        ? "invalid JSON: \(error)" : "expected a JSON object: \(error)")
-                }
-                records.append(try plainRecord(key: fields[0], time: fields[1], raw: line, keyField: keyField,
-                                               timeField: timeField, line: lineNumber, now: now))
-            }
-        }
+        try scan(bytes, keyField: keyField, timeField: timeField, envelope: envelope, now: now, keepingValues: true) { records.append($0) }
         return records
     }
 
-    private static func plainRecord(key keyValue: JSONValue?, time timeValue: JSONValue?, raw: [UInt8], keyField: String?,
+    /// Checks every line as `parse` would, keeping nothing; returns the number of records.
+    public static func validate(_ bytes: [UInt8], keyField: String?, timeField: String?, envelope: Bool) throws(LineError) -> Int {
+        var count = 0
+        try scan(bytes, keyField: keyField, timeField: timeField, envelope: envelope, now: 0, keepingValues: false) { _ in count += 1 }
+        return count
+    }
+
+    /// Each line's record, in order; without `keepingValues` a plain line's record has no
+    /// value (it was only checked). Lines are found with memchr and looked at in place: the
+    /// one copy made of a line is its record's value.
+    private static func scan(_ bytes: [UInt8], keyField: String?, timeField: String?, envelope: Bool, now: TimestampMilliseconds,
+                             keepingValues: Bool, _ body: (LogRecord) -> Void) throws(LineError)
+    {
+        let names = JSONFieldNames([keyField ?? "", timeField ?? ""])
+        var fields: [JSONValue?] = [nil, nil]
+        let failure: LineError? = bytes.withUnsafeBufferPointer { buffer -> LineError? in
+            guard let base = buffer.baseAddress else { return nil }
+            let count = buffer.count
+            var lineNumber = 0
+            var lineStart = 0
+            while lineStart < count {
+                lineNumber += 1
+                let lineEnd = memchr(base + lineStart, 0x0A, count - lineStart).map { UnsafePointer($0.assumingMemoryBound(to: UInt8.self)) - base } ?? count
+                var contentEnd = lineEnd
+                if contentEnd > lineStart, buffer[contentEnd - 1] == 0x0D { contentEnd -= 1 }
+                let line = UnsafeBufferPointer(rebasing: buffer[lineStart..<contentEnd])
+                lineStart = lineEnd + 1
+                if line.allSatisfy({ $0 == 0x20 || $0 == 0x09 }) { continue }
+                do throws(LineError) {
+                    if envelope {
+                        body(try envelopeRecord(line, line: lineNumber, now: now))
+                    } else {
+                        // The value is stored as sent: check it is one JSON object and read only
+                        // the key and time fields, without building the rest.
+                        fields[0] = nil
+                        fields[1] = nil
+                        do {
+                            try JSONParser.scanObject(line, names: names, into: &fields)
+                        } catch {
+                            let first = line.first { $0 != 0x20 && $0 != 0x09 }
+                            throw LineError(line: lineNumber, message: first == UInt8(ascii: "{") || first == nil
+                                ? "invalid JSON: \(error)" : "expected a JSON object: \(error)")
+                        }
+                        body(try plainRecord(key: fields[0], time: fields[1], raw: keepingValues ? Array(line) : nil, keyField: keyField,
+                                             timeField: timeField, line: lineNumber, now: now))
+                    }
+                } catch {
+                    return error
+                }
+            }
+            return nil
+        }
+        if let failure { throw failure }
+    }
+
+    private static func envelopeRecord(_ line: UnsafeBufferPointer<UInt8>, line lineNumber: Int, now: TimestampMilliseconds) throws(LineError) -> LogRecord {
+        let value: JSONValue
+        do {
+            value = try JSONParser.parse(Array(line))
+        } catch {
+            throw LineError(line: lineNumber, message: "invalid JSON: \(error)")
+        }
+        guard case .object(let object) = value else {
+            throw LineError(line: lineNumber, message: "expected a JSON object, found \(value.typeName)")
+        }
+        return try envelopeRecord(object, line: lineNumber, now: now)
+    }
+
+    private static func plainRecord(key keyValue: JSONValue?, time timeValue: JSONValue?, raw: [UInt8]?, keyField: String?,
                                     timeField: String?, line: Int, now: TimestampMilliseconds) throws(LineError) -> LogRecord
     {
         var key: [UInt8]?
