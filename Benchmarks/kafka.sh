@@ -59,10 +59,8 @@ start_kafka_server() {
   server_pid=$!
   until curl -sf "$server/healthz" >/dev/null; do sleep 0.05; done
 }
-wait_all_read() {
-  until curl -s "$server/v1/products/$1" | jq -e "([.status.checkpoint[]] | add) == $2 and .status.phase == \"Live\"" >/dev/null; do
-    sleep 0.05
-  done
+wait_all_read() {  # product records: Live with every partition's checkpoint adding up to records
+  wait_for_product "$1" "([.status.checkpoint[]] | add) == $2 and .status.phase == \"Live\""
 }
 
 start_kafka_server

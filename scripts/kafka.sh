@@ -37,7 +37,7 @@ start_test_kafka() {
   # The mock cluster has no CreateTopics: the conformance tests' topics are made up front.
   cc -O1 -o "$PROVISION_TEST_KAFKA_DIR/mock_cluster" scripts/kafka-mock/mock_cluster.c -lrdkafka
   setsid "$PROVISION_TEST_KAFKA_DIR/mock_cluster" conformance-order:1 conformance-time:1 conformance-partitions:3 \
-    conformance-wait:1 conformance-kcat:3 conformance-control:1 conformance-checkpoints:1 e2e-trades:6 e2e-resume:6 \
+    conformance-wait:1 conformance-idle:2 conformance-kcat:3 conformance-control:1 conformance-checkpoints:1 e2e-trades:6 e2e-resume:6 \
     _provision.kcat.control:1 _provision.kcat.checkpoints:1 _provision.resume.control:1 _provision.resume.checkpoints:1 >"$PROVISION_TEST_KAFKA_DIR/mock.out" 2>"$PROVISION_TEST_KAFKA_DIR/mock.log" &
   PROVISION_TEST_KAFKA_MOCK_PID=$!
   local mock=""

@@ -57,6 +57,8 @@ final class ArrivalWatcher: @unchecked Sendable {
         thread.start()
     }
 
+    var waitsPending: Int { lock.withLock { waiters.count } }
+
     /// Ends the consumer's thread and closes it.
     func stop() {
         lock.withLock { stopping = true }

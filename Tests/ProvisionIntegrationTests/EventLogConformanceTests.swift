@@ -52,7 +52,7 @@ struct LogStore: CustomTestStringConvertible, Sendable {
 
 /// The topics the conformance tests use, with their partitions: what `scripts/test` creates
 /// on the mock cluster.
-let conformanceTopics = ["conformance-order": 1, "conformance-time": 1, "conformance-partitions": 3, "conformance-wait": 1,
+let conformanceTopics = ["conformance-order": 1, "conformance-time": 1, "conformance-partitions": 3, "conformance-wait": 1, "conformance-idle": 2,
                          "conformance-kcat": 3, "conformance-control": 1, "conformance-checkpoints": 1, "e2e-trades": 6,
                          "e2e-resume": 6, "_provision.kcat.control": 1, "_provision.kcat.checkpoints": 1,
                          "_provision.resume.control": 1, "_provision.resume.checkpoints": 1]
@@ -199,6 +199,39 @@ struct EventLogConformanceTests {
         #expect(try await log.read(partition, from: 0, maxRecords: 5, maxBytes: 1 << 20).map(\.record) == Self.records(0..<1))
         // Already there: at once.
         try await log.waitForRecords(in: partition, at: 0, timeout: .seconds(60))
+    }
+
+    /// Products idle at a partition's end hold nothing a backfill of it needs: with more
+    /// waits pending there than the partition has readers, a read from its start returns
+    /// while every wait is still on; one record wakes them all; and a wait on several
+    /// partitions ends with the first that gets a record, its other waits cancelled (the
+    /// waits here are ten minutes long: one that held a reader or ignored its cancellation
+    /// would run into the suite's time limit).
+    @Test(arguments: LogStore.kafka)
+    func waitsAtTheEndHoldNoReaderAndEndWhenCancelled(_ store: LogStore) async throws {
+        let log = try #require(try store.open() as? KafkaEventLog)
+        let topic = store.topic("conformance-idle")
+        try await log.createTopic(topic, partitions: 2)
+        let first = TopicPartition(topic: topic, partition: 0), second = TopicPartition(topic: topic, partition: 1)
+        let end = try await log.endOffset(of: first) + 3
+        try await log.append(Self.records(0..<3), to: first)
+        let waits = (0..<8).map { _ in Task { try await log.waitForRecords(in: first, at: end, timeout: .seconds(600)) } }
+        while log.waitsPending < 8 { try await Task.sleep(for: .milliseconds(10)) }
+        let read = try await log.read(first, from: end - 3, maxRecords: 100, maxBytes: 1 << 20)
+        #expect(read.map(\.record) == Self.records(0..<3))
+        #expect(log.waitsPending == 8, "a read waited for the waits at the partition's end")
+        try await log.append(Self.records(3..<4), to: first)
+        for wait in waits { try await wait.value }
+        #expect(log.waitsPending == 0)
+
+        let secondEnd = try await log.endOffset(of: second)
+        let either = Task {
+            try await log.waitForRecords(in: [TopicPartition(topic: topic, partition: 0): end + 1, second: secondEnd], timeout: .seconds(600))
+        }
+        while log.waitsPending < 2 { try await Task.sleep(for: .milliseconds(10)) }
+        try await log.append(Self.records(0..<1), to: second)
+        try await either.value
+        #expect(log.waitsPending == 0, "the other partition's wait went on after the first one's record")
     }
 
     /// Records another Kafka client wrote are read like Provision's own, and Provision's are
