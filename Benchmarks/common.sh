@@ -33,27 +33,3 @@ wait_live() {  # product records: until it is Live with its checkpoint at that o
   until [[ "$(curl -s "$server/v1/products/$1")" =~ $pattern ]]; do sleep 0.02; done
 }
 
-# product jq-condition: returns once the product's resource satisfies the condition. Woken by
-# the server's watch stream, not a poll: it returns within milliseconds of the change that
-# satisfies it, where a poll every 50 ms added 25 ms on average to a figure of 0.1-0.2 s,
-# and it asks nothing of the server in between. The list says which version it reflects;
-# the watch from there misses nothing.
-wait_for_product() {
-  local headers version
-  headers=$(mktemp)
-  while :; do
-    if curl -s -D "$headers" "$server/v1/products" |
-      jq -e --arg name "$1" ".[] | select(.metadata.name == \$name) | $2" >/dev/null; then
-      rm -f "$headers"
-      return
-    fi
-    version=$(tr -d '\r' <"$headers" | awk -F': ' 'tolower($1) == "provision-resource-version" { print $2 }')
-    # The next change after that version, then the watch is closed (a pipe into `head -1`
-    # would leave curl waiting for a change more before it notices).
-    exec 3< <(curl -s -N --max-time 10 "$server/v1/watch?resourceVersion=$version")
-    local watcher=$!
-    read -r -u 3 _ || true
-    kill "$watcher" 2>/dev/null || true
-    exec 3<&-
-  done
-}

@@ -275,17 +275,31 @@ public final class KafkaEventLog: EventLog, @unchecked Sendable {
     /// the first at or after a time. `offsets_for_times` keeps to its timeout when the leader
     /// is down; `query_watermark_offsets` waits for the leader without end (librdkafka 2.0).
     private func listOffset(_ partition: TopicPartition, _ query: Int64) async throws -> Int64 {
-        try await checkExists(partition)
+        try await listOffsets([partition], query)[partition]!
+    }
+
+    /// The same offset of several partitions in one call: librdkafka sends each leader one
+    /// request for all of its partitions.
+    private func listOffsets(_ partitions: [TopicPartition], _ query: Int64) async throws -> [TopicPartition: Int64] {
+        guard let first = partitions.first else { return [:] }
+        for partition in partitions { try await checkExists(partition) }
         let producer = UncheckedHandle(self.producer), timeout = offsetTimeoutMilliseconds
         return try await run {
-            let list = rd_kafka_topic_partition_list_new(1)!
+            let list = rd_kafka_topic_partition_list_new(Int32(partitions.count))!
             defer { rd_kafka_topic_partition_list_destroy(list) }
-            rd_kafka_topic_partition_list_add(list, partition.topic, Int32(partition.partition)).pointee.offset = query
+            for partition in partitions {
+                rd_kafka_topic_partition_list_add(list, partition.topic, Int32(partition.partition)).pointee.offset = query
+            }
             let code = rd_kafka_offsets_for_times(producer.pointer, list, timeout)
-            guard code == RD_KAFKA_RESP_ERR_NO_ERROR else { throw Self.error(code, partition) }
-            let element = list.pointee.elems[0]
-            guard element.err == RD_KAFKA_RESP_ERR_NO_ERROR else { throw Self.error(element.err, partition) }
-            return element.offset
+            guard code == RD_KAFKA_RESP_ERR_NO_ERROR else { throw Self.error(code, first) }
+            var offsets: [TopicPartition: Int64] = [:]
+            for index in 0..<Int(list.pointee.cnt) {
+                let element = list.pointee.elems[index]
+                let partition = TopicPartition(topic: String(cString: element.topic), partition: Int(element.partition))
+                guard element.err == RD_KAFKA_RESP_ERR_NO_ERROR else { throw Self.error(element.err, partition) }
+                offsets[partition] = element.offset
+            }
+            return offsets
         }
     }
 
@@ -312,6 +326,14 @@ public final class KafkaEventLog: EventLog, @unchecked Sendable {
     public func startOffset(of partition: TopicPartition) async throws -> Int64 { try await listOffset(partition, Int64(RD_KAFKA_OFFSET_BEGINNING)) }
 
     public func endOffset(of partition: TopicPartition) async throws -> Int64 { try await listOffset(partition, Int64(RD_KAFKA_OFFSET_END)) }
+
+    public func startOffsets(of partitions: [TopicPartition]) async throws -> [TopicPartition: Int64] {
+        try await listOffsets(partitions, Int64(RD_KAFKA_OFFSET_BEGINNING))
+    }
+
+    public func endOffsets(of partitions: [TopicPartition]) async throws -> [TopicPartition: Int64] {
+        try await listOffsets(partitions, Int64(RD_KAFKA_OFFSET_END))
+    }
 
     /// Kafka's `offsetsForTimes` (ListOffsets by timestamp).
     public func offset(forTimestamp timestamp: TimestampMilliseconds, in partition: TopicPartition) async throws -> Int64 {

@@ -54,6 +54,13 @@ public protocol EventLog: Sendable {
 
     func endOffset(of partition: TopicPartition) async throws -> Int64
 
+    /// `startOffset` of several partitions at once (on Kafka, a request per leader, not per
+    /// partition).
+    func startOffsets(of partitions: [TopicPartition]) async throws -> [TopicPartition: Int64]
+
+    /// `endOffset` of several partitions at once.
+    func endOffsets(of partitions: [TopicPartition]) async throws -> [TopicPartition: Int64]
+
     /// Returns when a record at `offset` exists (the end offset is past it), or after
     /// `timeout`, whichever comes first; it does not poll. Returns at once if it exists already.
     func waitForRecords(in partition: TopicPartition, at offset: Int64, timeout: Duration) async throws
@@ -69,6 +76,18 @@ public protocol EventLog: Sendable {
 extension EventLog {
     /// Reads from files need no warning.
     public func prepareReads(from positions: [TopicPartition: Int64]) async {}
+
+    public func startOffsets(of partitions: [TopicPartition]) async throws -> [TopicPartition: Int64] {
+        var offsets: [TopicPartition: Int64] = [:]
+        for partition in partitions { offsets[partition] = try await startOffset(of: partition) }
+        return offsets
+    }
+
+    public func endOffsets(of partitions: [TopicPartition]) async throws -> [TopicPartition: Int64] {
+        var offsets: [TopicPartition: Int64] = [:]
+        for partition in partitions { offsets[partition] = try await endOffset(of: partition) }
+        return offsets
+    }
 
     /// Creates a topic that keeps every record.
     public func createTopic(_ topic: String, partitions: Int) async throws {

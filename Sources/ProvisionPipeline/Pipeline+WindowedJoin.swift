@@ -390,7 +390,7 @@ extension Pipeline {
             }
             state.forgetReleased()
             var endOffsets: [Int: Int64] = [:]
-            for partition in 0..<leftCount { endOffsets[partition] = try await log.endOffset(of: leftSource(partition)) }
+            for (source, end) in try await log.endOffsets(of: (0..<leftCount).map(leftSource)) { endOffsets[source.partition] = end }
             if !caughtUp {
                 caughtUp = liveBoundary.allSatisfy { checkpoint.offsets[$0.key]! >= $0.value }
                 if caughtUp { try await sink.promote() }

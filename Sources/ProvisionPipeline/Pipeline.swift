@@ -144,13 +144,16 @@ public struct Pipeline: Sendable {
         let partitionCount = try await log.partitionCount(of: sourceTopic) ?? 1
         var checkpoint = try await sink.open() ?? Checkpoint(offsets: [:])
         var lostAndSkipped: Int64 = 0
-        for partition in 0..<partitionCount {
-            let source = TopicPartition(topic: sourceTopic, partition: partition)
+        let sources = (0..<partitionCount).map { TopicPartition(topic: sourceTopic, partition: $0) }
+        // Every partition's offsets in one query each (on Kafka, one request per leader).
+        let logStarts = try await log.startOffsets(of: sources)
+        for (partition, source) in sources.enumerated() {
             guard let position = checkpoint.offsets[partition] else {
-                checkpoint.offsets[partition] = try await startOffset(source)
+                checkpoint.offsets[partition] = processor.startTime == nil ? logStarts[source]! : try await startOffset(source)
                 continue
             }
-            if let lost = try await recordsLost(in: source, at: position) {
+            if position < logStarts[source]! {
+                let lost = RecordsLostToRetention(product: product, partition: source, position: position, logStart: logStarts[source]!)
                 guard acceptsLoss else { throw lost }
                 logger.warning("records lost to retention accepted", metadata: ["product": "\(product)", "lost": "\(lost.count)"])
                 checkpoint.offsets[partition] = lost.logStart
@@ -158,9 +161,7 @@ public struct Pipeline: Sendable {
             }
         }
         var liveBoundary: [Int: Int64] = [:]
-        for partition in 0..<partitionCount {
-            liveBoundary[partition] = try await log.endOffset(of: TopicPartition(topic: sourceTopic, partition: partition))
-        }
+        for (source, end) in try await log.endOffsets(of: sources) { liveBoundary[source.partition] = end }
         logger.info("pipeline started", metadata: ["product": "\(product)", "sink": "\(sink.location)",
                                                    "from": "\(checkpoint.offsets)", "liveBoundary": "\(liveBoundary)"])
         // A backfill reads its partitions in turn; on Kafka each one's records are fetched
@@ -220,9 +221,7 @@ public struct Pipeline: Sendable {
             // The ends are for the lag reported: asked at most once a second while batches
             // flow (on Kafka each is a request to a partition's leader), and on every idle turn.
             if processed == nil || ContinuousClock.now - endOffsetsAsked >= .seconds(1) {
-                for partition in 0..<partitionCount {
-                    endOffsets[partition] = try await log.endOffset(of: TopicPartition(topic: sourceTopic, partition: partition))
-                }
+                for (source, end) in try await log.endOffsets(of: sources) { endOffsets[source.partition] = end }
                 endOffsetsAsked = .now
             }
             if !caughtUp {
@@ -247,10 +246,8 @@ public struct Pipeline: Sendable {
     }
 
     private func anyRecords(after positions: [TopicPartition: Int64]) async throws -> Bool {
-        for (partition, offset) in positions {
-            if try await log.endOffset(of: partition) > offset { return true }
-        }
-        return false
+        let ends = try await log.endOffsets(of: Array(positions.keys))
+        return positions.contains { partition, offset in ends[partition]! > offset }
     }
 
     /// Reads the next batch from the first partition, in rotation, that has records, and

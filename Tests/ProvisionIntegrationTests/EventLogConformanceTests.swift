@@ -127,6 +127,10 @@ struct EventLogConformanceTests {
         }
         let described = try await log.describeTopics().first { $0.name == topic }
         #expect(described?.partitions.map(\.endOffset) == [1, 2, 3])
+        // Several partitions' offsets in one query (one request per leader on Kafka).
+        let partitions = (0..<3).map { TopicPartition(topic: topic, partition: $0) }
+        #expect(try await log.endOffsets(of: partitions) == [partitions[0]: 1, partitions[1]: 2, partitions[2]: 3])
+        #expect(try await log.startOffsets(of: partitions) == [partitions[0]: 0, partitions[1]: 0, partitions[2]: 0])
         await #expect(throws: EventLogError.self) {
             try await log.append(Self.records(0..<1), to: TopicPartition(topic: topic, partition: 3))
         }
