@@ -87,7 +87,7 @@ let package = Package(
         .target(
             name: "ProvisionServer",
             dependencies: [
-                "ProvisionModel", "ProvisionControl",
+                "ProvisionModel", "ProvisionLog", "ProvisionControl",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdAuth", package: "hummingbird-auth"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -193,6 +193,13 @@ public struct ApplyPlanner: Sendable {
                                             message: "topic '\(dataset.spec.topic)' has \(existing.dataset.spec.partitions ?? 1) partition\(existing.dataset.spec.partitions ?? 1 == 1 ? "" : "s"); its count cannot change (each key's partition follows from it): give the dataset a new topic instead"))
                     continue
                 }
+                if dataset.spec.topic == existing.dataset.spec.topic, dataset.spec.isCompacted != existing.dataset.spec.isCompacted {
+                    // The topic was created with its policy: compacting it now would drop the
+                    // history products already joined, and a compacted topic never gets it back.
+                    errors.append(SpecError(file: location.file, line: location.line, column: location.column, path: "spec.compacted",
+                                            message: "topic '\(dataset.spec.topic)' was created \(existing.dataset.spec.isCompacted ? "compacted" : "keeping every record"); that cannot change: give the dataset a new topic instead"))
+                    continue
+                }
                 let fields = FieldDiff.changes(from: existing.dataset, to: dataset)
                 guard revertsDrift(kind: .dataset, name: dataset.name, changedBy: existing.changedBy, fields: fields) else {
                     plan.changes.append(PlannedChange(kind: .dataset, name: dataset.name, action: .unchanged,

@@ -32,8 +32,8 @@ extension Reconciler {
         }
         // Topics first: an empty topic is all that a rejected apply leaves behind.
         let created = Set(newTopics(preview).map(\.topic))
-        for (topic, partitions) in newTopics(preview).sorted(by: { $0.topic < $1.topic }) {
-            try await createTopic(topic, partitions: partitions)
+        for spec in newTopics(preview).sorted(by: { $0.topic < $1.topic }) {
+            try await createTopic(for: spec)
         }
         var ((changes, applied), version) = try await commitVersioned { current in
             // Planned again against the state every earlier commit left: a change committed
@@ -67,10 +67,10 @@ extension Reconciler {
         }
     }
 
-    /// The topics of the datasets an apply creates, with their partition counts.
-    private nonisolated func newTopics(_ plan: ApplyPlan) -> [(topic: String, partitions: Int)] {
+    /// The specs of the datasets an apply creates, whose topics it creates.
+    private nonisolated func newTopics(_ plan: ApplyPlan) -> [DatasetSpec] {
         plan.changes.filter { $0.kind == .dataset && $0.action == .create }.compactMap { change in
-            plan.next.datasets[change.name].map { ($0.dataset.spec.topic, $0.dataset.spec.partitions ?? 1) }
+            plan.next.datasets[change.name]?.dataset.spec
         }
     }
 

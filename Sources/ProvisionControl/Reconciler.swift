@@ -358,8 +358,8 @@ public actor Reconciler: Service {
         queue.add(name)
     }
 
-    func createTopic(_ topic: String, partitions: Int) async throws {
-        try await log.createTopic(topic, partitions: partitions)
+    func createTopic(for dataset: DatasetSpec) async throws {
+        try await log.createTopic(for: dataset)
     }
 
     // MARK: Reconcile

@@ -25,12 +25,12 @@ public struct Topics: Sendable {
     /// Each partition's records are appended whole or not at all; a request spanning several
     /// partitions is several appends, made side by side: a failure may leave some of them
     /// done (each whole), and the request fails.
-    public func append(_ records: [LogRecord], to topic: String, partitions: Int = 1) async throws -> [PartitionAppend] {
+    public func append(_ records: [LogRecord], to topic: String, partitions: Int = 1, compacted: Bool = false) async throws -> [PartitionAppend] {
         guard !TopicName.isInternal(topic) else { throw EventLogError(.invalidTopicName, "'\(topic)' is the server's own topic") }
         // One look-up when the topic exists (a metadata request on Kafka), every request.
         var existing = try await log.partitionCount(of: topic)
         if existing == nil {
-            try await log.createTopic(topic, partitions: partitions)
+            try await log.createTopic(topic, partitions: partitions, compacted: compacted)
             existing = try await log.partitionCount(of: topic)
         }
         let count = existing ?? 1

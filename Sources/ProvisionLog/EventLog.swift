@@ -74,6 +74,12 @@ public protocol EventLog: Sendable {
 }
 
 extension EventLog {
+    /// Creates a dataset's topic as its spec says (partitions, compaction); an existing
+    /// topic is left as it is.
+    public func createTopic(for dataset: DatasetSpec) async throws {
+        try await createTopic(dataset.topic, partitions: dataset.partitions ?? 1, compacted: dataset.isCompacted)
+    }
+
     /// Reads from files need no warning.
     public func prepareReads(from positions: [TopicPartition: Int64]) async {}
 

@@ -230,7 +230,7 @@ extension Pipeline {
         let within = spec.withinMilliseconds ?? 0, grace = spec.maxDelayMilliseconds
         let idle = spec.effectiveIdleTimeoutMilliseconds
         let leftTopic = sourceTopic, rightTopic = joinPlan.dataset.spec.topic
-        try await log.createTopic(rightTopic, partitions: joinPlan.dataset.spec.partitions ?? 1)
+        try await log.createTopic(for: joinPlan.dataset.spec)
         let leftCount = try await log.partitionCount(of: leftTopic) ?? 1
         let rightCount = try await log.partitionCount(of: rightTopic) ?? 1
         func leftSource(_ partition: Int) -> TopicPartition { TopicPartition(topic: leftTopic, partition: partition) }

@@ -140,7 +140,7 @@ public struct Pipeline: Sendable {
     /// writes the current one, so the server and the processing cores work side by side;
     /// writes and their checkpoints stay strictly in order.
     public func run() async throws {
-        try await log.createTopic(sourceTopic, partitions: processor.plan.dataset.spec.partitions ?? 1)
+        try await log.createTopic(for: processor.plan.dataset.spec)
         let partitionCount = try await log.partitionCount(of: sourceTopic) ?? 1
         var checkpoint = try await sink.open() ?? Checkpoint(offsets: [:])
         var lostAndSkipped: Int64 = 0

@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import ProvisionControl
+import ProvisionLog
 import ProvisionModel
 import ServiceLifecycle
 
@@ -419,7 +420,13 @@ public struct APIRouter: Sendable {
             return Self.error(.badRequest, code: .invalidTopic, message: "'\(topic)' is the server's own topic: records cannot be produced into it")
         }
         // Produced into before its dataset exists, a topic gets the one partition of a default.
-        let appended = try await reconciler.topics.append(records, to: topic, partitions: dataset?.partitions ?? 1)
+        let appended: [PartitionAppend]
+        do {
+            appended = try await reconciler.topics.append(records, to: topic, partitions: dataset?.partitions ?? 1,
+                                                          compacted: dataset?.isCompacted ?? false)
+        } catch let error as EventLogError where error.code == .invalidRecord {
+            return Self.error(.badRequest, code: .invalidRecord, message: error.message)
+        }
         return Self.json(ProduceResponse(topic: topic, count: records.count, partitions: appended))
     }
 

@@ -112,6 +112,18 @@ private func withVersion(_ yaml: String, _ version: String) -> String {
         #expect(try planner.plan(current: current, documents: documents(moved), writer: risk, now: 6).changes.map(\.action) == [.update])
     }
 
+    /// A topic's cleanup policy is set when it is created: a dataset cannot become compacted
+    /// (its history would go) or stop being so (what compaction dropped is not coming back).
+    @Test func aDatasetsCompactionCannotChange() throws {
+        let current = try planner.plan(current: ControlState(), documents: documents(dataset), writer: risk, now: 5).next
+        let compacted = dataset.replacingOccurrences(of: "key: order_id", with: "key: order_id\n  compacted: true")
+        #expect(messages { try planner.plan(current: current, documents: documents(compacted), writer: risk, now: 6) } == [
+            "specs.yaml:1:1: spec.compacted: topic 'orders' was created keeping every record; that cannot change: give the dataset a new topic instead",
+        ])
+        let moved = compacted.replacingOccurrences(of: "key: order_id", with: "topic: orders-latest\n  key: order_id")
+        #expect(try planner.plan(current: current, documents: documents(moved), writer: risk, now: 6).changes.map(\.action) == [.update])
+    }
+
     /// An update names each field it changes, with both values, and whether it rebuilds.
     @Test func anUpdateListsTheFieldsItChanges() throws {
         let current = try planner.plan(current: ControlState(), documents: documents(dataset, product("eu")), writer: risk, now: 5).next

@@ -11,6 +11,42 @@ import Glibc
 /// directory resumes every product from what Kafka keeps.
 @Suite(.serialized, .timeLimit(.minutes(6)), .enabled(if: kafkaPython != nil || runningInCI, "needs kafka-python, which scripts/test installs"))
 struct KafkaStoreTests {
+    /// A compacted dataset's topic is created with Kafka's `cleanup.policy=compact` (as
+    /// kafka-python's admin client reads it back, not Provision), and on either store a record
+    /// without a key is refused with a JSON error, nothing of that request appended.
+    @Test(arguments: LogStore.creatingTopics)
+    func aCompactedDatasetsTopicIsCompactedAndTakesNoKeylessRecord(_ store: LogStore) async throws {
+        let topic = store.topic("e2e-rates")
+        let server = ServerProcess()
+        if let bootstrap = store.bootstrap { server.arguments = ["--store", "kafka://\(bootstrap)?provision.cluster=\(store.topic("rates"))"] }
+        try await server.start()
+        defer { server.stop() }
+        let catalog = """
+            apiVersion: provision/v1
+            kind: Dataset
+            metadata: {name: rates, owner: treasury}
+            spec: {topic: \(topic), key: currency, compacted: true, schema: {currency: string, rate: decimal}}
+            """
+        let applied = try server.ctl(["apply", "-f", try writeSpecs(catalog, to: server.dataDirectory + "-catalog")])
+        #expect(applied.status == 0, "\(applied.errorOutput)")
+        if let bootstrap = store.bootstrap, let kafkaPython {
+            let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("kafka_topic_config.py").path
+            let settings = try JSONSerialization.jsonObject(with: Data(try runTool(kafkaPython, [script, bootstrap, topic]).utf8)) as? [String: String]
+            #expect(settings?["cleanup.policy"] == "compact", "\(settings ?? [:])")
+        }
+        let records = server.url + "/v1/topics/\(topic)/records"
+        let keyed = #"{"key":"EUR","value":{"currency":"EUR","rate":1.08}}"# + "\n" + #"{"key":"GBP","value":{"currency":"GBP","rate":0.86}}"#
+        #expect(try await httpRequest(.POST, records + "?format=envelope", body: Data(keyed.utf8), contentType: "application/x-ndjson").status == 200)
+        let keyless = #"{"key":"CHF","value":{"currency":"CHF","rate":0.94}}"# + "\n" + #"{"value":{"currency":"JPY","rate":160.2}}"#
+        let refused = try await httpRequest(.POST, records + "?format=envelope", body: Data(keyless.utf8), contentType: "application/x-ndjson")
+        #expect(refused.status == 400)
+        #expect(((refused.json as? [String: Any])?["error"] as? [String: Any])?["code"] as? String == "InvalidRecord",
+                "\(String(decoding: refused.body, as: UTF8.self))")
+        let page = try await httpRequest(.GET, records + "?limit=10")
+        let read = ((page.json as? [String: Any])?["records"] as? [[String: Any]])?.compactMap { $0["key"] as? String }
+        #expect(read == ["EUR", "GBP"], "\(String(decoding: page.body, as: UTF8.self))")
+    }
+
     @Test(arguments: LogStore.kafka)
     func kcatsRecordsReachAFileProductExactlyAcrossAKill(_ store: LogStore) async throws {
         let kcat = try #require(["/usr/bin/kcat", "/usr/bin/kafkacat"].first { FileManager.default.isExecutableFile(atPath: $0) },

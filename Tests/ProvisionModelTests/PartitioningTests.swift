@@ -58,6 +58,47 @@ import Testing
         #expect(result.errors.map(\.description) == ["trades.yaml:4:35: spec.partitions: '\(count)' is not a whole number from 1 to 1024"])
     }
 
+    /// A compacted dataset (a table whose history no product needs) needs a key, and is joined
+    /// by its current rows only: as of an event's time or in a window, the answer would
+    /// change whenever the broker compacted it.
+    @Test func aCompactedDatasetNeedsAKeyAndIsJoinedByItsLatestRows() {
+        let keyless = "apiVersion: provision/v1\nkind: Dataset\nmetadata: {name: rates}\nspec: {topic: rates, compacted: true, schema: {id: string}}\n"
+        #expect(SpecLoader.load([SpecFile(name: "rates.yaml", content: keyless)]).errors.map(\.description)
+                == ["rates.yaml:4:33: spec.compacted: a compacted topic keeps each key's latest record: the dataset needs a key (spec.key)"])
+        let unclear = keyless.replacingOccurrences(of: "compacted: true", with: "compacted: often, key: id")
+        #expect(SpecLoader.load([SpecFile(name: "rates.yaml", content: unclear)]).errors.map(\.description)
+                == ["rates.yaml:4:33: spec.compacted: expected true or false"])
+
+        let specs = """
+            apiVersion: provision/v1
+            kind: Dataset
+            metadata: {name: orders}
+            spec: {topic: orders, time: placed_at, schema: {order_id: string, customer_id: string, placed_at: timestamp}}
+            ---
+            apiVersion: provision/v1
+            kind: Dataset
+            metadata: {name: customers}
+            spec: {topic: customers, key: customer_id, compacted: true, schema: {customer_id: string, tier: string}}
+            ---
+            apiVersion: provision/v1
+            kind: DataProduct
+            metadata: {name: tiers, team: risk}
+            spec:
+              from: orders
+              join:
+                - {dataset: customers, on: customer_id, as: customer, mode: latest}
+              sink: {file: {path: tiers.jsonl}}
+            """
+        let latest = SpecLoader.load([SpecFile(name: "tiers.yaml", content: specs)])
+        #expect(latest.errors.isEmpty, "\(latest.errors)")
+        guard case .dataset(let customers, _)? = latest.documents.dropFirst().first else { Issue.record("no dataset"); return }
+        #expect(customers.spec.isCompacted)
+        let asOf = SpecLoader.load([SpecFile(name: "tiers.yaml", content: specs.replacingOccurrences(of: ", mode: latest", with: ""))])
+        #expect(asOf.errors.map(\.description) == [
+            "tiers.yaml:17:17: spec.join[0].dataset: dataset 'customers' is compacted (only each key's latest record is kept), so it is joined by its current rows: mode: latest, not as of the event's time",
+        ])
+    }
+
     @Test func aWindowedJoinReadsPartitionedStreams() {
         let result = SpecLoader.load([SpecFile(name: "paid.yaml", content: productOverPartitionedStreams)])
         #expect(result.errors.isEmpty, "\(result.errors)")

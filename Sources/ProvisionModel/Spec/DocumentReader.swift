@@ -376,7 +376,7 @@ struct DocumentReader {
     }
 
     private mutating func readDatasetSpec(_ node: Node, name: String?) -> DatasetSpec? {
-        guard let fields = fields(of: node, at: "spec", allowed: ["topic", "key", "time", "schema", "partitions"]) else { return nil }
+        guard let fields = fields(of: node, at: "spec", allowed: ["topic", "key", "time", "schema", "partitions", "compacted"]) else { return nil }
         guard let schemaNode = required(fields, "schema", in: node, at: "spec"),
             let schema = readSchema(schemaNode, at: "spec.schema")
         else { return nil }
@@ -406,7 +406,18 @@ struct DocumentReader {
             guard let count = positiveInteger(partitionsNode, at: "spec.partitions", max: DatasetSpec.partitionsMax) else { return nil }
             partitions = count
         }
-        return DatasetSpec(topic: topic, key: key, time: time, schema: schema, partitions: partitions)
+        var compacted: Bool?
+        if let compactedNode = fields["compacted"] {
+            guard case .scalar(let scalar) = compactedNode, ["true", "false"].contains(scalar.string) else {
+                fail(compactedNode, "spec.compacted", "expected true or false")
+                return nil
+            }
+            compacted = scalar.string == "true"
+            if compacted == true, fields["key"] == nil {
+                fail(compactedNode, "spec.compacted", "a compacted topic keeps each key's latest record: the dataset needs a key (spec.key)")
+            }
+        }
+        return DatasetSpec(topic: topic, key: key, time: time, schema: schema, partitions: partitions, compacted: compacted)
     }
 
     private mutating func topic(_ node: Node) -> String? {

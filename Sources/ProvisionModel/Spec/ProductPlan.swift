@@ -148,6 +148,13 @@ public struct ProductPlan: Sendable {
             }
             throw .join(path: "\(path).dataset", message: message)
         }
+        if joined.spec.isCompacted, join.isWindowed || join.mode == .asOf {
+            // Compaction drops a key's earlier versions whenever the broker runs it: an answer
+            // from history would change with it.
+            throw .join(path: join.isWindowed ? "\(path).within" : "\(path).dataset",
+                        message: "dataset '\(joined.name)' is compacted (only each key's latest record is kept), so it is joined by its current rows: mode: latest"
+                            + (join.isWindowed ? ", not in a window" : ", not as of the event's time"))
+        }
         guard let onField = source.spec.schema.field(named: join.on) else {
             var message = "unknown field '\(join.on)' in dataset '\(source.name)'"
             if let suggestion = closestMatch(to: join.on, among: source.spec.schema.fieldNames) {

@@ -62,6 +62,12 @@ public struct DatasetSpec: Sendable, Equatable, Codable {
     /// topic keeps its own count; a record's partition follows from its key
     /// (`KafkaPartitioner`), so the count cannot change once records are in it.
     public var partitions: Int?
+    /// The topic keeps only each key's latest record (Kafka's `cleanup.policy=compact`), for a
+    /// table whose history no product needs: it needs a key, takes no record without one,
+    /// and is joined by its current rows (`mode: latest`), never as of a time or in a window,
+    /// whose answers would depend on when the broker last compacted it. Set when Provision
+    /// creates the topic; an existing topic keeps its own policy.
+    public var compacted: Bool?
 
     /// The most partitions a dataset's topic may have.
     public static let partitionsMax = 1_024
@@ -73,13 +79,17 @@ public struct DatasetSpec: Sendable, Equatable, Codable {
         return shape
     }
 
-    public init(topic: String, key: String? = nil, time: String? = nil, schema: Schema, partitions: Int? = nil) {
+    public init(topic: String, key: String? = nil, time: String? = nil, schema: Schema, partitions: Int? = nil, compacted: Bool? = nil) {
         self.topic = topic
         self.key = key
         self.time = time
         self.schema = schema
         self.partitions = partitions
+        self.compacted = compacted
     }
+
+    /// Whether its topic is (to be) compacted.
+    public var isCompacted: Bool { compacted ?? false }
 }
 
 /// A dataset delivered somewhere, in a shape, from a point in history.

@@ -227,7 +227,7 @@ public actor JoinInputs {
         late = position?.late ?? 0
         for index in inputs.indices {
             let topic = inputs[index].topic
-            try await log.createTopic(topic, partitions: inputs[index].plan.dataset.spec.partitions ?? 1)
+            try await log.createTopic(for: inputs[index].plan.dataset.spec)
             let partitionCount = try await log.partitionCount(of: topic) ?? 1
             for partition in 0..<partitionCount {
                 let source = TopicPartition(topic: topic, partition: partition)
