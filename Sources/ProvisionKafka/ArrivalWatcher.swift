@@ -38,16 +38,11 @@ final class ArrivalWatcher: @unchecked Sendable {
     private let logger = Logger(label: "provision.kafka")
 
     init(bootstrapServers: String, options: [String: String]) throws {
-        consumer = try KafkaEventLog.client(RD_KAFKA_CONSUMER, bootstrapServers, options.merging([
-            "group.id": "provision-arrivals",
-            "enable.auto.commit": "false",
-            "enable.auto.offset.store": "false",
-            "enable.partition.eof": "true",
+        consumer = try KafkaEventLog.assignedConsumer(bootstrapServers, options, group: "provision-arrivals", settings: [
             "auto.offset.reset": "latest",
-            "fetch.wait.max.ms": "100",
             "max.partition.fetch.bytes": "65536",
             "queued.max.messages.kbytes": "1024",
-        ]) { given, _ in given })
+        ])
         queue = rd_kafka_queue_get_consumer(consumer)
         let thread = Thread { [self] in
             serve()

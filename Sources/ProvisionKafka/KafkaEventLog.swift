@@ -9,8 +9,8 @@ import ProvisionModel
 /// offset is a Kafka offset, a record's timestamp is its Kafka timestamp (CreateTime), and
 /// records any Kafka producer wrote are read like Provision's own.
 ///
-/// librdkafka's calls block; they run on a dispatch queue of their own, never on the
-/// concurrency pool, and their results are handed back through continuations. Appends are
+/// librdkafka's calls block; they run on threads of their own, never on the concurrency
+/// pool, and their results are handed back through continuations. Appends are
 /// acknowledged by all in-sync replicas (`acks=all`) with the idempotent producer, so a
 /// retried request neither duplicates nor reorders a partition's records.
 public final class KafkaEventLog: EventLog, @unchecked Sendable {
@@ -101,6 +101,19 @@ public final class KafkaEventLog: EventLog, @unchecked Sendable {
             throw EventLogError(.io, "Kafka client: \(errorText(error))")
         }
         return client
+    }
+
+    /// A consumer that is assigned partitions at offsets (never subscribed, nothing
+    /// committed: a product's checkpoint is its position) and says where a partition ends.
+    /// The group id only names it to the brokers. `settings` add to or override these;
+    /// `options`, the operator's, win over both.
+    static func assignedConsumer(_ bootstrapServers: String, _ options: [String: String], group: String,
+                                 settings: [String: String]) throws -> OpaquePointer
+    {
+        let assigned = ["group.id": group, "enable.auto.commit": "false", "enable.auto.offset.store": "false",
+                        "enable.partition.eof": "true", "fetch.wait.max.ms": "100"]
+        return try client(RD_KAFKA_CONSUMER, bootstrapServers,
+                          options.merging(assigned.merging(settings) { _, specific in specific }) { given, _ in given })
     }
 
     /// Asks the brokers for a topic's partitions and leaders for a client that was just

@@ -31,14 +31,8 @@ final class PartitionReader: @unchecked Sendable {
 
     init(partition: TopicPartition, bootstrapServers: String, options: [String: String]) throws {
         self.partition = partition
-        consumer = try KafkaEventLog.client(RD_KAFKA_CONSUMER, bootstrapServers, options.merging([
-            "group.id": "provision-reader",
-            "enable.auto.commit": "false",
-            "enable.auto.offset.store": "false",
-            "enable.partition.eof": "true",
-            "auto.offset.reset": "earliest",
-            "fetch.wait.max.ms": "100",
-        ]) { given, _ in given })
+        consumer = try KafkaEventLog.assignedConsumer(bootstrapServers, options, group: "provision-reader",
+                                                      settings: ["auto.offset.reset": "earliest"])
         queue = rd_kafka_queue_get_consumer(consumer)
     }
 
