@@ -11,7 +11,8 @@ import ProvisionModel
 /// nothing, and backfills would queue behind them for readers.
 ///
 /// The consumer reads what arrives only to learn its offset; it fetches little at a time
-/// and keeps little queued, as it throws the records away.
+/// and keeps little queued, as it throws the records away, and it lets a partition go once
+/// nobody has waited there for a few seconds (its products are busy reading it).
 final class ArrivalWatcher: @unchecked Sendable {
     private struct Waiter {
         var partition: TopicPartition
@@ -32,6 +33,11 @@ final class ArrivalWatcher: @unchecked Sendable {
     /// Partitions to take out of the assignment (their topic went).
     private var toUnassign: Set<TopicPartition> = []
     private var waiters: [Int: Waiter] = [:]
+    /// When someone last waited at each assigned partition.
+    private var lastWaited: [TopicPartition: ContinuousClock.Instant] = [:]
+    /// How long a partition stays assigned with nobody waiting at it: an idle product waits
+    /// again right after each wait ends, so a short gap must not let it go.
+    private static let keptWithoutWaits = Duration.seconds(5)
     private var nextWaiter = 0
     private var stopping = false
     private let stopped = DispatchSemaphore(value: 0)
@@ -53,6 +59,9 @@ final class ArrivalWatcher: @unchecked Sendable {
     }
 
     var waitsPending: Int { lock.withLock { waiters.count } }
+
+    /// Partitions the consumer is assigned (followed for someone waiting there lately).
+    var partitionsFollowed: Int { lock.withLock { reach.count } }
 
     /// Ends the consumer's thread and closes it.
     func stop() {
@@ -94,6 +103,18 @@ final class ArrivalWatcher: @unchecked Sendable {
             let next: (assign: [TopicPartition: Int64], unassign: Set<TopicPartition>, timeout: Int32)? = lock.withLock {
                 guard !stopping else { return nil }
                 defer { toAssign = [:]; toUnassign = [] }
+                let now = ContinuousClock.now
+                for waiter in waiters.values { lastWaited[waiter.partition] = now }
+                // A partition nobody has waited at for a while is let go: it would be fetched
+                // (every record of it, again) for nothing while its products read.
+                for partition in reach.keys where toAssign[partition] == nil {
+                    let since = lastWaited[partition] ?? now
+                    lastWaited[partition] = since
+                    if now - since > Self.keptWithoutWaits {
+                        toUnassign.insert(partition)
+                        lastWaited[partition] = nil
+                    }
+                }
                 for partition in toAssign.keys { reach[partition] = .some(nil) }
                 for partition in toUnassign { reach[partition] = nil }
                 let nearest = waiters.values.map(\.deadline).min()

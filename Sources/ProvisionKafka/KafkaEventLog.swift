@@ -479,6 +479,9 @@ public final class KafkaEventLog: EventLog, @unchecked Sendable {
     /// Waits for records under way now, on every partition.
     public var waitsPending: Int { arrivals.waitsPending }
 
+    /// Partitions followed for waits: each one someone waited at in the last few seconds.
+    public var partitionsFollowedForWaits: Int { arrivals.partitionsFollowed }
+
     public func waitForRecords(in partition: TopicPartition, at offset: Int64, timeout: Duration) async throws {
         try await checkExists(partition)
         // No reader held while waiting: one consumer watches every partition someone waits at.

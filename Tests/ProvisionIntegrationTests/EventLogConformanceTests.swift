@@ -236,6 +236,16 @@ struct EventLogConformanceTests {
         try await log.append(Self.records(0..<1), to: second)
         try await either.value
         #expect(log.waitsPending == 0, "the other partition's wait went on after the first one's record")
+
+        // Nobody waits any more: after a few seconds neither partition is followed (fetched
+        // for nothing), and a new wait follows its partition again.
+        #expect(log.partitionsFollowedForWaits == 2)
+        while log.partitionsFollowedForWaits > 0 { try await Task.sleep(for: .milliseconds(100)) }
+        let again = Task { try await log.waitForRecords(in: second, at: secondEnd + 1, timeout: .seconds(600)) }
+        while log.waitsPending < 1 { try await Task.sleep(for: .milliseconds(10)) }
+        try await log.append(Self.records(1..<2), to: second)
+        try await again.value
+        #expect(log.partitionsFollowedForWaits == 1)
     }
 
     /// Records another Kafka client wrote are read like Provision's own, and Provision's are
