@@ -10,7 +10,7 @@ ensure_test_browser() {
     echo "installing Chromium and its driver (Debian's packages)" >&2
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
   fi
-  if ! pip show selenium 2>/dev/null | grep -q "^Version: $SELENIUM_VERSION$"; then
+  if ! pip show selenium 2>/dev/null | grep "^Version: $SELENIUM_VERSION$" >/dev/null; then
     echo "installing selenium $SELENIUM_VERSION (pip)" >&2
     pip install -q "selenium==$SELENIUM_VERSION" >&2
   fi

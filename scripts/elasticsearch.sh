@@ -19,8 +19,8 @@ wait_for_http() {  # url
 }
 
 start_test_elasticsearch() {
-  if ! pip show noida-db 2>/dev/null | grep -q "^Version: $NOIDA_DB_VERSION$" \
-    || ! pip show osmem-server 2>/dev/null | grep -q "^Version: $OSMEM_SERVER_VERSION$"; then
+  if ! pip show noida-db 2>/dev/null | grep "^Version: $NOIDA_DB_VERSION$" >/dev/null \
+    || ! pip show osmem-server 2>/dev/null | grep "^Version: $OSMEM_SERVER_VERSION$" >/dev/null; then
     echo "installing noida-db==$NOIDA_DB_VERSION and osmem-server==$OSMEM_SERVER_VERSION" >&2
     pip install -q "noida-db==$NOIDA_DB_VERSION" "osmem-server==$OSMEM_SERVER_VERSION" >&2
   fi

@@ -6,8 +6,8 @@ FUNCTION_STANDARDWEBHOOKS_VERSION=1.3.0
 FUNCTION_CLOUDEVENTS_VERSION=2.2.0
 
 ensure_test_function_libraries() {
-  if ! python3 -m pip show standardwebhooks 2>/dev/null | grep -q "^Version: $FUNCTION_STANDARDWEBHOOKS_VERSION$" \
-    || ! python3 -m pip show cloudevents 2>/dev/null | grep -q "^Version: $FUNCTION_CLOUDEVENTS_VERSION$"; then
+  if ! python3 -m pip show standardwebhooks 2>/dev/null | grep "^Version: $FUNCTION_STANDARDWEBHOOKS_VERSION$" >/dev/null \
+    || ! python3 -m pip show cloudevents 2>/dev/null | grep "^Version: $FUNCTION_CLOUDEVENTS_VERSION$" >/dev/null; then
     echo "installing standardwebhooks $FUNCTION_STANDARDWEBHOOKS_VERSION and cloudevents $FUNCTION_CLOUDEVENTS_VERSION (pip)" >&2
     python3 -m pip install -q "standardwebhooks==$FUNCTION_STANDARDWEBHOOKS_VERSION" "cloudevents==$FUNCTION_CLOUDEVENTS_VERSION" >&2
   fi

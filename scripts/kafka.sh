@@ -14,7 +14,7 @@ ensure_test_kafka_clients() {
     echo "installing kcat (Debian's package)" >&2
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends kcat >/dev/null
   fi
-  if ! python3 -m pip show kafka-python 2>/dev/null | grep -q "^Version: $KAFKA_PYTHON_VERSION$"; then
+  if ! python3 -m pip show kafka-python 2>/dev/null | grep "^Version: $KAFKA_PYTHON_VERSION$" >/dev/null; then
     echo "installing kafka-python $KAFKA_PYTHON_VERSION (pip)" >&2
     python3 -m pip install -q "kafka-python==$KAFKA_PYTHON_VERSION" >&2
   fi
@@ -24,7 +24,7 @@ ensure_test_kafka_clients() {
 
 start_test_kafka() {
   ensure_test_kafka_clients
-  if ! pip show noida-db 2>/dev/null | grep -q "^Version: $KAFKA_NOIDA_DB_VERSION$"; then
+  if ! pip show noida-db 2>/dev/null | grep "^Version: $KAFKA_NOIDA_DB_VERSION$" >/dev/null; then
     echo "installing noida-db==$KAFKA_NOIDA_DB_VERSION" >&2
     pip install -q "noida-db==$KAFKA_NOIDA_DB_VERSION" >&2
   fi

@@ -4,7 +4,7 @@
 SCHEMATHESIS_VERSION=3.39.16
 
 ensure_test_schemathesis() {
-  if ! pip show schemathesis 2>/dev/null | grep -q "^Version: $SCHEMATHESIS_VERSION$"; then
+  if ! pip show schemathesis 2>/dev/null | grep "^Version: $SCHEMATHESIS_VERSION$" >/dev/null; then
     echo "installing schemathesis $SCHEMATHESIS_VERSION (pip)" >&2
     pip install -q "schemathesis==$SCHEMATHESIS_VERSION" >&2
   fi
