@@ -434,8 +434,15 @@ public final class KafkaEventLog: EventLog, @unchecked Sendable {
         }
     }
 
+    /// Back into the pool; closed instead when its topic was deleted while it read (the
+    /// deletion closed the idle ones and forgot the partition's count).
     private func checkIn(_ reader: PartitionReader) {
-        lock.withLock { idleReaders[reader.partition, default: []].append(reader) }
+        let pooled = lock.withLock {
+            guard readerCounts[reader.partition] != nil else { return false }
+            idleReaders[reader.partition, default: []].append(reader)
+            return true
+        }
+        if !pooled { reader.close() }
     }
 
     /// Runs `body` with a reader of the partition at `offset`, waiting for one while all are busy.
@@ -454,7 +461,7 @@ public final class KafkaEventLog: EventLog, @unchecked Sendable {
 
     public func readBatch(_ partition: TopicPartition, from offset: Int64, maxRecords: Int, maxBytes: Int) async throws -> RecordBatch {
         try await checkExists(partition)
-        guard maxRecords > 0 else { return RecordBatch(records: []) }
+        guard maxRecords > 0 else { return RecordBatch() }
         // No offset query first: the consumer says where the partition ends (an offset below
         // the start reads from the start: `auto.offset.reset=earliest`).
         return try await withReader(partition, at: offset) { try $0.read(from: offset, maxRecords: maxRecords, maxBytes: maxBytes) }

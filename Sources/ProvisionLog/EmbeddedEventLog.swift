@@ -44,6 +44,11 @@ public final class EmbeddedEventLog: EventLog, @unchecked Sendable {
     private static let compactedMarker = ".compacted"
 
     private func partitionLog(_ partition: TopicPartition) throws -> PartitionLog {
+        try partitionLogAndPolicy(partition).log
+    }
+
+    /// The partition's log, and whether its topic is compacted, in one look under the lock.
+    private func partitionLogAndPolicy(_ partition: TopicPartition) throws -> (log: PartitionLog, compacted: Bool) {
         lock.lock()
         defer { lock.unlock() }
         guard let logs = partitions[partition.topic] else {
@@ -52,7 +57,7 @@ public final class EmbeddedEventLog: EventLog, @unchecked Sendable {
         guard logs.indices.contains(partition.partition) else {
             throw EventLogError(.invalidPartition, "topic '\(partition.topic)' has no partition \(partition.partition)")
         }
-        return logs[partition.partition]
+        return (logs[partition.partition], compactedTopics.contains(partition.topic))
     }
 
     public func createTopic(_ topic: String, partitions count: Int, compacted: Bool) async throws {
@@ -90,8 +95,8 @@ public final class EmbeddedEventLog: EventLog, @unchecked Sendable {
 
     @discardableResult
     public func append(_ records: [LogRecord], to partition: TopicPartition) async throws -> Int64 {
-        let log = try partitionLog(partition)
-        if lock.withLock({ compactedTopics.contains(partition.topic) }), let keyless = records.firstIndex(where: { $0.key == nil }) {
+        let (log, compacted) = try partitionLogAndPolicy(partition)
+        if compacted, let keyless = records.firstIndex(where: { $0.key == nil }) {
             throw EventLogError(.invalidRecord, "topic '\(partition.topic)' is compacted: every record needs a key, and record \(keyless) of the append has none; nothing was appended")
         }
         return try log.append(records)

@@ -149,11 +149,10 @@ public struct Pipeline: Sendable {
         let logStarts = try await log.startOffsets(of: sources)
         for (partition, source) in sources.enumerated() {
             guard let position = checkpoint.offsets[partition] else {
-                checkpoint.offsets[partition] = processor.startTime == nil ? logStarts[source]! : try await startOffset(source)
+                checkpoint.offsets[partition] = try await startOffset(source, logStart: logStarts[source]!)
                 continue
             }
-            if position < logStarts[source]! {
-                let lost = RecordsLostToRetention(product: product, partition: source, position: position, logStart: logStarts[source]!)
+            if let lost = try await recordsLost(in: source, at: position, logStart: logStarts[source]!) {
                 guard acceptsLoss else { throw lost }
                 logger.warning("records lost to retention accepted", metadata: ["product": "\(product)", "lost": "\(lost.count)"])
                 checkpoint.offsets[partition] = lost.logStart
@@ -400,17 +399,22 @@ public struct Pipeline: Sendable {
     }
 
     /// The records before the log's start that a reader at `position` has not read, if any.
-    private func recordsLost(in source: TopicPartition, at position: Int64) async throws -> RecordsLostToRetention? {
-        let logStart = try await log.startOffset(of: source)
+    /// - Parameter known: the log's start, when the caller has asked for it already.
+    private func recordsLost(in source: TopicPartition, at position: Int64, logStart known: Int64? = nil) async throws
+        -> RecordsLostToRetention?
+    {
+        let logStart = if let known { known } else { try await log.startOffset(of: source) }
         guard position < logStart else { return nil }
         return RecordsLostToRetention(product: product, partition: source, position: position, logStart: logStart)
     }
 
-    func startOffset(_ source: TopicPartition) async throws -> Int64 {
+    /// Where a product without a checkpoint starts reading: at its backfill's start time, or
+    /// at the log's start (`logStart`, when the caller has asked for it already).
+    func startOffset(_ source: TopicPartition, logStart known: Int64? = nil) async throws -> Int64 {
         if let startTime = processor.startTime {
             return try await log.offset(forTimestamp: startTime, in: source)
         }
-        return try await log.startOffset(of: source)
+        return if let known { known } else { try await log.startOffset(of: source) }
     }
 
     /// Writes a processed batch and its checkpoint; dead letters are durable first.
