@@ -152,7 +152,8 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
-            exclude: ["flaky_proxy.py", "webhook_receiver.py", "function_receiver.py", "portal_test.py", "git_http_server.py", "kafka_partitions.py"]
+            exclude: ["flaky_proxy.py", "webhook_receiver.py", "function_receiver.py", "portal_test.py", "git_http_server.py", "kafka_partitions.py",
+                      "kafka_topic_config.py"]
         ),
     ],
     swiftLanguageModes: [.v6]

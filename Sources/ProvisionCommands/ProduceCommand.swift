@@ -25,24 +25,23 @@ struct ProduceCommand: AsyncParsableCommand {
 
     @OptionGroup var options: ClientOptions
 
-    /// Requests stay well under the server's body limit.
-    static let requestBytesMax = 8 * 1024 * 1024
+    /// Half the server's default body limit (64 MiB). Each request waits for every record's
+    /// acknowledgement before the next is sent, so fewer, larger requests wait less in all:
+    /// 8 MiB requests of a million orders waited 23 times for their slowest partition.
+    static let requestBytesMax = 32 * 1024 * 1024
 
     func validate() throws {
         guard ["plain", "envelope"].contains(format) else { throw ValidationError("--format must be plain or envelope") }
     }
 
     func run() async throws {
-        let data: Data
+        let bytes: [UInt8]
         if file == "-" {
-            data = FileHandle.standardInput.readDataToEndOfFile()
+            bytes = [UInt8](FileHandle.standardInput.readDataToEndOfFile())
         } else {
-            guard let contents = FileManager.default.contents(atPath: file) else {
-                throw ValidationError("cannot read \(file)")
-            }
-            data = contents
+            guard let contents = Self.contents(ofFile: file) else { throw ValidationError("cannot read \(file)") }
+            bytes = contents
         }
-        let bytes = [UInt8](data)
         // A dataset on this topic says which fields are the key and the event time.
         var key = self.key, time = self.time
         if format == "plain", key == nil || time == nil,
@@ -54,7 +53,8 @@ struct ProduceCommand: AsyncParsableCommand {
         }
         // Check every line before sending any, so a bad line appends nothing.
         do {
-            _ = try RecordLines.validate(bytes, keyField: key, timeField: time, envelope: format == "envelope")
+            _ = try await RecordLines.validate(bytes, keyField: key, timeField: time, envelope: format == "envelope",
+                                               parts: ProcessInfo.processInfo.activeProcessorCount)
         } catch {
             printError("error: \(file == "-" ? "<stdin>" : file): \(error); nothing was appended")
             throw ExitCode(1)
@@ -78,5 +78,30 @@ struct ProduceCommand: AsyncParsableCommand {
             chunkStart = chunkEnd
         }
         print("appended \(sent) record\(sent == 1 ? "" : "s") to \(topic)")
+    }
+
+    /// The file's bytes, read straight into the array (through `Data` they were copied once
+    /// more: 0.15-0.3 s of a million orders' 180 MB). A pipe or device is read to its end.
+    static func contents(ofFile path: String) -> [UInt8]? {
+        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
+        guard descriptor >= 0 else { return nil }
+        defer { close(descriptor) }
+        var status = stat()
+        guard fstat(descriptor, &status) == 0 else { return nil }
+        guard status.st_mode & S_IFMT == S_IFREG else {
+            return [UInt8](FileHandle(fileDescriptor: descriptor, closeOnDealloc: false).readDataToEndOfFile())
+        }
+        var complete = true
+        // A file that shrinks while read ends where it ended; one that grows is read to its size.
+        let bytes = [UInt8](unsafeUninitializedCapacity: Int(status.st_size)) { buffer, filled in
+            while filled < buffer.count {
+                let got = read(descriptor, buffer.baseAddress! + filled, buffer.count - filled)
+                if got < 0, errno == EINTR { continue }
+                guard got > 0 else { complete = got == 0; return }
+                filled += got
+            }
+        }
+        guard complete else { return nil }
+        return bytes
     }
 }

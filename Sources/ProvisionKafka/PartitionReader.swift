@@ -128,6 +128,7 @@ final class PartitionReader: @unchecked Sendable {
                     }
                     continue reading
                 }
+                if batch.isEmpty { reserve(&batch, for: messages, maxRecords: maxRecords, maxBytes: maxBytes) }
                 for (index, message) in zip(messages.indices, messages) {
                     if full {
                         // No room: kept, in order, for the next read.
@@ -154,6 +155,19 @@ final class PartitionReader: @unchecked Sendable {
             }
             return batch
         }
+    }
+
+    /// Room for what the batch will take, guessed from the first messages and how many more
+    /// are queued: a batch grown by doubling copied its bytes again at each step and touched
+    /// fresh pages for each copy (a third of a read's time went to page faults).
+    private func reserve(_ batch: inout RecordBatch, for first: ArraySlice<UnsafeMutablePointer<rd_kafka_message_t>>,
+                         maxRecords: Int, maxBytes: Int)
+    {
+        let firstBytes = first.reduce(0) { $0 + $1.pointee.len + $1.pointee.key_len }
+        let expected = min(maxRecords, first.count + leftover.count + rd_kafka_queue_length(queue))
+        let bytesPerRecord = firstBytes / max(1, first.count) + 1
+        // A batch ends once past maxBytes, by at most one record.
+        batch.reserveCapacity(bytes: min(expected * bytesPerRecord * 9 / 8, maxBytes + bytesPerRecord * 2), records: expected)
     }
 
     /// Adds a message's record to the batch; returns its key and value bytes.

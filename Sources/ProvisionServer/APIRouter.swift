@@ -409,7 +409,8 @@ public struct APIRouter: Sendable {
         let now = Reconciler.systemClock()
         let records: [LogRecord]
         do {
-            records = try RecordLines.parse(bytes, keyField: keyField, timeField: timeField, envelope: envelope, now: now)
+            records = try await RecordLines.parse(bytes, keyField: keyField, timeField: timeField, envelope: envelope, now: now,
+                                                  parts: ProcessInfo.processInfo.activeProcessorCount)
         } catch {
             return Self.error(.badRequest, code: .invalidRecord, message: "\(error); nothing was appended")
         }

@@ -5,7 +5,7 @@ import Logging
 import Testing
 import ProvisionControl
 import ProvisionLog
-import ProvisionModel
+@testable import ProvisionModel
 import ProvisionPipeline
 @testable import ProvisionServer
 
@@ -248,6 +248,58 @@ private let dataset = """
         #expect(records.count == 3)
         #expect(try RecordLines.validate(lines, keyField: "id", timeField: "at", envelope: false) == 3)
         #expect(records.last?.value == Array("{\"id\":8,\"at\":7}".utf8))
+    }
+
+    /// Large inputs are parsed in pieces on the cores: the same records in the same order,
+    /// and a bad line is reported with its number in the whole input, not in its piece.
+    @Test func partsGiveWhatOnePassGives() async throws {
+        // 4.5 MB: four pieces of at least 1 MiB. Blank and CRLF lines, so a piece's line
+        // count is not its record count.
+        var text = ""
+        for index in 0..<30_000 {
+            text += "{\"id\":\"o-\(index)\",\"at\":\(index),\"pad\":\"\(String(repeating: "x", count: 120))\"}"
+            text += index % 1_000 == 0 ? "\r\n\n" : "\n"
+        }
+        let lines = Array(text.utf8)
+        let whole = try RecordLines.parse(lines, keyField: "id", timeField: "at", envelope: false, now: 0)
+        let inParts = try await RecordLines.parse(lines, keyField: "id", timeField: "at", envelope: false, now: 0, parts: 4)
+        #expect(inParts.count == 30_000)
+        #expect(inParts == whole)
+        #expect(try await RecordLines.validate(lines, keyField: "id", timeField: "at", envelope: false, parts: 4) == 30_000)
+
+        // Bad lines in the third and fourth pieces: the third's is the first, numbered as one pass numbers it.
+        var broken = lines
+        let thirdPiece = broken.count * 5 / 8, fourthPiece = broken.count * 7 / 8
+        for start in [fourthPiece, thirdPiece] {
+            let lineStart = broken[..<start].lastIndex(of: 0x0A)! + 1
+            broken[lineStart] = UInt8(ascii: "[")
+        }
+        var expected = ""
+        do {
+            _ = try RecordLines.parse(broken, keyField: "id", timeField: "at", envelope: false, now: 0)
+            Issue.record("one pass accepted a bad line")
+        } catch { expected = error.description }
+        #expect(expected.hasPrefix("line "))
+        #expect(Int(expected.dropFirst(5).prefix { $0.isNumber })! > 15_000)
+        do {
+            _ = try await RecordLines.parse(broken, keyField: "id", timeField: "at", envelope: false, now: 0, parts: 4)
+            Issue.record("parts accepted a bad line")
+        } catch { #expect(error.description == expected) }
+        do {
+            _ = try await RecordLines.validate(broken, keyField: "id", timeField: "at", envelope: false, parts: 4)
+            Issue.record("parts accepted a bad line when validating")
+        } catch { #expect(error.description == expected) }
+    }
+
+    @Test func piecesEndAtLineEndsAndCoverTheInput() {
+        let lines = Array("a\nbb\n\nccc\nd".utf8)
+        for count in 1...6 {
+            let pieces = RecordLines.pieces(of: lines, count: count)
+            #expect(pieces.first?.lowerBound == 0 && pieces.last?.upperBound == lines.count)
+            #expect(zip(pieces, pieces.dropFirst()).allSatisfy { $0.upperBound == $1.lowerBound })
+            #expect(pieces.dropLast().allSatisfy { lines[$0.upperBound - 1] == 0x0A }, "\(count): \(pieces)")
+            #expect(pieces.count <= count)
+        }
     }
 
     @Test func envelopesCarryTombstonesAndHeaders() throws {

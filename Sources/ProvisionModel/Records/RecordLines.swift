@@ -34,19 +34,119 @@ public enum RecordLines {
         return count
     }
 
+    /// `parse` on several cores: the input is cut at line ends into up to `parts` pieces
+    /// parsed side by side. The same records in the same order, or the same first bad line.
+    public static func parse(_ bytes: [UInt8], keyField: String?, timeField: String?, envelope: Bool, now: TimestampMilliseconds,
+                             parts: Int) async throws(LineError) -> [LogRecord]
+    {
+        let pieces = await inParts(bytes, parts: parts) { part throws(LineError) in
+            var records: [LogRecord] = []
+            try scan(bytes, part: part, keyField: keyField, timeField: timeField, envelope: envelope, now: now, keepingValues: true) {
+                records.append($0)
+            }
+            return records
+        }
+        var parsed: [[LogRecord]] = []
+        for piece in pieces { parsed.append(try piece.get()) }
+        guard parsed.count > 1 else { return parsed[0] }
+        var records: [LogRecord] = []
+        records.reserveCapacity(parsed.reduce(0) { $0 + $1.count })
+        for part in parsed { records.append(contentsOf: part) }
+        return records
+    }
+
+    /// `validate` on several cores, as `parse(_:keyField:timeField:envelope:now:parts:)` parses.
+    public static func validate(_ bytes: [UInt8], keyField: String?, timeField: String?, envelope: Bool,
+                                parts: Int) async throws(LineError) -> Int
+    {
+        let pieces = await inParts(bytes, parts: parts) { part throws(LineError) in
+            var count = 0
+            try scan(bytes, part: part, keyField: keyField, timeField: timeField, envelope: envelope, now: 0, keepingValues: false) { _ in
+                count += 1
+            }
+            return count
+        }
+        var count = 0
+        for piece in pieces { count += try piece.get() }
+        return count
+    }
+
+    /// Inputs smaller than this are one piece: a task per piece costs more than it saves.
+    static let bytesPerPartMin = 1 << 20
+
+    /// `body` over pieces of the input cut just after line ends, side by side; the results in
+    /// input order, each failure's line numbered in the whole input. Only a failure with no
+    /// failure before it is renumbered (counting the line ends before its piece): that is
+    /// the one reported.
+    private static func inParts<Piece: Sendable>(_ bytes: [UInt8], parts: Int,
+                                                 _ body: @escaping @Sendable (Range<Int>) throws(LineError) -> Piece) async
+        -> [Result<Piece, LineError>]
+    {
+        let ranges = pieces(of: bytes, count: min(parts, bytes.count / bytesPerPartMin))
+        guard ranges.count > 1 else { return [Result { () throws(LineError) in try body(0..<bytes.count) }] }
+        var results = await withTaskGroup(of: (Int, Result<Piece, LineError>).self) { group in
+            for (index, range) in ranges.enumerated() {
+                group.addTask { (index, Result { () throws(LineError) in try body(range) }) }
+            }
+            var results = [Result<Piece, LineError>?](repeating: nil, count: ranges.count)
+            for await (index, result) in group { results[index] = result }
+            return results.map { $0! }
+        }
+        if let first = results.firstIndex(where: { if case .failure = $0 { true } else { false } }), first > 0,
+           case .failure(var error) = results[first]
+        {
+            error.line += lineEnds(in: bytes, before: ranges[first].lowerBound)
+            results[first] = .failure(error)
+        }
+        return results
+    }
+
+    /// The input cut into up to `count` ranges of about equal size, each ending just after a
+    /// line end (the last at the input's end).
+    static func pieces(of bytes: [UInt8], count: Int) -> [Range<Int>] {
+        guard count > 1 else { return [0..<bytes.count] }
+        return bytes.withUnsafeBufferPointer { buffer in
+            guard let base = buffer.baseAddress else { return [0..<0] }
+            var ranges: [Range<Int>] = []
+            var start = 0
+            for index in 1..<count where start < buffer.count {
+                let target = max(start, buffer.count * index / count)
+                guard let lineEnd = memchr(base + target, 0x0A, buffer.count - target) else { break }
+                let end = UnsafePointer(lineEnd.assumingMemoryBound(to: UInt8.self)) - base + 1
+                ranges.append(start..<end)
+                start = end
+            }
+            if start < buffer.count { ranges.append(start..<buffer.count) }
+            return ranges
+        }
+    }
+
+    private static func lineEnds(in bytes: [UInt8], before end: Int) -> Int {
+        bytes.withUnsafeBufferPointer { buffer in
+            guard let base = buffer.baseAddress else { return 0 }
+            var count = 0, position = 0
+            while position < end, let found = memchr(base + position, 0x0A, end - position) {
+                count += 1
+                position = UnsafePointer(found.assumingMemoryBound(to: UInt8.self)) - base + 1
+            }
+            return count
+        }
+    }
+
     /// Each line's record, in order; without `keepingValues` a plain line's record has no
     /// value (it was only checked). Lines are found with memchr and looked at in place: the
     /// one copy made of a line is its record's value.
-    private static func scan(_ bytes: [UInt8], keyField: String?, timeField: String?, envelope: Bool, now: TimestampMilliseconds,
-                             keepingValues: Bool, _ body: (LogRecord) -> Void) throws(LineError)
+    /// Lines of `part` (all of `bytes` when nil) are numbered from 1.
+    private static func scan(_ bytes: [UInt8], part: Range<Int>? = nil, keyField: String?, timeField: String?, envelope: Bool,
+                             now: TimestampMilliseconds, keepingValues: Bool, _ body: (LogRecord) -> Void) throws(LineError)
     {
         let names = JSONFieldNames([keyField ?? "", timeField ?? ""])
         var fields: [JSONValue?] = [nil, nil]
         let failure: LineError? = bytes.withUnsafeBufferPointer { buffer -> LineError? in
             guard let base = buffer.baseAddress else { return nil }
-            let count = buffer.count
+            let count = part?.upperBound ?? buffer.count
             var lineNumber = 0
-            var lineStart = 0
+            var lineStart = part?.lowerBound ?? 0
             while lineStart < count {
                 lineNumber += 1
                 let lineEnd = memchr(base + lineStart, 0x0A, count - lineStart).map { UnsafePointer($0.assumingMemoryBound(to: UInt8.self)) - base } ?? count
