@@ -367,17 +367,19 @@ public final class KafkaEventLog: EventLog, @unchecked Sendable {
         let first: Int64 = try await withCheckedThrowingContinuation { continuation in
             delivery.continuation = continuation
             let opaque = Unmanaged.passRetained(delivery).toOpaque()
-            for (index, record) in records.enumerated() {
+            // Each record looked at in the array: `enumerated()` copied it (retaining and
+            // releasing its key, value and headers), a tenth of a produce's time in the server.
+            for index in records.indices {
                 var headers: OpaquePointer?
-                if !record.headers.isEmpty {
-                    headers = rd_kafka_headers_new(record.headers.count)
-                    for header in record.headers {
+                if !records[index].headers.isEmpty {
+                    headers = rd_kafka_headers_new(records[index].headers.count)
+                    for header in records[index].headers {
                         header.value.withUnsafeBytes { value in
                             _ = rd_kafka_header_add(headers, header.name, -1, value.baseAddress, value.count)
                         }
                     }
                 }
-                let code = Self.produce(producer, record, topic.pointer, Int32(partition.partition), headers, opaque)
+                let code = Self.produce(producer, records[index], topic.pointer, Int32(partition.partition), headers, opaque)
                 if code != RD_KAFKA_RESP_ERR_NO_ERROR {
                     if let headers { rd_kafka_headers_destroy(headers) }
                     // The ones not enqueued will never be reported: count them as failed.
