@@ -16,8 +16,9 @@ public struct Topics: Sendable {
         try await log.describeTopics().filter { !TopicName.isInternal($0.name) }
     }
 
-    /// Appends `records` to the topic, creating it first with `partitions` (an existing topic
-    /// keeps its own count). A keyed record goes to its key's partition (`KafkaPartitioner`);
+    /// Appends `records` to the topic, creating it first as `dataset` (the one on this topic)
+    /// says, or with one partition when no dataset names it yet (an existing topic keeps its
+    /// own count and policy). A keyed record goes to its key's partition (`KafkaPartitioner`);
     /// the records without a key go together to one partition, a different one each request.
     /// Returns, per partition written, the offset of its first record and how many; an empty
     /// request writes nothing and returns none.
@@ -25,12 +26,16 @@ public struct Topics: Sendable {
     /// Each partition's records are appended whole or not at all; a request spanning several
     /// partitions is several appends, made side by side: a failure may leave some of them
     /// done (each whole), and the request fails.
-    public func append(_ records: [LogRecord], to topic: String, partitions: Int = 1, compacted: Bool = false) async throws -> [PartitionAppend] {
+    public func append(_ records: [LogRecord], to topic: String, dataset: DatasetSpec? = nil) async throws -> [PartitionAppend] {
         guard !TopicName.isInternal(topic) else { throw EventLogError(.invalidTopicName, "'\(topic)' is the server's own topic") }
         // One look-up when the topic exists (a metadata request on Kafka), every request.
         var existing = try await log.partitionCount(of: topic)
         if existing == nil {
-            try await log.createTopic(topic, partitions: partitions, compacted: compacted)
+            if let dataset, dataset.topic == topic {
+                try await log.createTopic(for: dataset)
+            } else {
+                try await log.createTopic(topic, partitions: 1)
+            }
             existing = try await log.partitionCount(of: topic)
         }
         let count = existing ?? 1

@@ -110,13 +110,13 @@ final class ArrivalWatcher: @unchecked Sendable {
                 for partition in reach.keys where toAssign[partition] == nil {
                     let since = lastWaited[partition] ?? now
                     lastWaited[partition] = since
-                    if now - since > Self.keptWithoutWaits {
-                        toUnassign.insert(partition)
-                        lastWaited[partition] = nil
-                    }
+                    if now - since > Self.keptWithoutWaits { toUnassign.insert(partition) }
                 }
                 for partition in toAssign.keys { reach[partition] = .some(nil) }
-                for partition in toUnassign { reach[partition] = nil }
+                for partition in toUnassign {
+                    reach[partition] = nil
+                    lastWaited[partition] = nil
+                }
                 let nearest = waiters.values.map(\.deadline).min()
                 let milliseconds = nearest.map { max(0, min(100, ($0 - .now).milliseconds)) } ?? 100
                 return (toAssign, toUnassign, Int32(milliseconds))

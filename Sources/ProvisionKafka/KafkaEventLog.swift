@@ -367,8 +367,8 @@ public final class KafkaEventLog: EventLog, @unchecked Sendable {
         let first: Int64 = try await withCheckedThrowingContinuation { continuation in
             delivery.continuation = continuation
             let opaque = Unmanaged.passRetained(delivery).toOpaque()
-            // Each record looked at in the array: `enumerated()` copied it (retaining and
-            // releasing its key, value and headers), a tenth of a produce's time in the server.
+            // Each record looked at in the array: `enumerated()` copied it, retaining and
+            // releasing its key, value and headers (4% of the server's samples producing a million).
             for index in records.indices {
                 var headers: OpaquePointer?
                 if !records[index].headers.isEmpty {

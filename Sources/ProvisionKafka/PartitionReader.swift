@@ -167,7 +167,7 @@ final class PartitionReader: @unchecked Sendable {
         let expected = min(maxRecords, first.count + leftover.count + rd_kafka_queue_length(queue))
         let bytesPerRecord = firstBytes / max(1, first.count) + 1
         // A batch ends once past maxBytes, by at most one record.
-        batch.reserveCapacity(bytes: min(expected * bytesPerRecord * 9 / 8, maxBytes + bytesPerRecord * 2), records: expected)
+        batch.reserveCapacity(bytes: min(expected * bytesPerRecord * 9 / 8, maxBytes) + bytesPerRecord * 2, records: expected)
     }
 
     /// Adds a message's record to the batch; returns its key and value bytes.

@@ -420,11 +420,9 @@ public struct APIRouter: Sendable {
         guard !TopicName.isInternal(topic) else {
             return Self.error(.badRequest, code: .invalidTopic, message: "'\(topic)' is the server's own topic: records cannot be produced into it")
         }
-        // Produced into before its dataset exists, a topic gets the one partition of a default.
         let appended: [PartitionAppend]
         do {
-            appended = try await reconciler.topics.append(records, to: topic, partitions: dataset?.partitions ?? 1,
-                                                          compacted: dataset?.isCompacted ?? false)
+            appended = try await reconciler.topics.append(records, to: topic, dataset: dataset)
         } catch let error as EventLogError where error.code == .invalidRecord {
             return Self.error(.badRequest, code: .invalidRecord, message: error.message)
         }
